@@ -1,0 +1,123 @@
+"""The shell helpers every recipe uses: option parsing, run_once sentinels, data-dir validation."""
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tts.datadir import DataDirError, validate_data_dir, write_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bash(script: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", script, "recipe", *args], capture_output=True,
+                          text=True, cwd=cwd or ROOT)
+
+
+OPTS = (
+    "set -euo pipefail; stage=0; stop_stage=7; nj=2; train_hours=3.0; recipe_options='stage nj';"
+    f" . {ROOT}/recipes/parse_options.sh;"
+    ' echo "$stage $stop_stage $nj $train_hours $#:$*"'
+)
+
+
+def test_options_override_variables():
+    r = bash(OPTS, "--stage", "2", "--stop-stage=4", "--nj", "8", "--train_hours", "0.5", "pos")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "2 4 8 0.5 1:pos"
+
+
+def test_unknown_option_and_missing_value_fail():
+    r = bash(OPTS, "--stagee", "2")
+    assert r.returncode != 0 and "unknown option --stagee" in r.stderr
+    r = bash(OPTS, "--nj")
+    assert r.returncode != 0 and "needs a value" in r.stderr
+
+
+def test_config_file_then_later_options_win(tmp_path):
+    conf = tmp_path / "opts.sh"
+    conf.write_text("nj=16\nstage=3\n")
+    r = bash(OPTS, "--config", str(conf), "--stage", "5")
+    assert r.stdout.strip() == "5 7 16 3.0 0:"
+    r = bash(OPTS, "--config", str(tmp_path / "missing.sh"))
+    assert r.returncode != 0 and "config file not found" in r.stderr
+
+
+def test_help_lists_options():
+    r = bash(OPTS, "--help")
+    assert r.returncode == 0 and "--stage 0" in r.stdout and "--nj 2" in r.stdout
+
+
+def test_stage_enabled_and_run_once(tmp_path):
+    script = (
+        f"set -euo pipefail; stage=1; stop_stage=2; . {ROOT}/recipes/utils.sh;"
+        " for s in 0 1 2 3; do stage_enabled $s && echo on$s; done;"
+        f" run_once {tmp_path}/s.done bash -c 'echo ran >> {tmp_path}/count';"
+        f" run_once {tmp_path}/s.done bash -c 'echo ran >> {tmp_path}/count'"
+    )
+    r = bash(script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["on1", "on2"]
+    assert (tmp_path / "count").read_text() == "ran\n"  # the second call was skipped
+    assert "skip:" in r.stderr
+    # a failing command leaves no sentinel, so a rerun retries it
+    r = bash(f". {ROOT}/recipes/utils.sh; set -e; run_once {tmp_path}/f.done false")
+    assert r.returncode != 0 and not (tmp_path / "f.done").exists()
+
+
+def make_data_dir(root: Path, n_spk=2, n_utt=2) -> Path:
+    d = root / "data"
+    d.mkdir()
+    wavs, texts, u2s = {}, {}, {}
+    for s in range(n_spk):
+        for u in range(n_utt):
+            utt = f"spk{s}-utt{u}"
+            path = root / f"{utt}.wav"
+            sf.write(path, np.full(1600, 0.1, np.float32), 16000)
+            wavs[utt], texts[utt], u2s[utt] = str(path), f"hello number {u}", f"spk{s}"
+    write_table(d / "wav.scp", wavs)
+    write_table(d / "text", texts)
+    write_table(d / "utt2spk", u2s)
+    write_table(d / "spk2utt", {f"spk{s}": " ".join(f"spk{s}-utt{u}" for u in range(n_utt)) for s in range(n_spk)})
+    return d
+
+
+def test_valid_data_dir_summary(tmp_path):
+    summary = validate_data_dir(make_data_dir(tmp_path))
+    assert summary["utterances"] == 4 and summary["speakers"] == 2
+    assert summary["hours"] == pytest.approx(4 * 0.1 / 3600)
+
+
+def _edit(path: Path, fn):
+    path.write_text(fn(path.read_text()))
+
+
+@pytest.mark.parametrize("breakage, match", [
+    (lambda d: (d / "text").unlink(), "missing text"),
+    (lambda d: _edit(d / "text", lambda t: "\n".join(reversed(t.splitlines())) + "\n"), "not sorted"),
+    (lambda d: _edit(d / "text", lambda t: t.replace("spk1-utt1 hello number 1\n", "")), "text and wav.scp differ"),
+    (lambda d: _edit(d / "utt2spk", lambda t: t + "spk1-utt9 spk1\n"), "utt2spk and wav.scp differ"),
+    (lambda d: _edit(d / "text", lambda t: t.replace("spk0-utt0 hello number 0", "spk0-utt0 ")), "empty transcript"),
+    (lambda d: _edit(d / "utt2spk", lambda t: t.replace("spk0-utt1 spk0", "spk0-utt1 spk1")), "does not start with its speaker"),
+    (lambda d: _edit(d / "spk2utt", lambda t: t.replace(" spk0-utt1", "")), "not the inverse"),
+    (lambda d: _edit(d / "wav.scp", lambda t: t.replace("spk0-utt0.wav", "gone.wav")), "unreadable audio"),
+    (lambda d: _edit(d / "text", lambda t: t + "spk1-utt1 again\n"), "duplicate key|not sorted"),
+])
+def test_validator_catches_each_inconsistency(tmp_path, breakage, match):
+    d = make_data_dir(tmp_path)
+    breakage(d)
+    with pytest.raises(DataDirError, match=match):
+        validate_data_dir(d)
+
+
+def test_validator_cli(tmp_path):
+    d = make_data_dir(tmp_path)
+    import sys
+    ok = subprocess.run([sys.executable, "-m", "tts.datadir", str(d)], capture_output=True, text=True)
+    assert ok.returncode == 0 and '"utterances": 4' in ok.stdout
+    (d / "spk2utt").unlink()
+    bad = subprocess.run([sys.executable, "-m", "tts.datadir", str(d)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "missing spk2utt" in bad.stdout
