@@ -19,3 +19,33 @@ def test_info_reports_versions_and_device(capsys):
     assert info["voxlm"] == __version__
     assert info["device"] in ("cpu", "cuda") and info["torch_threads"] >= 1
     assert info["packages"]["torch"].startswith("2.")
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "tts.cli", *args], capture_output=True, text=True)
+
+
+def test_synth_writes_wav_and_reports_candidates(tiny_model_dir, tmp_path, tone):
+    import soundfile as sf
+
+    sf.write(tmp_path / "prompt.wav", tone(2.0, 24000), 24000)
+    out = tmp_path / "out.wav"
+    r = run_cli("synth", "--model", str(tiny_model_dir), "--text", "Hi there.", "--prompt",
+                str(tmp_path / "prompt.wav"), "--prompt-text", "a voice", "--out", str(out),
+                "--n-candidates", "2", "--flow-steps", "2")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    audio, sr = sf.read(out)
+    assert sr == 16000 and abs(len(audio) / sr - report["seconds"]) < 1e-3
+    assert len(report["candidates"]) == 2 and sum(c["chosen"] for c in report["candidates"]) == 1
+
+
+def test_cli_bad_input_is_one_clear_line(tiny_model_dir, tmp_path):
+    r = run_cli("synth", "--model", str(tiny_model_dir), "--text", "   ", "--prompt", str(tmp_path / "x.wav"),
+                "--out", str(tmp_path / "o.wav"))
+    assert r.returncode == 2 and "error: text is empty" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("synth", "--model", str(tiny_model_dir), "--text", "Hi.", "--prompt", str(tmp_path / "x.wav"),
+                "--out", str(tmp_path / "o.wav"))
+    assert r.returncode == 2 and "audio file not found" in r.stderr
+    r = run_cli("synth", "--model", str(tmp_path), "--text", "Hi.", "--prompt", "x.wav", "--out", "o.wav")
+    assert r.returncode == 2 and "not a VoxLM model directory" in r.stderr

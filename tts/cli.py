@@ -42,6 +42,80 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_synthesis_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="VoxLM model directory")
+    p.add_argument("--n-candidates", type=int, default=1, help="best-of-N search width")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--flow-steps", type=int, default=None, help="ODE steps (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+
+
+def _synthesis_kwargs(args: argparse.Namespace) -> dict:
+    kw = {"n_candidates": args.n_candidates, "seed": args.seed, "flow_steps": args.flow_steps,
+          "guidance": args.guidance}
+    for name in ("temperature", "top_k", "top_p"):
+        if getattr(args, name) is not None:
+            kw[name] = getattr(args, name)
+    return kw
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    """Speak --text in the voice of --prompt; write --out."""
+    from tts.audio import save_audio
+    from tts.synthesizer import Synthesizer
+
+    synth = Synthesizer.from_pretrained(args.model)
+    r = synth.synthesize(args.text, args.prompt, prompt_text=args.prompt_text, **_synthesis_kwargs(args))
+    save_audio(args.out, r.audio, r.sample_rate)
+    print(json.dumps({
+        "out": args.out, "seconds": round(r.duration, 3), "rtf": round(r.timings["rtf"], 4),
+        "prompt_text": r.prompt_text, "sentences": r.sentences,
+        "candidates": [{"sentence": c.sentence, "tokens": len(c.tokens), "scores": c.scores,
+                        "total": c.total, "chosen": any(c is x for x in r.chosen)} for c in r.candidates],
+    }, indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Zero-shot clones of a test list (or of a data dir's speakers), scored by the judges."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from tts.audio import save_audio
+    from tts.evaluate import format_table, make_meta, read_meta, save_report, score_rows, write_meta
+    from tts.synthesizer import Synthesizer
+
+    out = Path(args.out)
+    if args.meta:
+        cases = read_meta(args.meta)
+    else:
+        cases = make_meta(args.data, per_speaker=args.per_speaker)
+        write_meta(out / "meta.lst", cases)
+    synth = Synthesizer.from_pretrained(args.model)
+    wav_dir = out / "wavs"
+    audio_s = compute_s = 0.0
+    for c in tqdm(cases, desc="synthesize"):
+        path = wav_dir / f"{c.utt}.wav"
+        if path.is_file():  # resumable: finished outputs are kept
+            continue
+        r = synth.synthesize(c.target_text, c.prompt_wav, prompt_text=c.prompt_text, **_synthesis_kwargs(args))
+        save_audio(path, r.audio, r.sample_rate)
+        audio_s += r.duration
+        compute_s += r.timings["total_s"]
+    rows = score_rows(cases, {"voxlm": wav_dir})
+    if audio_s:
+        rows["voxlm"]["rtf"] = compute_s / audio_s
+    save_report(out / "report.json", rows)
+    table = format_table(rows)
+    (out / "table.md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voxlm", description="VoxLM: LLM-based zero-shot text-to-speech toolkit.")
@@ -50,6 +124,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="versions, torch threads and device (JSON)")
     p.add_argument("--compact", action="store_true", help="one-line JSON")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("synth", help="zero-shot synthesis of one text in a prompt's voice")
+    _add_synthesis_options(p)
+    p.add_argument("--text", required=True)
+    p.add_argument("--prompt", required=True, help="a few seconds of the voice to clone (audio file)")
+    p.add_argument("--prompt-text", default=None, help="its transcript (default: transcribed)")
+    p.add_argument("--out", required=True, help="output wav")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("eval", help="synthesize a zero-shot test list and score it (WER, SIM, RTF)")
+    _add_synthesis_options(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--meta", help="utt|prompt_text|prompt_wav|target_text|ground_truth_wav list")
+    src.add_argument("--data", help="data dir of unseen speakers to build the list from")
+    p.add_argument("--per-speaker", type=int, default=5, help="targets per speaker (with --data)")
+    p.add_argument("--out", required=True, help="output dir: wavs/, report.json, table.md")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 
@@ -59,7 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return args.func(args)
+    from tts.errors import USER_ERRORS
+
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:  # bad input: one clear line, no traceback
+        print(f"voxlm {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

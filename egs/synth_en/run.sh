@@ -29,13 +29,72 @@ if stage_enabled 0; then
   cat "$data/corpus_card.json"
 fi
 
-# @@STAGE-1-2 (tokenizer): train on $data/train, extract tokens for every split
+tokenizer_conf=${tokenizer_conf:-conf/tokenizer.yaml}  # env tokenizer_conf=conf/tokenizer_tiny.yaml: a smoke run
+stage1() {
+  OMP_WAIT_POLICY=PASSIVE py -m tokenizer.train --config "$tokenizer_conf" \
+    --train "$data/train" --dev "$data/dev" --exp "$exp/tokenizer"
+}
+stage2() {
+  py -m tokenizer.extract --model "$exp/tokenizer/model" --nj "$nj" \
+    --data "$data/train" "$data/dev" "$data/test"
+  py -m tokenizer.report --model "$exp/tokenizer/model" --data "$data/dev" \
+    --out "$exp/tokenizer/report.json"
+}
+if stage_enabled 1; then
+  log "stage 1: tokenizer (ASR encoder + FSQ inside, CTC) on $data/train -> $exp/tokenizer/model"
+  run_once "$exp/tokenizer/.stage1.done" stage1
+fi
+if stage_enabled 2; then
+  log "stage 2: speech tokens -> $data/{train,dev,test}/tokens; scores -> $exp/tokenizer/report.json"
+  run_once "$exp/tokenizer/.stage2.done" stage2
+fi
 
-# @@STAGE-3 (llm)
+# stage 3: the text-to-speech-token LLM
+llm_conf=${llm_conf:-conf/llm.yaml}   # env llm_conf=conf/llm_tiny.yaml: a smoke run
+llm_report_utts=${llm_report_utts:-100}
+stage3() {
+  OMP_WAIT_POLICY=PASSIVE py -m tts.llm_train --config "$llm_conf" \
+    --train "$data/train" --dev "$data/dev" --exp "$exp/llm" --tokenizer "$exp/tokenizer/model"
+  py -m tts.llm_report --model "$exp/llm/model" --tokenizer "$exp/tokenizer/model" \
+    --data "$data/dev" --max-utts "$llm_report_utts" --out "$exp/llm/report.json"
+}
+if stage_enabled 3; then
+  log "stage 3: llm -> $exp/llm/{model,report.json}"
+  run_once "$exp/llm/.stage3.done" stage3
+fi
 
-# @@STAGE-4 (flow)
+# stage 4: flow matching, speech tokens -> mel, trained on ground-truth tokens of $data/train.
+# The report resynthesises dev tokens with a same-speaker prompt (mel L1, WER, SIM; the
+# trained vocoder when $exp/vocoder/model exists, else Griffin-Lim). FLOW_CONF picks the config.
+flow_conf=${FLOW_CONF:-conf/flow_small.yaml}
+stage4() {
+  py -m flow.train --config "$flow_conf" --train "$data/train" --dev "$data/dev" \
+    --exp "$exp/flow" --tokenizer "$exp/tokenizer/model" --threads 1
+}
+stage4_report() {
+  py -m flow.report --model "$exp/flow/model" --data "$data/dev" --out "$exp/flow/report" \
+    --vocoder "$exp/vocoder/model" --steps 10 --chunk 50 --threads 1
+}
+if stage_enabled 4; then
+  log "stage 4: flow matching -> $exp/flow"
+  run_once "$exp/flow/.stage4.done" stage4
+  run_once "$exp/flow/report/.done" stage4_report
+  cat "$exp/flow/report/report.md"
+fi
 
 # @@STAGE-5 (vocoder)
+vocoder_conf=${vocoder_conf:-conf/vocoder.yaml}   # env vocoder_conf=conf/vocoder_tiny.yaml: smoke run
+vocoder_report_utts=${vocoder_report_utts:-60}
+stage5() {
+  OMP_WAIT_POLICY=PASSIVE py -m vocoder.train --config "$vocoder_conf" \
+    --train "$data/train" --dev "$data/dev" --exp "$exp/vocoder"
+  py -m vocoder.report --model "$exp/vocoder/model" --data "$data/dev" \
+    --max-utts "$vocoder_report_utts" --out "$exp/vocoder/report.json"
+}
+if stage_enabled 5; then
+  log "stage 5: vocoder -> $exp/vocoder/{model,report.json}"
+  run_once "$exp/vocoder/.stage5.done" stage5
+fi
 
 # @@STAGE-6-7 (package, synthesize + evaluate)
 

@@ -1,0 +1,133 @@
+"""The vector-field network: an LLM-shaped transformer with adaptive-norm time conditioning.
+
+Each block is a modern decoder block (pre-norm RMSNorm, rotary positions, a gated
+SiLU MLP, no biases in attention) whose norms are modulated by the flow time and
+the speaker vector (DiT's adaLN-Zero: shift, scale and a residual gate per
+sub-layer, zero-initialised so every block starts as the identity).
+
+Attention masks decide offline versus streaming (TouchTTS): full attention sees
+the whole utterance; a **chunk mask** of size ``C`` lets frame ``i`` see every
+frame ``j < (i // C + 1) * C``, i.e. its own chunk and all the past. Trained on
+a mix of both, one model serves both.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import LlamaConfig
+from transformers.models.llama.modeling_llama import (
+    LlamaMLP,
+    LlamaRotaryEmbedding,
+    apply_rotary_pos_emb,
+)
+
+
+def chunk_mask(length: int, chunk: int | None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(T, T) bool attention mask, True = may attend; ``chunk=None`` or 0 = full attention.
+
+    With a chunk size ``C``: ``mask[i, j] = j < (i // C + 1) * C`` (own chunk + past).
+    """
+    if not chunk:
+        return torch.ones(length, length, dtype=torch.bool, device=device)
+    if chunk < 0:
+        raise ValueError(f"chunk size must be positive, got {chunk}")
+    idx = torch.arange(length, device=device)
+    limit = (idx // chunk + 1) * chunk
+    return idx.view(1, -1) < limit.view(-1, 1)
+
+
+def attention_mask(lengths: torch.Tensor, max_len: int, chunk: int | None) -> torch.Tensor:
+    """(B,) valid lengths -> (B, 1, T, T) bool mask: chunk/full structure and key padding."""
+    keys = torch.arange(max_len, device=lengths.device).view(1, -1) < lengths.view(-1, 1)  # (B, T)
+    return (chunk_mask(max_len, chunk, lengths.device).unsqueeze(0) & keys.unsqueeze(1)).unsqueeze(1)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
+    """(B,) times in [0, 1] -> (B, dim) sinusoidal features."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = scale * t.float().view(-1, 1) * freqs.view(1, -1)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads, self.head_dim = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        # x: (B, T, D), mask: (B, 1, T, T) bool -> (B, T, D)
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = apply_rotary_pos_emb(q, k, *rope)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+class Block(nn.Module):
+    """Pre-norm decoder block; both norms modulated by the conditioning vector (adaLN-Zero)."""
+
+    def __init__(self, dim: int, heads: int, mlp: LlamaConfig, eps: float = 1e-6):
+        super().__init__()
+        self.norm1 = nn.RMSNorm(dim, eps=eps, elementwise_affine=False)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.RMSNorm(dim, eps=eps, elementwise_affine=False)
+        self.mlp = LlamaMLP(mlp)
+        self.ada = nn.Linear(dim, 6 * dim)
+        nn.init.zeros_(self.ada.weight)
+        nn.init.zeros_(self.ada.bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+                mask: torch.Tensor) -> torch.Tensor:
+        # x: (B, T, D), c: (B, D) -> (B, T, D)
+        sh1, sc1, g1, sh2, sc2, g2 = self.ada(F.silu(c)).chunk(6, dim=-1)
+        x = x + g1.unsqueeze(1) * self.attn(modulate(self.norm1(x), sh1, sc1), rope, mask)
+        return x + g2.unsqueeze(1) * self.mlp(modulate(self.norm2(x), sh2, sc2))
+
+
+class Backbone(nn.Module):
+    """(B, in_dim, T) features + (B, D) condition -> (B, out_dim, T) velocity."""
+
+    def __init__(self, in_dim: int, out_dim: int, dim: int, layers: int, heads: int,
+                 mlp_ratio: float = 2.75, rope_theta: float = 10000.0, max_positions: int = 8192):
+        super().__init__()
+        llama = LlamaConfig(
+            hidden_size=dim, intermediate_size=int(dim * mlp_ratio), num_attention_heads=heads,
+            hidden_act="silu", mlp_bias=False, max_position_embeddings=max_positions,
+            rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
+        )
+        self.dim = dim
+        self.in_proj = nn.Linear(in_dim, dim)
+        self.rope = LlamaRotaryEmbedding(llama)
+        self.blocks = nn.ModuleList(Block(dim, heads, llama) for _ in range(layers))
+        self.norm = nn.RMSNorm(dim, eps=1e-6, elementwise_affine=False)
+        self.final_ada = nn.Linear(dim, 2 * dim)
+        self.out_proj = nn.Linear(dim, out_dim)
+        for layer in (self.final_ada, self.out_proj):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor,
+                extra: torch.Tensor | None = None) -> torch.Tensor:
+        # x: (B, in_dim, T), c: (B, D), mask: (B, 1, T, T) bool, extra: (B, T, D) added after in_proj
+        h = self.in_proj(x.transpose(1, 2))  # (B, T, D)
+        if extra is not None:
+            h = h + extra
+        pos = torch.arange(h.shape[1], device=h.device).unsqueeze(0)
+        rope = self.rope(h, pos)
+        for block in self.blocks:
+            h = block(h, c, rope, mask)
+        shift, scale = self.final_ada(F.silu(c)).chunk(2, dim=-1)
+        return self.out_proj(modulate(self.norm(h), shift, scale)).transpose(1, 2)  # (B, out_dim, T)

@@ -1,0 +1,144 @@
+"""Training data for the flow model: speech tokens + cached log-mels of a Kaldi data dir.
+
+Reads ``<data>/tokens`` (``<utt> <id id ...>`` at the token rate) and
+``<data>/wav.scp``; the mels come from :mod:`tts.mel` (the one mel definition)
+and are cached as ``<data>/mel/<utt>.npy`` (float32, (n_mels, frames)).
+Caching is resumable: existing files are kept, new ones are written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from tts.audio import load_audio
+from tts.datadir import DataDirError, read_table
+from tts.mel import MelConfig, mel_spectrogram
+
+log = logging.getLogger(__name__)
+
+
+def read_tokens(path: str | Path) -> dict[str, np.ndarray]:
+    """Kaldi table of speech tokens -> {utt: int64 ids}; empty or non-integer rows are errors."""
+    out = {}
+    for utt, value in read_table(path).items():
+        try:
+            ids = np.array([int(x) for x in value.split()], dtype=np.int64)
+        except ValueError as err:
+            raise DataDirError(f"{path}: {utt}: tokens must be integers ({err})") from err
+        if ids.size == 0:
+            raise DataDirError(f"{path}: {utt}: no tokens")
+        out[utt] = ids
+    return out
+
+
+def mel_path(data_dir: str | Path, utt: str) -> Path:
+    return Path(data_dir) / "mel" / f"{utt}.npy"
+
+
+def cache_mels(data_dir: str | Path, mel_cfg: MelConfig, utts: list[str] | None = None,
+               progress: bool = True) -> None:
+    """Compute ``<data>/mel/<utt>.npy`` for every utterance (or ``utts``) that lacks one."""
+    data_dir = Path(data_dir)
+    wavs = read_table(data_dir / "wav.scp")
+    todo = [u for u in (utts or sorted(wavs)) if not mel_path(data_dir, u).is_file()]
+    (data_dir / "mel").mkdir(exist_ok=True)
+    for utt in tqdm(todo, desc=f"mel {data_dir}", disable=not progress or not todo):
+        audio = load_audio(wavs[utt], mel_cfg.sample_rate)
+        mel = mel_spectrogram(audio, mel_cfg)
+        tmp = mel_path(data_dir, utt).with_suffix(".tmp.npy")
+        np.save(tmp, mel.astype(np.float32))
+        tmp.replace(mel_path(data_dir, utt))
+
+
+def load_mel(data_dir: str | Path, utt: str, mmap: bool = False) -> np.ndarray:
+    return np.load(mel_path(data_dir, utt), mmap_mode="r" if mmap else None)
+
+
+def mel_stats(data_dir: str | Path, utts: list[str], limit: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-bin mean and std of the cached log-mels of (up to ``limit``) utterances."""
+    mels = np.concatenate([load_mel(data_dir, u) for u in utts[:limit]], axis=1)
+    return torch.from_numpy(mels.mean(1)).float(), torch.from_numpy(mels.std(1)).float()
+
+
+@dataclass
+class FlowItem:
+    utt: str
+    tokens: torch.Tensor  # (N,)
+    mel: torch.Tensor  # (C, T), T <= upsample * N
+
+
+class FlowDataset(Dataset):
+    """Aligned (tokens, mel) pairs; utterances whose lengths disagree by > 2 tokens are skipped.
+
+    ``crop_frames``: longer utterances are cut to a random token-aligned window
+    (fixed window at the start when ``random_crop`` is False).
+    """
+
+    def __init__(self, data_dir: str | Path, mel_cfg: MelConfig, upsample: int, crop_frames: int = 1000,
+                 random_crop: bool = True, vocab_size: int | None = None, progress: bool = True):
+        self.data_dir, self.upsample = Path(data_dir), upsample
+        self.crop_frames, self.random_crop = crop_frames - crop_frames % upsample, random_crop
+        tokens = read_tokens(self.data_dir / "tokens")
+        wavs = read_table(self.data_dir / "wav.scp")
+        missing = sorted(set(wavs) - set(tokens))
+        if missing:
+            log.warning("%s: %d utterances have no tokens (e.g. %s); skipped", data_dir, len(missing), missing[:3])
+        utts = sorted(set(wavs) & set(tokens))
+        if not utts:
+            raise DataDirError(f"{data_dir}: no utterance has both audio and tokens")
+        top = max(int(t.max()) for t in tokens.values())
+        if vocab_size is not None and top >= vocab_size:
+            raise DataDirError(f"{data_dir}/tokens: id {top} >= vocab_size {vocab_size}")
+        cache_mels(self.data_dir, mel_cfg, utts, progress)
+        self.items, self.lengths, skipped = [], [], []
+        for utt in utts:
+            frames = load_mel(self.data_dir, utt, mmap=True).shape[1]
+            if abs(frames - upsample * tokens[utt].size) > 2 * upsample:
+                skipped.append(utt)
+                continue
+            self.items.append((utt, tokens[utt]))
+            self.lengths.append(min(frames, upsample * tokens[utt].size, self.crop_frames))
+        if skipped:
+            log.warning("%s: %d utterances skipped, tokens and mel lengths disagree (e.g. %s)",
+                        data_dir, len(skipped), skipped[:3])
+        if not self.items:
+            raise DataDirError(f"{data_dir}: no utterance has tokens matching its mel length")
+        self.utts = [u for u, _ in self.items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> FlowItem:
+        utt, tokens = self.items[i]
+        mel = load_mel(self.data_dir, utt)
+        frames = min(mel.shape[1], self.upsample * tokens.size)
+        start = 0
+        if frames > self.crop_frames:
+            n_tok = (frames - self.crop_frames) // self.upsample
+            start = random.randint(0, n_tok) * self.upsample if self.random_crop else 0
+            frames = self.crop_frames
+        t0 = start // self.upsample
+        n = -(-frames // self.upsample)
+        return FlowItem(utt, torch.from_numpy(tokens[t0:t0 + n].copy()),
+                        torch.from_numpy(np.ascontiguousarray(mel[:, start:start + frames])))
+
+
+def collate(items: list[FlowItem]) -> dict:
+    """Pad to the longest item: tokens (B, N) zeros, mel (B, C, T) zeros, mel_lens (B,)."""
+    n = max(it.tokens.numel() for it in items)
+    t = max(it.mel.shape[1] for it in items)
+    tokens = torch.zeros(len(items), n, dtype=torch.long)
+    mel = torch.zeros(len(items), items[0].mel.shape[0], t)
+    for b, it in enumerate(items):
+        tokens[b, :it.tokens.numel()] = it.tokens
+        mel[b, :, :it.mel.shape[1]] = it.mel
+    lens = torch.tensor([it.mel.shape[1] for it in items])
+    return {"utts": [it.utt for it in items], "tokens": tokens, "mel": mel, "mel_lens": lens}

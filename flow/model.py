@@ -1,0 +1,261 @@
+"""Speech tokens -> mel by conditional flow matching, with an in-context prompt.
+
+Conditioning (CosyVoice-style): token embeddings repeated from the token rate to
+the mel frame rate; the prompt's mel as an in-context condition (its frames are
+visible, the target region is zero and masked); a speaker vector added to the
+time conditioning. The prompt's tokens and mel come first in the sequence, the
+target follows, and only the target is generated and returned.
+
+    model = FlowModel.from_pretrained("exp/flow/model")
+    mel = model.generate(tokens, prompt_tokens, prompt_mel, steps=10)   # (n_mels, 2 * len(tokens))
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from flow.backbone import Backbone, attention_mask, timestep_embedding
+from flow.cfm import cfm_loss, check_solver_options, solve
+from flow.config import FlowConfig
+
+CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+
+
+class FlowInputError(ValueError):
+    """Tokens, prompt or speaker embedding that the flow model cannot take; the message says why."""
+
+
+class FlowCheckpointError(RuntimeError):
+    """A model directory is missing, incomplete or does not match its config."""
+
+
+class PromptPooling(nn.Module):
+    """(B, C, T) prompt mel + (B, T) prompt mask -> (B, D): a learned attention-pooled speaker vector."""
+
+    def __init__(self, n_mels: int, dim: int):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(n_mels, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # mel: (B, C, T), mask: (B, T) bool -> (B, D); zeros where a row has no prompt frame
+        h = self.proj(mel.transpose(1, 2))  # (B, T, D)
+        w = self.score(h).squeeze(-1).masked_fill(~mask, float("-inf"))
+        w = torch.nan_to_num(torch.softmax(w.float(), dim=-1), nan=0.0).to(h.dtype)
+        return torch.einsum("bt,btd->bd", w, h)
+
+
+class FlowModel(nn.Module):
+    def __init__(self, config: FlowConfig | None = None):
+        super().__init__()
+        self.config = config = config or FlowConfig()
+        config.validate()
+        n_mels, dim = config.mel_config.n_mels, config.dim
+        self.n_mels = n_mels
+        self.token_emb = nn.Embedding(config.vocab_size, dim)
+        self.time_mlp = nn.Sequential(nn.Linear(256, dim), nn.SiLU(), nn.Linear(dim, dim))
+        if config.speaker == "prompt":
+            self.speaker = PromptPooling(n_mels, dim)
+        elif config.speaker == "external":
+            self.speaker = nn.Linear(config.speaker_dim, dim)
+        self.backbone = Backbone(2 * n_mels, n_mels, dim, config.layers, config.heads,
+                                 config.mlp_ratio, max_positions=config.max_frames)
+        # per-bin log-mel statistics; the trainer sets them from the training data
+        self.register_buffer("mel_mean", torch.zeros(n_mels))
+        self.register_buffer("mel_std", torch.ones(n_mels))
+
+    # ---- features ----------------------------------------------------------------------------
+    def set_mel_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.mel_mean.copy_(mean)
+        self.mel_std.copy_(std.clamp(min=1e-3))
+
+    def normalize(self, mel: torch.Tensor) -> torch.Tensor:
+        return (mel - self.mel_mean.view(-1, 1)) / self.mel_std.view(-1, 1)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mel_std.view(-1, 1) + self.mel_mean.view(-1, 1)
+
+    def token_features(self, tokens: torch.Tensor, frames: int) -> torch.Tensor:
+        """(B, N) ids -> (B, frames, D): embeddings repeated to the frame rate, then cut or edge-padded."""
+        h = self.token_emb(tokens).repeat_interleave(self.config.upsample, dim=1)
+        if h.shape[1] >= frames:
+            return h[:, :frames]
+        return F.pad(h.transpose(1, 2), (0, frames - h.shape[1]), mode="replicate").transpose(1, 2)
+
+    def speaker_vector(self, cond: torch.Tensor, prompt_mask: torch.Tensor,
+                       spk: torch.Tensor | None) -> torch.Tensor | None:
+        if self.config.speaker == "prompt":
+            return self.speaker(cond, prompt_mask)
+        if self.config.speaker == "external":
+            if spk is None:
+                raise FlowInputError("this model needs a speaker embedding (speaker='external')")
+            return self.speaker(F.normalize(spk.float(), dim=-1))
+        return None
+
+    def estimator(self, tok: torch.Tensor, cond: torch.Tensor, spk: torch.Tensor | None,
+                  mask: torch.Tensor):
+        """Bind the conditions: -> ``(x_t, t, drop) -> v`` for :mod:`flow.cfm`."""
+        def field(x: torch.Tensor, t: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+            # x: (B', C, T) with B' a multiple of the condition batch B (CFG doubles it)
+            r = x.shape[0] // cond.shape[0]
+            keep = (~drop).to(x.dtype)
+            c_mel = cond.repeat(r, 1, 1) * keep.view(-1, 1, 1)
+            c_tok = tok.repeat(r, 1, 1) * keep.view(-1, 1, 1)
+            c = self.time_mlp(timestep_embedding(t, 256))
+            if spk is not None:
+                c = c + spk.repeat(r, 1) * keep.view(-1, 1)
+            return self.backbone(torch.cat([x, c_mel], dim=1), c, mask.repeat(r, 1, 1, 1), extra=c_tok)
+        return field
+
+    # ---- training ----------------------------------------------------------------------------
+    def forward(self, tokens: torch.Tensor, mel: torch.Tensor, mel_lens: torch.Tensor,
+                spk: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        # tokens: (B, N), mel: (B, C, T) log-mel, mel_lens: (B,) -> scalar OT-CFM loss
+        cfg, (b, _, t) = self.config, mel.shape
+        dev = mel.device
+        frames = torch.arange(t, device=dev).view(1, -1)
+        valid = frames < mel_lens.view(-1, 1)
+        x1 = self.normalize(mel) * valid.unsqueeze(1)
+        ratio = cfg.prompt_min + (cfg.prompt_max - cfg.prompt_min) * torch.rand(b, device=dev, generator=generator)
+        use = torch.rand(b, device=dev, generator=generator) < cfg.prompt_prob
+        prompt_lens = (ratio * mel_lens * use).long()
+        prompt = frames < prompt_lens.view(-1, 1)
+        cond = x1 * prompt.unsqueeze(1)
+        chunk = None
+        if torch.rand(1, generator=generator).item() < cfg.chunk_prob:
+            chunk = cfg.chunk_sizes[int(torch.randint(len(cfg.chunk_sizes), (1,), generator=generator))]
+        mask = attention_mask(mel_lens, t, chunk)
+        field = self.estimator(self.token_features(tokens, t), cond, self.speaker_vector(cond, prompt, spk), mask)
+        return cfm_loss(field, x1, valid & ~prompt, cfg.cfm, generator)
+
+    # ---- inference ---------------------------------------------------------------------------
+    def _check_tokens(self, tokens: torch.Tensor, what: str) -> torch.Tensor:
+        tokens = torch.as_tensor(tokens)
+        if tokens.dim() == 2 and tokens.shape[0] == 1:
+            tokens = tokens[0]
+        if tokens.dim() != 1 or tokens.dtype.is_floating_point:
+            raise FlowInputError(f"{what} must be a 1-D sequence of integer ids, got shape {tuple(tokens.shape)}")
+        if tokens.numel() == 0:
+            raise FlowInputError(f"{what} are empty: nothing to synthesize")
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            raise FlowInputError(f"{what} ids must be in [0, {self.config.vocab_size}), got [{lo}, {hi}]")
+        return tokens.long().to(self.mel_mean.device)
+
+    def prepare(self, tokens, prompt_tokens=None, prompt_mel=None, spk=None):
+        """Check inputs; -> (token features (1, T, D), cond (1, C, T), speaker vector, prompt frames)."""
+        cfg = self.config
+        tokens = self._check_tokens(tokens, "tokens")
+        if (prompt_tokens is None) != (prompt_mel is None):
+            raise FlowInputError("give both prompt_tokens and prompt_mel, or neither")
+        dev = self.mel_mean.device
+        target = tokens.numel() * cfg.upsample
+        if prompt_mel is None:
+            tp, p_mel, tok = 0, torch.zeros(self.n_mels, 0, device=dev), self.token_features(tokens[None], target)
+        else:
+            prompt_tokens = self._check_tokens(prompt_tokens, "prompt_tokens")
+            p_mel = torch.as_tensor(prompt_mel, dtype=torch.float32, device=dev)
+            if p_mel.dim() != 2 or p_mel.shape[0] != self.n_mels or p_mel.shape[1] == 0:
+                raise FlowInputError(f"prompt_mel must be (n_mels={self.n_mels}, frames>0), got {tuple(p_mel.shape)}")
+            if not torch.isfinite(p_mel).all():
+                raise FlowInputError("prompt_mel contains NaN or infinite values")
+            tp = p_mel.shape[1]
+            if tp > cfg.max_prompt_frames:
+                raise FlowInputError(f"prompt is {tp} frames, over the limit of {cfg.max_prompt_frames} "
+                                     f"({cfg.max_prompt_frames / cfg.mel_config.frame_rate:.1f} s): cut it")
+            if abs(prompt_tokens.numel() * cfg.upsample - tp) > 2 * cfg.upsample:
+                raise FlowInputError(f"prompt_tokens ({prompt_tokens.numel()}) do not match prompt_mel "
+                                     f"({tp} frames at {cfg.upsample} frames per token)")
+            tok = torch.cat([self.token_features(prompt_tokens[None], tp), self.token_features(tokens[None], target)], 1)
+        total = tp + target
+        if total > cfg.max_frames:
+            raise FlowInputError(f"prompt + target is {total} frames, over max_frames={cfg.max_frames}")
+        cond = F.pad(self.normalize(p_mel), (0, target)).unsqueeze(0)
+        prompt = torch.arange(total, device=dev).view(1, -1) < tp
+        if spk is not None:
+            spk = torch.as_tensor(spk, dtype=torch.float32, device=dev).view(1, -1)
+            if cfg.speaker == "external" and spk.shape[1] != cfg.speaker_dim:
+                raise FlowInputError(f"speaker embedding has size {spk.shape[1]}, expected {cfg.speaker_dim}")
+        return tok, cond, self.speaker_vector(cond, prompt, spk), tp
+
+    def _run(self, tok, cond, spk_vec, noise, chunk, steps, solver, schedule, guidance) -> torch.Tensor:
+        t = noise.shape[-1]
+        mask = attention_mask(torch.tensor([t], device=noise.device), t, chunk)
+        field = self.estimator(tok[:, :t], cond[..., :t], spk_vec, mask)
+        return solve(field, noise, steps, solver, schedule, guidance, self.config.cfm.sway)
+
+    def _options(self, steps, solver, schedule, guidance):
+        c = self.config.cfm
+        steps, solver = steps or c.steps, solver or c.solver
+        schedule, guidance = schedule or c.schedule, c.guidance if guidance is None else guidance
+        check_solver_options(steps, solver, schedule)
+        return steps, solver, schedule, float(guidance)
+
+    @torch.no_grad()
+    def generate(self, tokens, prompt_tokens=None, prompt_mel=None, spk=None, *, steps: int | None = None,
+                 solver: str | None = None, schedule: str | None = None, guidance: float | None = None,
+                 chunk: int | None = None, seed: int = 0) -> torch.Tensor:
+        """Tokens (N,) [+ prompt tokens (Np,) and log-mel (C, Tp)] -> target log-mel (C, upsample * N).
+
+        ``chunk``: attention chunk in frames for streaming-mask inference (None = offline).
+        Deterministic for a given ``seed``.
+        """
+        opts = self._options(steps, solver, schedule, guidance)
+        tok, cond, spk_vec, tp = self.prepare(tokens, prompt_tokens, prompt_mel, spk)
+        noise = torch.randn(cond.shape, generator=torch.Generator().manual_seed(seed)).to(cond.device)
+        x = self._run(tok, cond, spk_vec, noise, chunk, *opts)
+        return self.denormalize(x[0, :, tp:])
+
+    @torch.no_grad()
+    def stream(self, tokens, prompt_tokens=None, prompt_mel=None, spk=None, *, chunk: int = 50,
+               steps: int | None = None, solver: str | None = None, schedule: str | None = None,
+               guidance: float | None = None, seed: int = 0) -> Iterator[torch.Tensor]:
+        """Yield the target log-mel chunk by chunk, (C, frames) each, as soon as each chunk is final.
+
+        Chunk boundaries are multiples of ``chunk`` counted from the prompt's first frame;
+        the pieces concatenate to exactly ``generate(..., chunk=chunk)``. Each piece re-solves
+        its prefix (no cache), so the total cost grows with the square of the chunk count.
+        """
+        opts = self._options(steps, solver, schedule, guidance)
+        tok, cond, spk_vec, tp = self.prepare(tokens, prompt_tokens, prompt_mel, spk)
+        noise = torch.randn(cond.shape, generator=torch.Generator().manual_seed(seed)).to(cond.device)
+        total, done = cond.shape[-1], tp
+        while done < total:
+            end = min(total, (done // chunk + 1) * chunk)
+            x = self._run(tok, cond, spk_vec, noise[..., :end], chunk, *opts)
+            yield self.denormalize(x[0, :, done:end])
+            done = end
+
+    # ---- persistence -------------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "model": "voxlm-flow"})
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, map_location: str = "cpu") -> FlowModel:
+        path = Path(path)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (path / name).is_file():
+                raise FlowCheckpointError(f"{path}: missing {name} (not a flow model directory)")
+        try:
+            config = FlowConfig.from_dict(json.loads((path / CONFIG_NAME).read_text()))
+            state = load_file(str(path / WEIGHTS_NAME), device=map_location)
+        except Exception as err:
+            raise FlowCheckpointError(f"{path}: cannot read the model: {err}") from err
+        model = cls(config)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise FlowCheckpointError(f"{path}: weights do not match config.json: {err}") from err
+        return model.eval()

@@ -1,0 +1,201 @@
+"""Train the flow model with Lightning (bucketing, bf16 where available, checkpoint/resume, logs).
+
+    python -m flow.train --config conf/flow.yaml --train data/train --dev data/dev --exp exp/flow
+
+Resumes from ``<exp>/checkpoints/last.ckpt`` when it exists. Every checkpoint
+also refreshes ``<exp>/model`` (config.json + model.safetensors), the directory
+``FlowModel.from_pretrained`` and the report read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from flow.config import FlowConfig, from_dict
+from flow.data import FlowDataset, collate, mel_stats
+from flow.model import FlowModel
+from tts.training import BucketBatchSampler, TrainerConfig, build_trainer, last_checkpoint
+
+log = logging.getLogger("flow.train")
+
+
+@dataclass
+class DataConfig:
+    max_frames_per_batch: int = 6000  # summed padded frames per batch
+    max_batch: int = 32
+    crop_frames: int = 800  # longer utterances are cut to a random 16 s window
+    num_workers: int = 0
+    val_utts: int = 64  # dev utterances scored for val_loss
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = 300
+    min_lr_ratio: float = 0.1  # cosine decay to lr * min_lr_ratio at trainer.max_steps
+
+
+@dataclass
+class FlowTrainConfig:
+    model: FlowConfig = field(default_factory=FlowConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> FlowTrainConfig:
+        with open(path, encoding="utf-8") as f:
+            return from_dict(cls, yaml.safe_load(f) or {})
+
+
+class FlowLightning(L.LightningModule):
+    def __init__(self, cfg: FlowTrainConfig, export_dir: str | Path | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.model = FlowModel(cfg.model)
+        self.export_dir = Path(export_dir) if export_dir else None
+
+    def training_step(self, batch: dict, _idx: int) -> torch.Tensor:
+        loss = self.model(batch["tokens"], batch["mel"], batch["mel_lens"])
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["utts"]))
+        self.log("frames", batch["mel_lens"].sum().float(), reduce_fx="sum", batch_size=1)
+        return loss
+
+    def validation_step(self, batch: dict, idx: int) -> None:
+        gen = torch.Generator(device=batch["mel"].device).manual_seed(1000 + idx)  # same noise every time
+        loss = self.model(batch["tokens"], batch["mel"], batch["mel_lens"], generator=gen)
+        self.log("val_loss", loss, prog_bar=True, batch_size=len(batch["utts"]))
+
+    def configure_optimizers(self):
+        o, steps = self.cfg.optim, self.cfg.trainer.max_steps
+        opt = torch.optim.AdamW(self.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+
+        def schedule(step: int) -> float:
+            if step < o.warmup_steps:
+                return (step + 1) / o.warmup_steps
+            p = min(1.0, (step - o.warmup_steps) / max(1, steps - o.warmup_steps))
+            return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.export_dir is not None and self.global_rank == 0:
+            self.model.save_pretrained(self.export_dir)
+
+
+def make_loader(ds: FlowDataset, cfg: DataConfig, shuffle: bool, seed: int) -> DataLoader:
+    sampler = BucketBatchSampler(ds.lengths, cfg.max_frames_per_batch, cfg.max_batch, shuffle=shuffle, seed=seed)
+    return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.num_workers)
+
+
+def init_from(model: FlowModel, init_dir: str | Path) -> list[str]:
+    """Copy every weight of a pretrained model dir whose name and shape match; -> names left as initialised.
+
+    Use it to warm-start from a flow trained on other tokens: the backbone and the
+    mel statistics carry over, a token embedding of another codebook size does not.
+    """
+    src = FlowModel.from_pretrained(init_dir).state_dict()
+    own = model.state_dict()
+    keep = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(keep, strict=False)
+    return sorted(set(own) - set(keep))
+
+
+def train(cfg: FlowTrainConfig, train_dir: str | Path, dev_dir: str | Path | None, exp: str | Path,
+          progress: bool = True, init: str | Path | None = None) -> FlowModel:
+    """Train (or resume) into ``exp``; returns the trained model, also saved to ``<exp>/model``.
+
+    ``init``: a flow model dir to warm-start from (ignored when resuming a checkpoint).
+    """
+    exp = Path(exp)
+    exp.mkdir(parents=True, exist_ok=True)
+    (exp / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+    L.seed_everything(cfg.trainer.seed, workers=True)
+    mc = cfg.model
+    train_ds = FlowDataset(train_dir, mc.mel_config, mc.upsample, cfg.data.crop_frames,
+                           vocab_size=mc.vocab_size, progress=progress)
+    module = FlowLightning(cfg, export_dir=exp / "model")
+    if init and last_checkpoint(exp) is None:
+        fresh = init_from(module.model, init)
+        log.info("warm start from %s; newly initialised: %s", init, fresh or "nothing")
+    else:
+        module.model.set_mel_stats(*mel_stats(train_dir, train_ds.utts))
+    loaders = {"train_dataloaders": make_loader(train_ds, cfg.data, True, cfg.trainer.seed)}
+    if dev_dir:
+        dev_ds = FlowDataset(dev_dir, mc.mel_config, mc.upsample, cfg.data.crop_frames, random_crop=False,
+                             vocab_size=mc.vocab_size, progress=progress)
+        dev_ds.items, dev_ds.lengths = dev_ds.items[:cfg.data.val_utts], dev_ds.lengths[:cfg.data.val_utts]
+        loaders["val_dataloaders"] = make_loader(dev_ds, cfg.data, False, 0)
+    trainer = build_trainer(cfg.trainer, exp, use_distributed_sampler=False,
+                            limit_val_batches=None if dev_dir else 0, num_sanity_val_steps=0)
+    trainer.fit(module, ckpt_path=last_checkpoint(exp), **loaders)
+    if trainer.global_rank == 0:
+        module.model.save_pretrained(exp / "model")
+    return module.model
+
+
+def tokenizer_vocab_size(tokenizer_dir: str | Path) -> int:
+    """Codebook size from a tokenizer model directory's config (codebook_size / vocab_size / FSQ levels)."""
+    path = Path(tokenizer_dir)
+    cfg_file = next((path / n for n in ("config.json", "config.yaml") if (path / n).is_file()), None)
+    if cfg_file is None:
+        raise FileNotFoundError(f"{path}: no config.json or config.yaml")
+    cfg = yaml.safe_load(cfg_file.read_text())  # YAML is a superset of JSON
+
+    def find(d):
+        if isinstance(d, dict):
+            for key in ("codebook_size", "num_codes", "vocab_size"):
+                if isinstance(d.get(key), int):
+                    return d[key]
+            for key in ("fsq_levels", "levels"):
+                if isinstance(d.get(key), list):
+                    return math.prod(d[key])
+            for v in d.values():
+                if (found := find(v)) is not None:
+                    return found
+        return None
+    size = find(cfg)
+    if size is None:
+        raise ValueError(f"{cfg_file}: no codebook_size, vocab_size or FSQ levels found")
+    return int(size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="YAML mapping onto FlowTrainConfig")
+    p.add_argument("--train", required=True, help="data dir with wav.scp and tokens")
+    p.add_argument("--dev", help="data dir for val_loss")
+    p.add_argument("--exp", required=True)
+    p.add_argument("--tokenizer", help="tokenizer model dir: vocab_size is read from its config")
+    p.add_argument("--init", help="flow model dir to warm-start from (matching weights only)")
+    p.add_argument("--max-steps", type=int, help="override trainer.max_steps")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave default)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = FlowTrainConfig.from_yaml(args.config)
+    if args.tokenizer:
+        cfg.model.vocab_size = tokenizer_vocab_size(args.tokenizer)
+    if args.max_steps:
+        cfg.trainer.max_steps = args.max_steps
+    model = train(cfg, args.train, args.dev, args.exp, init=args.init)
+    print(json.dumps({"exp": str(args.exp), "model": str(Path(args.exp) / "model"),
+                      "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""synth_en stage 0 at a tiny size: valid Kaldi dirs, disjoint test speakers, resumable."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from tts.datadir import read_table, validate_data_dir
+
+RECIPE = Path(__file__).resolve().parents[1] / "egs" / "synth_en"
+TOOLS = ("flite", "text2wave", "sox")
+pytestmark = pytest.mark.skipif(
+    any(shutil.which(t) is None for t in TOOLS) or not Path("/usr/share/games/fortunes").is_dir(),
+    reason="needs flite, festival, sox and fortunes (apt-get install ...)",
+)
+TINY = ["--train-hours", "0.004", "--dev-per-spk", "1", "--test-per-spk", "1", "--nj", "2"]
+
+
+def prepare(data: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "local/prepare_corpus.py", "--data", str(data), *TINY]
+    out = subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out
+
+
+def tables(data: Path) -> dict[str, dict[str, dict[str, str]]]:
+    return {
+        s: {n: read_table(data / s / n) for n in ("wav.scp", "text", "utt2spk")}
+        for s in ("train", "dev", "test")
+    }
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("synth_en") / "data"
+    prepare(data)
+    return data
+
+
+def test_dirs_valid_and_test_speakers_unseen(corpus: Path) -> None:
+    summaries = {s: validate_data_dir(corpus / s) for s in ("train", "dev", "test")}
+    assert all(v["utterances"] > 0 for v in summaries.values()), summaries
+    t = tables(corpus)
+    spk = {s: set(t[s]["utt2spk"].values()) for s in t}
+    assert not spk["test"] & (spk["train"] | spk["dev"])
+    assert spk["dev"] <= spk["train"]
+    train_text = set(t["train"]["text"].values())
+    assert not train_text & (set(t["dev"]["text"].values()) | set(t["test"]["text"].values()))
+    for split in t:
+        for utt, path in t[split]["wav.scp"].items():
+            assert Path(path).is_absolute()
+            info = sf.info(path)
+            assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16"), utt
+            assert t[split]["text"][utt][0].isupper()  # the original cased sentence
+
+
+def test_rerun_resumes_to_the_same_corpus(corpus: Path) -> None:
+    before = tables(corpus)
+    wavs = sorted(before["train"]["wav.scp"].values()) + sorted(before["test"]["wav.scp"].values())
+    Path(wavs[0]).unlink()  # a missing utterance
+    Path(wavs[-1]).write_bytes(b"RIFF")  # a truncated one
+    (Path(wavs[1]).parent / "junk.wav.123.part").write_bytes(b"")  # a killed write
+    mtime = Path(wavs[1]).stat().st_mtime_ns
+    out = prepare(corpus)
+    assert f"{sum(len(t['wav.scp']) for t in before.values()) - 2} of" in out.stdout
+    assert tables(corpus) == before
+    assert Path(wavs[1]).stat().st_mtime_ns == mtime  # complete wavs are not redone
+    assert sf.info(wavs[0]).frames > 0 and sf.info(wavs[-1]).frames > 0
+    assert not list(Path(wavs[1]).parent.glob("*.part"))

@@ -1,0 +1,260 @@
+"""Flow matching (flow/): maths, masks, streaming, persistence, errors, a tiny overfit, the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flow.backbone import attention_mask, chunk_mask
+from flow.cfm import CFMConfig, cfm_loss, solve, time_grid
+from flow.config import FlowConfig
+from flow.model import FlowCheckpointError, FlowInputError, FlowModel
+from flow.train import FlowTrainConfig, tokenizer_vocab_size
+from tts.audio import load_audio
+from tts.mel import MelConfig, mel_spectrogram
+
+CONF = Path(__file__).resolve().parents[1] / "egs" / "synth_en" / "conf"
+
+
+def tiny(**kw) -> FlowModel:
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=32, dim=32, layers=2, heads=2, max_prompt_frames=60, max_frames=400)
+    model = FlowModel(FlowConfig(**{**cfg, **kw}))
+    with torch.no_grad():  # leave the zero-initialised (identity) state so outputs depend on inputs
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> np.ndarray:
+    """~2 s of flite speech as a (80, T) log-mel; a sine sweep when flite is missing."""
+    d = tmp_path_factory.mktemp("flow")
+    if shutil.which("flite"):
+        wav = d / "x.wav"
+        subprocess.run(["flite", "-voice", "rms", "-t", "The quick brown fox jumps.", "-o", str(wav)], check=True)
+        audio = load_audio(wav, 16000)
+    else:
+        t = np.arange(32000) / 16000
+        audio = (0.3 * np.sin(2 * np.pi * (200 + 100 * t) * t)).astype(np.float32)
+    return mel_spectrogram(audio, MelConfig())
+
+
+# ---- masks -------------------------------------------------------------------------------------
+def test_chunk_mask_shape_and_causality():
+    m = chunk_mask(7, 3)
+    assert m.shape == (7, 7) and m.dtype == torch.bool
+    i, j = torch.meshgrid(torch.arange(7), torch.arange(7), indexing="ij")
+    assert torch.equal(m, j < (i // 3 + 1) * 3)  # own chunk + all the past, nothing later
+    assert m[0, :3].all() and not m[0, 3:].any() and m[6].all()
+    assert chunk_mask(5, None).all() and chunk_mask(5, 0).all()
+    am = attention_mask(torch.tensor([5, 3]), 5, 2)
+    assert am.shape == (2, 1, 5, 5)
+    assert not am[1, 0, :, 3:].any()  # padded keys are never seen
+    assert torch.equal(am[0, 0], chunk_mask(5, 2))
+
+
+def test_chunked_generation_is_causal_and_streams():
+    model = tiny()
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, 32, (30,), generator=g)
+    p_tok, p_mel = torch.randint(0, 32, (10,), generator=g), torch.randn(80, 20, generator=g)
+    a = model.generate(tokens, p_tok, p_mel, chunk=10, steps=3)
+    changed = tokens.clone()
+    changed[20:] = (changed[20:] + 1) % 32  # target frames 40.. = sequence frames 60..
+    b = model.generate(changed, p_tok, p_mel, chunk=10, steps=3)
+    assert torch.allclose(a[:, :40], b[:, :40], atol=1e-5)  # earlier chunks do not see the change
+    assert not torch.allclose(a[:, 40:], b[:, 40:])
+    full_a = model.generate(tokens, p_tok, p_mel, steps=3)
+    full_b = model.generate(changed, p_tok, p_mel, steps=3)
+    assert not torch.allclose(full_a[:, :40], full_b[:, :40])  # offline attention sees the future
+    pieces = list(model.stream(tokens, p_tok, p_mel, chunk=10, steps=3))
+    assert [p.shape[1] for p in pieces] == [10] * 6
+    assert torch.allclose(torch.cat(pieces, 1), a, atol=1e-4)
+
+
+# ---- flow matching maths ---------------------------------------------------------------------
+def test_time_grids_and_options():
+    for schedule in ("linear", "cosine", "sway"):
+        t = time_grid(8, schedule)
+        assert t.shape == (9,) and t[0] == 0 and t[-1] == 1 and (t[1:] > t[:-1]).all()
+    assert time_grid(8, "cosine")[1] < time_grid(8, "linear")[1]  # small steps near the noise
+    for bad in (dict(steps=0), dict(solver="rk4"), dict(schedule="exp")):
+        with pytest.raises(ValueError):
+            solve(lambda x, t, d: x, torch.zeros(1, 2, 3), **bad)
+
+
+def test_solver_calls_and_exactness():
+    calls = []
+
+    def const(x, t, drop):
+        calls.append(x.shape[0])
+        return torch.ones_like(x)
+    x0 = torch.zeros(1, 2, 3)
+    for solver, per_step in (("euler", 1), ("midpoint", 2)):
+        calls.clear()
+        out = solve(const, x0, steps=5, solver=solver, schedule="sway")
+        assert len(calls) == 5 * per_step and torch.allclose(out, torch.ones_like(out))  # dx/dt = 1 over [0, 1]
+
+
+def test_cfg_scale_zero_is_the_conditional_path():
+    model = tiny()
+    tokens = torch.arange(20) % 32
+    a = model.generate(tokens, steps=4, guidance=0.0, seed=3)
+    tok, cond, spk, tp = model.prepare(tokens)
+    field = model.estimator(tok, cond, spk, attention_mask(torch.tensor([40]), 40, None))
+    x = torch.randn(cond.shape, generator=torch.Generator().manual_seed(3))
+    ts = time_grid(4, model.config.cfm.schedule)
+    with torch.no_grad():
+        for i in range(4):  # plain Euler on the conditional field only
+            x = x + (ts[i + 1] - ts[i]) * field(x, ts[i].view(1), torch.zeros(1, dtype=torch.bool))
+    assert torch.allclose(a, model.denormalize(x[0]), atol=1e-5)
+    assert not torch.allclose(a, model.generate(tokens, steps=4, guidance=1.0, seed=3))
+
+
+def test_deterministic_under_seed_and_options():
+    model = tiny()
+    tokens = torch.arange(15) % 32
+    a, b = model.generate(tokens, seed=5), model.generate(tokens, seed=5)
+    assert torch.equal(a, b) and a.shape == (80, 30)
+    assert not torch.equal(a, model.generate(tokens, seed=6))
+    m = model.generate(tokens, seed=5, steps=6, solver="midpoint", schedule="linear")
+    assert m.shape == a.shape and torch.isfinite(m).all()
+
+
+def test_cfm_loss_masks_frames():
+    x1 = torch.randn(2, 4, 6)
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[0, :3] = True
+
+    def est(x, t, drop):
+        v = torch.zeros_like(x)
+        v[:, :, 3:] = 1e6  # masked frames may be anything
+        return v
+    loss = cfm_loss(est, x1, mask, CFMConfig(), torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and loss < 10
+
+
+# ---- persistence and errors -----------------------------------------------------------------
+def test_save_load_round_trip(tmp_path):
+    model = tiny(speaker="external", speaker_dim=8)
+    model.set_mel_stats(torch.full((80,), -5.0), torch.full((80,), 2.0))
+    model.save_pretrained(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["speaker"] == "external" and cfg["cfm"]["steps"] == 10
+    loaded = FlowModel.from_pretrained(tmp_path / "m")
+    assert loaded.config == model.config
+    spk = torch.randn(8)
+    tokens = torch.arange(12) % 32
+    assert torch.equal(model.generate(tokens, spk=spk), loaded.generate(tokens, spk=spk))
+    with pytest.raises(FlowCheckpointError, match="missing"):
+        FlowModel.from_pretrained(tmp_path / "nowhere")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(FlowCheckpointError, match="cannot read"):
+        FlowModel.from_pretrained(tmp_path / "m")
+
+
+def test_bad_inputs_give_clear_errors():
+    model = tiny()
+    p_tok, p_mel = torch.arange(10), torch.randn(80, 20)
+    with pytest.raises(FlowInputError, match="empty"):
+        model.generate(torch.tensor([], dtype=torch.long))
+    with pytest.raises(FlowInputError, match="over the limit"):
+        model.generate(torch.arange(5), torch.arange(40) % 32, torch.randn(80, 80))
+    with pytest.raises(FlowInputError, match=r"ids must be in \[0, 32\)"):
+        model.generate(torch.tensor([1, 99]))
+    with pytest.raises(FlowInputError, match="n_mels"):
+        model.generate(torch.arange(5), p_tok, torch.randn(40, 20))
+    with pytest.raises(FlowInputError, match="both"):
+        model.generate(torch.arange(5), p_tok, None)
+    with pytest.raises(FlowInputError, match="do not match"):
+        model.generate(torch.arange(5), torch.arange(3), p_mel)
+    with pytest.raises(FlowInputError, match="max_frames"):
+        model.generate(torch.arange(300) % 32)
+    with pytest.raises(FlowInputError, match="speaker embedding"):
+        tiny(speaker="external", speaker_dim=4).generate(torch.arange(5))
+    with pytest.raises(ValueError, match="unknown FlowConfig option"):
+        FlowConfig.from_dict({"dims": 3})
+
+
+def test_shipped_configs_build():
+    for path in sorted(CONF.glob("flow*.yaml")):
+        cfg = FlowTrainConfig.from_yaml(path)
+        cfg.model.validate()
+        assert cfg.model.upsample == 2, path
+
+
+def test_tokenizer_vocab_size(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"quantizer": {"fsq_levels": [8, 5, 5, 5]}}))
+    assert tokenizer_vocab_size(tmp_path) == 1000
+
+
+# ---- learning ---------------------------------------------------------------------------------
+def test_tiny_flow_overfits_one_utterance(speech):
+    torch.manual_seed(0)
+    t = speech.shape[1] // 2 * 2
+    mel = torch.from_numpy(speech[:, :t]).unsqueeze(0)
+    tokens = (torch.arange(t // 2) * 7 % 32).unsqueeze(0)  # fixed fake ids, one per 2 frames
+    cfg = FlowConfig(vocab_size=32, dim=64, layers=2, heads=2, prompt_prob=0.5, cfm=CFMConfig(cfg_dropout=0.0))
+    model = FlowModel(cfg)
+    model.set_mel_stats(mel[0].mean(1), mel[0].std(1))
+    tp = 40
+    gt = mel[0, :, tp:]
+
+    def l1() -> float:
+        model.eval()
+        out = model.generate(tokens[0, tp // 2:], tokens[0, :tp // 2], mel[0, :, :tp], steps=8, guidance=0.0)
+        model.train()
+        return float((out[:, :gt.shape[1]] - gt).abs().mean())
+    before = l1()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    lens, losses = torch.tensor([t]), []
+    for _ in range(500):
+        loss = model(tokens, mel, lens)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    after = l1()
+    assert np.mean(losses[-50:]) < 0.5 * np.mean(losses[:25]), (losses[:5], losses[-5:])
+    assert after < 0.6 * before, (before, after)
+
+
+def test_train_and_report_cli(tmp_path, speech):
+    """Data dir -> flow.train (2 steps, resumable) -> model dir -> flow.report (mel L1 only)."""
+    from flow import report, train
+    from tts.audio import save_audio
+    from tts.datadir import spk2utt_from_utt2spk, write_table
+
+    d = tmp_path / "data"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    wav, text, u2s, tok = {}, {}, {}, {}
+    for i in range(3):
+        utt = f"spk-{i}"
+        audio = (rng.standard_normal(16000 + 3200 * i) * 0.1).astype(np.float32)
+        save_audio(d / f"{utt}.wav", audio, 16000)
+        frames = (16000 + 3200 * i) // 320
+        wav[utt], text[utt], u2s[utt] = str(d / f"{utt}.wav"), "hello", "spk"
+        tok[utt] = " ".join(str(x) for x in rng.integers(0, 256, frames // 2))
+    for name, table in (("wav.scp", wav), ("text", text), ("utt2spk", u2s), ("tokens", tok),
+                        ("spk2utt", spk2utt_from_utt2spk(u2s))):
+        write_table(d / name, table)
+    exp = tmp_path / "exp"
+    args = ["--config", str(CONF / "flow_tiny.yaml"), "--train", str(d), "--dev", str(d), "--exp", str(exp)]
+    assert train.main([*args, "--max-steps", "2"]) == 0
+    assert (exp / "model" / "model.safetensors").is_file() and (exp / "checkpoints" / "last.ckpt").is_file()
+    assert (d / "mel" / "spk-0.npy").is_file()  # mel cache
+    assert train.main([*args, "--max-steps", "3"]) == 0  # resumes from last.ckpt
+    out = tmp_path / "report"
+    assert report.main(["--model", str(exp / "model"), "--data", str(d), "--out", str(out), "--steps", "2",
+                        "--chunk", "10", "--no-judges", "--max-utts", "2", "--png", "1"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["utterances"] == 2 and {"flow", "flow_chunked"} <= set(rep["mel_l1"])
+    assert len(list((out / "png").glob("*.png"))) == 1

@@ -1,0 +1,78 @@
+"""Judges on short flite clips: WER low against the clip's own text, high against
+another; cosine higher for two clips of one voice than for two different voices."""
+
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tts.audio import read_audio
+from tts.judges import IntelligibilityJudge, SpeakerJudge, WerResult, word_error_rate
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("flite") is None, reason="needs flite (apt-get install flite)"
+)
+
+TEXT_A = "The quick brown fox jumps over the lazy dog near the river bank."
+TEXT_B = "Please call me tomorrow morning about the meeting."
+OTHER = "Seven green apples fell from the old tree in the garden."
+
+
+def flite(tmp: Path, voice: str, text: str, name: str) -> Path:
+    out = tmp / f"{name}.wav"
+    subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("judges")
+    return {
+        "rms_a": flite(tmp, "rms", TEXT_A, "rms_a"),
+        "rms_b": flite(tmp, "rms", TEXT_B, "rms_b"),
+        "slt_b": flite(tmp, "slt", TEXT_B, "slt_b"),
+    }
+
+
+def test_word_error_rate_normalises_and_averages() -> None:
+    r = word_error_rate(
+        ["Dr. Smith paid $5.", "Hello there world"],
+        ["doctor smith paid five dollars", "hello world"],
+    )
+    assert isinstance(r, WerResult)
+    assert r.per_utt == [0.0, pytest.approx(1 / 3)]
+    assert r.wer == pytest.approx(1 / 6)  # mean over utterances
+    assert r.corpus_wer == pytest.approx(1 / 8)  # errors over all reference words
+    assert word_error_rate(["..."], [""]).wer == 0.0
+    with pytest.raises(ValueError):
+        word_error_rate(["a"], [])
+
+
+def test_intelligibility_judge(clips) -> None:
+    judge = IntelligibilityJudge(progress=False)
+    hyp = judge.transcribe(clips["rms_a"])
+    assert judge.wer([TEXT_A], [hyp]).wer <= 0.25, hyp
+    assert judge.wer([OTHER], [hyp]).wer >= 0.7, hyp
+    # arrays at another rate are resampled at the edge, paths and (array, sr) both work
+    data, sr = read_audio(clips["rms_b"])
+    data8k = data[::2, 0].copy()
+    hyps = judge.transcribe_batch([clips["rms_b"], (data8k, sr // 2)])
+    assert judge.score([TEXT_B, TEXT_B], [clips["rms_b"], (data, sr)]).wer <= 0.25
+    assert all(isinstance(h, str) for h in hyps)
+
+
+def test_speaker_judge(clips) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        judge = SpeakerJudge(progress=False)
+    embs = judge.embed_batch([clips["rms_a"], clips["rms_b"], clips["slt_b"]])
+    assert embs.shape == (3, 256)
+    assert np.allclose(np.linalg.norm(embs, axis=1), 1.0, atol=1e-3)
+    same = judge.similarity(embs[0], embs[1])
+    diff = judge.similarity(embs[1], embs[2])
+    assert same > diff + 0.1, (same, diff)
+    rowwise = judge.similarity(embs[:2], embs[1:])
+    assert rowwise.shape == (2,) and rowwise[0] == pytest.approx(same, abs=1e-5)

@@ -1,0 +1,139 @@
+"""The text-to-speech-token LLM: layout, save/load as a stock HF model, training, sampling."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from tts.datadir import write_table
+from tts.llm import IGNORE, LLMCheckpointError, LLMConfig, SpeechLM
+from tts.llm_train import ConfigError, from_dict, load_config, train
+from tts.sampling import GenerationError, SamplingConfig, generate, ras_resample, sample_step
+
+CONF = Path(__file__).resolve().parents[1] / "egs" / "synth_en" / "conf"
+TINY = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=64,
+            max_positions=256, speech_vocab_size=16)
+
+
+def tiny_lm(**kw) -> SpeechLM:
+    torch.manual_seed(0)
+    return SpeechLM(LLMConfig(**{**TINY, **kw})).eval()
+
+
+def test_layout_and_labels():
+    lm = tiny_lm()
+    lay = lm.layout
+    text, ptext = lm.frontend.encode_normalized("hi."), lm.frontend.encode_normalized("yo.")
+    ids, labels = lay.example(text, [3, 4], ptext, [1, 2], loss_on_prompt=False)
+    assert ids == [lay.bos_id, *ptext, lay.space_id, *text, lay.speech_start_id,
+                   1 + lay.speech_offset, 2 + lay.speech_offset, 3 + lay.speech_offset,
+                   4 + lay.speech_offset, lay.speech_end_id]
+    assert [y for y in labels if y != IGNORE] == ids[-3:]  # target speech + speech-end only
+    _, labels = lay.example(text, [3, 4], ptext, [1, 2], loss_on_prompt=True)
+    assert [y for y in labels if y != IGNORE] == ids[-5:]
+    assert all(i < lay.speech_offset for i in ids[: len(ptext) + len(text) + 2])  # text part is text
+    with pytest.raises(ValueError, match="codebook"):
+        lay.example(text, [16])
+
+
+def test_save_load_autoclass_same_logits(tmp_path):
+    lm = tiny_lm()
+    lm.save_pretrained(tmp_path)
+    x = torch.tensor([lm.layout.context(lm.frontend.encode("Hello, 2 worlds!")[0], None, [1, 5, 7])])
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path)  # no custom code
+    with torch.no_grad():
+        assert torch.equal(hf(x).logits, lm(x))
+        assert torch.equal(SpeechLM.from_pretrained(tmp_path)(x), lm(x))
+
+
+def test_bad_checkpoints(tmp_path):
+    with pytest.raises(LLMCheckpointError, match="missing"):
+        SpeechLM.from_pretrained(tmp_path)
+    tiny_lm().save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(LLMCheckpointError):
+        SpeechLM.from_pretrained(tmp_path)
+
+
+def test_configs_build():
+    for path in sorted(CONF.glob("llm*.yaml")):
+        cfg = load_config(path)
+        assert cfg.llm.hidden_size % cfg.llm.num_heads == 0
+    with pytest.raises(ConfigError, match="unknown"):
+        from_dict(type(cfg), {"llm": {"hidden": 3}})
+
+
+def test_top_k_top_p_and_greedy():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(2000, 1)
+    g = torch.Generator().manual_seed(0)
+    empty = torch.zeros(2000, 0, dtype=torch.long)
+    picks = sample_step(logits, empty, SamplingConfig(top_k=2, top_p=1.0, ras_window=0), g)
+    assert set(picks.tolist()) == {0, 1}
+    picks = sample_step(logits, empty, SamplingConfig(top_k=0, top_p=0.7, ras_window=0), g)
+    assert set(picks.tolist()) == {0, 1}  # 0.5 + 0.3 covers 0.7; 0.15 and 0.05 never drawn
+    picks = sample_step(logits, empty, SamplingConfig(top_k=0, top_p=1.0, ras_window=0), g)
+    assert set(picks.tolist()) == {0, 1, 2, 3}
+    assert set(sample_step(logits, empty, SamplingConfig(greedy=True), g).tolist()) == {0}
+
+
+def test_ras_resamples_only_repeats():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.tensor([[0.0, 0.0, 1.0]]).repeat(3, 1)  # the full distribution says "2"
+    history = torch.tensor([[0, 0, 0, 1], [1, 1, 1, 1], [0, 1, 0, 1]])
+    out = ras_resample(torch.tensor([0, 0, 0]), history, probs, window=4, tau=0.5, generator=g)
+    assert out.tolist() == [2, 0, 2]  # rows with >= 2 repeats of 0 in the window resample
+    out = ras_resample(torch.tensor([0, 0, 0]), history, probs, window=3, tau=0.5, generator=g)
+    assert out.tolist() == [2, 0, 0]  # only the last 3 tokens count: row 3 now has one 0
+    same = ras_resample(torch.tensor([0, 0, 0]), history, probs, window=0, tau=0.5, generator=g)
+    assert same.tolist() == [0, 0, 0]
+
+
+def test_length_guard_and_seed():
+    lm = tiny_lm()
+    text = lm.frontend.encode("Hi there.")[0]  # 9 chars
+    cfg = SamplingConfig(min_ratio=2.0, max_ratio=3.0, num_candidates=4, seed=7)
+    gen = generate(lm, text, cfg=cfg)
+    assert (gen.min_len, gen.max_len) == (18, 27)
+    assert all(18 <= len(t) <= 27 for t in gen.tokens)
+    assert all(len(t) == 27 for t, hit in zip(gen.tokens, gen.hit_max, strict=True) if hit)
+    assert all(0 <= x < 16 for t in gen.tokens for x in t)
+    assert generate(lm, text, cfg=cfg).tokens == gen.tokens  # same seed, same tokens
+    other = generate(lm, text, cfg=SamplingConfig(min_ratio=2.0, max_ratio=3.0, num_candidates=4, seed=8))
+    assert other.tokens != gen.tokens
+    # speech-end is forbidden before min_len even when the model wants to stop at once
+    head = torch.nn.Linear(TINY["hidden_size"], lm.layout.vocab_size)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[lm.layout.speech_end_id] = 10.0
+    lm.model.lm_head = head
+    gen = generate(lm, text, cfg=SamplingConfig(min_ratio=1.0, max_ratio=3.0, greedy=True))
+    assert len(gen.tokens[0]) == 9 and not gen.hit_max[0]
+    with pytest.raises(GenerationError, match="too long"):
+        generate(lm, text, prompt_speech=[1] * 250)
+    with pytest.raises(GenerationError, match="empty"):
+        generate(lm, [])
+
+
+def _fake_data(d: Path, utts: dict[str, tuple[str, list[int]]]) -> None:
+    d.mkdir(parents=True)
+    write_table(d / "text", {u: t for u, (t, _) in utts.items()})
+    write_table(d / "tokens", {u: " ".join(map(str, s)) for u, (_, s) in utts.items()})
+    write_table(d / "utt2spk", {u: u.split("-")[0] for u in utts})
+
+
+def test_overfit_two_utterances_greedy_reproduces(tmp_path):
+    utts = {
+        "a-1": ("Dr. Smith paid $5.", [3, 3, 7, 1, 9, 9, 12, 4, 4, 4, 30, 2, 8, 15, 15, 6]),
+        "a-2": ("Hello, 2 worlds!", [20, 21, 22, 5, 5, 5, 0, 11, 11, 13, 27, 27, 19, 31]),
+    }
+    _fake_data(tmp_path / "train", utts)
+    cfg = load_config(CONF / "llm_tiny.yaml")
+    cfg.trainer.max_steps, cfg.trainer.val_every = 120, 1000
+    lm = train(cfg, tmp_path / "train", None, tmp_path / "exp", enable_model_summary=False)
+    lm = SpeechLM.from_pretrained(tmp_path / "exp" / "model")
+    for text, speech in utts.values():
+        ids = lm.frontend.encode(text)[0]
+        gen = generate(lm, ids, cfg=SamplingConfig(greedy=True, num_candidates=2))
+        assert gen.tokens == [speech, speech] and gen.hit_max == [False, False]

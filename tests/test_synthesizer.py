@@ -1,0 +1,125 @@
+"""The Synthesizer API and the model directory, on tiny untrained components.
+
+Untrained parts speak gibberish; these tests check the plumbing: shapes, rates,
+best-of-N bookkeeping, determinism, sentence joins and every clear error.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from tts.audio import AudioError
+from tts.frontend import TextError
+from tts.model_dir import ModelDirError, check_model_dir
+from tts.synthesizer import Prompt, Synthesizer, join_with_pauses
+
+
+@pytest.fixture(scope="module")
+def synth(tiny_model_dir):
+    return Synthesizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture
+def prompt_wav(tone):  # 2 s at 22.05 kHz: resampled at the edge
+    rng = np.random.default_rng(1)
+    return tone(2.0, 22050, freq=150.0) + 0.01 * rng.standard_normal(44100).astype(np.float32)
+
+
+FAST = dict(flow_steps=2, min_ratio=0.5, max_ratio=1.0, seed=3)
+
+
+def test_synthesize_returns_float32_audio_and_candidates(synth, prompt_wav):
+    r = synth.synthesize("Hi there.", prompt_wav, 22050, prompt_text="a voice", n_candidates=3, **FAST)
+    assert r.sample_rate == 16000 and r.audio.dtype == np.float32 and r.audio.ndim == 1
+    assert r.duration > 0 and np.all(np.isfinite(r.audio))
+    assert len(r.candidates) == 3 and r.chosen[0] is r.candidates[0]
+    assert all("token_intelligibility" in c.scores for c in r.candidates)
+    vocoded = [c for c in r.candidates if c.audio is not None]
+    assert len(vocoded) == 2  # prune_to=2: the rest never reach flow/vocoder
+    assert all("speaker_similarity" in c.scores for c in vocoded)
+    # the chosen candidate has the best total among those vocoded
+    assert r.chosen[0].total == max(c.total for c in vocoded)
+    # the audio holds whole mel frames: 2 frames per token, hop samples per frame
+    assert len(r.audio) == 2 * len(r.chosen[0].tokens) * 320
+
+
+def test_same_seed_same_audio_and_prompt_reuse(synth, prompt_wav):
+    a = synth.synthesize("Hi there.", prompt_wav, 22050, prompt_text="a voice", **FAST)
+    prompt = synth.prepare_prompt(prompt_wav, 22050, "a voice")
+    assert isinstance(prompt, Prompt) and prompt.mel.shape == (80, 2 * len(prompt.tokens))
+    b = synth.synthesize("Hi there.", prompt, **FAST)
+    np.testing.assert_array_equal(a.audio, b.audio)
+
+
+def test_long_text_is_split_and_joined(synth, prompt_wav):
+    r = synth.synthesize("One. Two! Three?", prompt_wav, 22050, prompt_text="a voice", **FAST)
+    assert len(r.sentences) == 3 and len(r.chosen) == 3
+    pieces = sum(len(c.audio) for c in r.chosen)
+    assert len(r.audio) == pieces + 2 * int(0.15 * 16000)
+
+
+def test_prompt_text_is_transcribed_when_absent(synth, prompt_wav, monkeypatch):
+    monkeypatch.setattr(synth.tokenizer, "transcribe", lambda audio, sr: "hello world")
+    r = synth.synthesize("Hi.", prompt_wav, 22050, **FAST)
+    assert r.prompt_text == "hello world"
+    monkeypatch.setattr(synth.tokenizer, "transcribe", lambda audio, sr: "  ")
+    with pytest.raises(AudioError, match="no speech recognised"):
+        synth.synthesize("Hi.", prompt_wav, 22050, **FAST)
+
+
+@pytest.mark.parametrize("text, err", [("", TextError), ("   ", TextError), ("!!! ...", TextError), (42, TextError)])
+def test_bad_text(synth, prompt_wav, text, err):
+    with pytest.raises(err):
+        synth.synthesize(text, prompt_wav, 22050, prompt_text="a voice", **FAST)
+
+
+def test_bad_prompts(synth, tone):
+    with pytest.raises(AudioError, match="silent"):
+        synth.synthesize("Hi.", np.zeros(32000, np.float32), 16000, prompt_text="x", **FAST)
+    with pytest.raises(AudioError, match="under the minimum"):
+        synth.synthesize("Hi.", tone(0.3), 16000, prompt_text="x", **FAST)
+    with pytest.raises(AudioError, match="over the limit"):
+        synth.synthesize("Hi.", tone(30.0), 16000, prompt_text="x", **FAST)
+    with pytest.raises(AudioError, match="required"):
+        synth.synthesize("Hi.", None, **FAST)
+    with pytest.raises(TypeError, match="unknown sampling"):
+        synth.synthesize("Hi.", tone(2.0), 16000, prompt_text="x", temprature=0.5)
+    stereo = np.stack([tone(2.0), tone(2.0)], axis=1)  # stereo is downmixed, not refused
+    assert synth.synthesize("Hi.", stereo, 16000, prompt_text="x", **FAST).duration > 0
+
+
+def test_model_dir_errors(tiny_model_dir, tmp_path):
+    model_dir = tiny_model_dir
+    assert check_model_dir(model_dir)["format_version"] == 1
+    with pytest.raises(ModelDirError, match="not found"):
+        Synthesizer.from_pretrained(tmp_path / "nope")
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    (bad / "flow" / "model.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(ModelDirError, match="corrupt weights file .*flow"):
+        Synthesizer.from_pretrained(bad)
+    shutil.rmtree(bad / "flow")
+    with pytest.raises(ModelDirError, match="missing component folder flow"):
+        Synthesizer.from_pretrained(bad)
+    pick = tmp_path / "pickle"
+    shutil.copytree(model_dir, pick)
+    torch.save({"x": torch.zeros(1)}, pick / "vocoder" / "extra.pt")
+    with pytest.raises(ModelDirError, match="refusing pickled"):
+        Synthesizer.from_pretrained(pick)
+    drift = tmp_path / "drift"
+    shutil.copytree(model_dir, drift)
+    manifest = json.loads((drift / "voxlm.json").read_text())
+    manifest["mel"]["n_mels"] = 100
+    (drift / "voxlm.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelDirError, match="mel settings differ"):
+        Synthesizer.from_pretrained(drift)
+
+
+def test_join_fades_edges():
+    pieces = [np.ones(1000, np.float32), np.ones(1000, np.float32)]
+    out = join_with_pauses(pieces, 16000)
+    assert out[0] == 0.0 and out[999] == 0.0 and out.max() == 1.0
+    assert np.abs(np.diff(out)).max() < 0.01  # no step anywhere: no click

@@ -1,0 +1,230 @@
+"""Tests of the supervised semantic tokenizer (tokenizer/): tiny models, flite clips made here."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import jiwer
+import lightning as L
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from tokenizer import CheckpointError, SpeechTokenizer, num_tokens
+from tokenizer.config import ConfigError, ModelConfig, QuantizerConfig, load_config
+from tokenizer.extract import extract
+from tokenizer.frontend import CharVocab, FeatureExtractor, load_for_tokenizer, normalize_text
+from tokenizer.model import TokenizerModel
+from tokenizer.train import ctc_loss, train
+from tts.audio import AudioError
+from tts.datadir import read_table, write_table
+
+CONF = Path(__file__).resolve().parents[1] / "egs" / "synth_en" / "conf"
+TEXTS = ["the cat sat on a mat", "we saw seven green boats", "please call me back soon"]
+VOCAB = list(" 'abcdefghijklmnopqrstuvwxyz")
+
+
+def tiny_config(**kw) -> ModelConfig:
+    cfg = ModelConfig(dim=64, heads=2, ff_mult=2, num_blocks=2, conv_kernel=7,
+                      quantizer=QuantizerConfig(levels=[5, 5, 5]), vocab=VOCAB)
+    return replace(cfg, **kw)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """A Kaldi data dir of three flite clips (used as both train and dev)."""
+    if shutil.which("flite") is None:
+        pytest.skip("flite not installed")
+    root = tmp_path_factory.mktemp("tokcorpus")
+    wavs, texts = {}, {}
+    for i, text in enumerate(TEXTS):
+        utt = f"rms-{i:03d}"
+        path = root / f"{utt}.wav"
+        subprocess.run(["flite", "-voice", "rms", "-t", text, "-o", str(path)], check=True)
+        wavs[utt], texts[utt] = str(path), text
+    d = root / "data"
+    d.mkdir()
+    write_table(d / "wav.scp", wavs)
+    write_table(d / "text", texts)
+    write_table(d / "utt2spk", {u: "rms" for u in wavs})
+    write_table(d / "spk2utt", {"rms": " ".join(sorted(wavs))})
+    return d
+
+
+@pytest.fixture(scope="module")
+def clips(corpus) -> list[np.ndarray]:
+    return [sf.read(p, dtype="float32")[0] for p in read_table(corpus / "wav.scp").values()]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> SpeechTokenizer:
+    torch.manual_seed(0)
+    return SpeechTokenizer(TokenizerModel(tiny_config()))
+
+
+def test_num_tokens_rule():
+    assert num_tokens(16000) == 25 and num_tokens(639) == 0 and num_tokens(640) == 1
+    assert num_tokens(44100, 44100) == 25 and num_tokens(24000 * 3, 24000) == 75
+
+
+def test_encode_length_deterministic_and_batched(tokenizer, clips):
+    for clip in clips:
+        ids = tokenizer.encode(clip, 16000)
+        assert ids.dtype == np.int64 and len(ids) == num_tokens(len(clip))
+        assert ids.min() >= 0 and ids.max() < tokenizer.codebook_size
+        assert np.array_equal(ids, tokenizer.encode(clip, 16000))
+    batched = tokenizer.encode_batch(clips, 16000)
+    for clip, ids in zip(clips, batched, strict=True):
+        assert np.array_equal(ids, tokenizer.encode(clip, 16000))
+
+
+def test_encode_other_rate_and_length(tokenizer, clips):
+    import librosa
+
+    clip22 = librosa.resample(clips[0], orig_sr=16000, target_sr=22050)
+    assert len(tokenizer.encode(clip22, 22050)) == num_tokens(len(clip22), 22050)
+    assert len(tokenizer.encode(clips[0][:640], 16000)) == 1
+
+
+def test_save_load_round_trip(tokenizer, clips, tmp_path):
+    tokenizer.save_pretrained(tmp_path / "m")
+    loaded = SpeechTokenizer.from_pretrained(tmp_path / "m")
+    for clip in clips:
+        assert np.array_equal(tokenizer.encode(clip, 16000), loaded.encode(clip, 16000))
+    ids = tokenizer.encode(clips[1], 16000)
+    assert loaded.transcribe_tokens(ids) == tokenizer.transcribe_tokens(ids)
+
+
+@pytest.mark.parametrize("bad", [np.zeros(0, np.float32), np.zeros(16000, np.float32),
+                                 np.full(16000, np.nan, np.float32), np.ones(100, np.float32) * 0.5,
+                                 [0.1] * 16000, "speech.wav", np.array(["a", "b"])])
+def test_bad_audio_raises(tokenizer, bad):
+    with pytest.raises(AudioError):
+        tokenizer.encode(bad, 16000)
+
+
+def test_bad_token_ids_raise(tokenizer):
+    for bad in ([], [-1, 2], [tokenizer.codebook_size], [[1, 2]]):
+        with pytest.raises(ValueError):
+            tokenizer.transcribe_tokens(bad)
+
+
+def test_missing_and_corrupt_checkpoint(tokenizer, tmp_path):
+    with pytest.raises(CheckpointError, match="missing"):
+        SpeechTokenizer.from_pretrained(tmp_path / "nowhere")
+    d = tokenizer.save_pretrained(tmp_path / "m")
+    (d / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        SpeechTokenizer.from_pretrained(d)
+    d = tokenizer.save_pretrained(tmp_path / "m2")
+    (d / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config"):
+        SpeechTokenizer.from_pretrained(d)
+    d = tokenizer.save_pretrained(tmp_path / "m3")
+    big = SpeechTokenizer(TokenizerModel(tiny_config(dim=96)))
+    big.save_pretrained(tmp_path / "m4")
+    shutil.copy(tmp_path / "m4" / "model.safetensors", d / "model.safetensors")
+    with pytest.raises(CheckpointError, match="do not match"):
+        SpeechTokenizer.from_pretrained(d)
+
+
+def test_vq_option_encodes(clips):
+    torch.manual_seed(0)
+    q = QuantizerConfig(kind="vq", codebook_size=32, codebook_dim=8)
+    tok = SpeechTokenizer(TokenizerModel(tiny_config(quantizer=q)))
+    ids = tok.encode(clips[0], 16000)
+    assert len(ids) == num_tokens(len(clips[0])) and ids.max() < 32
+    assert isinstance(tok.transcribe_tokens(ids), str)
+
+
+def test_text_and_vocab():
+    assert normalize_text("Hello,  World!  It's 5-ish.") == "hello world it's ish"
+    v = CharVocab.from_texts(["ab ba"])
+    assert v.decode_ctc([2, 2, 0, 2, 1, 3]) == "aa b"
+
+
+def test_tiny_tokenizer_overfits(corpus, clips):
+    """CTC loss falls and greedy decoding from the tokens alone recovers the clips' text."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = TokenizerModel(tiny_config(dim=96, num_blocks=2, inter_ctc_weight=0.0))
+    tok = SpeechTokenizer(model)
+    feats = [FeatureExtractor()(load_for_tokenizer(c, 16000)) for c in clips]
+    cat = torch.cat(feats)
+    model.feat_mean.copy_(cat.mean(0))
+    model.feat_std.copy_(cat.std(0))
+    x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
+    lengths = torch.tensor([f.shape[0] for f in feats])
+    targets = [tok.vocab.encode(t) for t in TEXTS]
+    flat, tlen = torch.tensor(sum(targets, [])), torch.tensor([len(t) for t in targets])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    model.train()
+    for _ in range(250):
+        out = model(x, lengths)
+        loss = ctc_loss(out.logits, out.lengths * 2, flat, tlen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    assert losses[-1] < 0.2 * losses[0]
+    hyps = [tok.transcribe_tokens(tok.encode(c, 16000)) for c in clips]
+    assert jiwer.cer(TEXTS, hyps) < 0.1, hyps
+
+
+def test_train_resume_and_extract(corpus, tmp_path):
+    """Lightning training writes a model, a rerun resumes the step count, extraction is resumable."""
+    cfg = load_config(CONF / "tokenizer_tiny.yaml")
+    cfg.trainer.max_steps, cfg.trainer.checkpoint_every, cfg.trainer.val_every = 6, 3, 3
+    exp = tmp_path / "exp"
+    train(cfg, corpus, corpus, exp, enable_model_summary=False)
+    assert (exp / "model" / "model.safetensors").is_file()
+    assert torch.load(exp / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+
+    class FirstStep(L.Callback):
+        step = None
+
+        def on_train_batch_start(self, trainer, *args):
+            if FirstStep.step is None:
+                FirstStep.step = trainer.global_step
+
+    cfg.trainer.max_steps = 9
+    train(cfg, corpus, corpus, exp, callbacks=[FirstStep()], enable_model_summary=False)
+    assert FirstStep.step == 6
+    assert torch.load(exp / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 9
+
+    data = tmp_path / "data"
+    shutil.copytree(corpus, data)
+    tok = SpeechTokenizer.from_pretrained(exp / "model")
+    (data / "tokens.parts").mkdir()
+    first = sorted(read_table(data / "wav.scp").items())[0]
+    done = " ".join(map(str, tok.encode(sf.read(first[1], dtype="float32")[0], 16000)))
+    (data / "tokens.parts" / "0.of1").write_text(f"{first[0]} {done}\nrms-001 1 2")  # torn line
+    extract(exp / "model", data, nj=1)
+    table = read_table(data / "tokens")
+    assert sorted(table) == sorted(read_table(data / "wav.scp"))
+    for utt, wav in read_table(data / "wav.scp").items():
+        audio = sf.read(wav, dtype="float32")[0]
+        assert table[utt] == " ".join(map(str, tok.encode(audio, 16000)))
+    assert not (data / "tokens.parts").exists()
+    extract(exp / "model", data, nj=2)  # complete: a no-op
+    assert read_table(data / "tokens") == table
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONF.glob("tokenizer*.yaml")))
+def test_shipped_configs_build(name):
+    cfg = load_config(CONF / name)
+    model = TokenizerModel(replace(cfg.model, vocab=VOCAB))
+    feats = torch.randn(1, 80, cfg.model.n_mels)
+    assert model.tokens(feats, torch.tensor([80])).ids.shape == (1, 20)
+
+
+def test_config_rejects_unknown_fields(tmp_path):
+    (tmp_path / "c.yaml").write_text("model:\n  dimm: 3\n")
+    with pytest.raises(ConfigError, match="dimm"):
+        load_config(tmp_path / "c.yaml")

@@ -1,0 +1,150 @@
+"""Vocoder tests: tiny models, audio made here (flite if installed, else a synthetic vowel)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tts.audio import load_audio, save_audio
+from tts.datadir import spk2utt_from_utt2spk, write_table
+from tts.mel import MelSpectrogram
+from vocoder import GriffinLim, Vocoder, VocoderCheckpointError, VocoderConfig, VocoderInputError
+from vocoder.experiment import OptimConfig, VocoderExperiment
+from vocoder.train import load_config
+from vocoder.train import main as train_main
+
+CONF = Path(__file__).resolve().parents[1] / "egs" / "synth_en" / "conf"
+TINY = VocoderConfig(dim=32, intermediate_dim=64, num_layers=2, sub_dim=16, sub_layers=1)
+# chunked == offline once overlap_frames >= context_frames; only float rounding remains
+CHUNK_TOLERANCE = 1e-4
+
+
+def speech(tmp: Path, text: str = "the quick brown fox jumps over the lazy dog", name: str = "a") -> np.ndarray:
+    """A few seconds of 16 kHz speech: flite if installed, else a harmonic vowel with vibrato."""
+    if shutil.which("flite"):
+        path = tmp / f"{name}_raw.wav"
+        subprocess.run(["flite", "-voice", "rms", "-t", text, "-o", str(path)], check=True)
+        return load_audio(path, 16000)
+    t = np.arange(32000) / 16000
+    f0 = 120 + 10 * np.sin(2 * np.pi * 3 * t)
+    ph = 2 * np.pi * np.cumsum(f0) / 16000
+    return (0.1 * sum(np.sin(k * ph) / k for k in range(1, 30))).astype(np.float32)
+
+
+def tiny_model(seed: int = 0) -> Vocoder:
+    torch.manual_seed(seed)
+    model = Vocoder(TINY)
+    with torch.no_grad():  # non-trivial outputs, as after training
+        model.out.weight.normal_(0, 0.3)
+    return model.eval()
+
+
+def test_output_length_is_frames_times_hop():
+    model = tiny_model()
+    for t in (1, 7, 50):
+        with torch.no_grad():
+            assert model(torch.randn(2, 80, t)).shape == (2, t * 320)
+    assert GriffinLim(n_iter=2, inverse="pinv")(torch.randn(1, 80, 9)).shape == (1, 9 * 320)
+
+
+def test_chunked_equals_offline():
+    model = tiny_model(1)
+    mel = torch.randn(1, 80, 83)
+    with torch.no_grad():
+        offline = model(mel)
+        for chunk in (1, 10, 25):
+            chunked = model.vocode_chunked(mel, chunk_frames=chunk)  # overlap = context_frames
+            assert chunked.shape == offline.shape
+            err = (chunked - offline).abs().max() / offline.abs().max()
+            assert err < CHUNK_TOLERANCE, (chunk, float(err))
+        short = model.vocode_chunked(mel, chunk_frames=10, overlap_frames=1)
+        assert (short - offline).abs().max() / offline.abs().max() > CHUNK_TOLERANCE
+
+
+def test_tiny_generator_overfits_a_clip(tmp_path):
+    torch.manual_seed(0)
+    wav = torch.from_numpy(speech(tmp_path)[:16000 // 320 * 320 * 2])
+    exp = VocoderExperiment(TINY, OptimConfig(), max_steps=60)
+    opt = torch.optim.AdamW(exp.generator.parameters(), 3e-3)
+    mels = []
+    for _ in range(60):
+        total, parts, _ = exp.reconstruction_losses(wav[None])
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        mels.append(float(parts["mel"]))
+    assert np.mean(mels[-5:]) < 0.6 * np.mean(mels[:3]), mels
+
+
+def test_save_load_round_trip(tmp_path):
+    model = tiny_model(2)
+    model.save_pretrained(tmp_path / "voc")
+    loaded = Vocoder.from_pretrained(tmp_path / "voc")
+    assert loaded.config == model.config
+    mel = torch.randn(1, 80, 20)
+    with torch.no_grad():
+        assert torch.equal(loaded(mel), model(mel))
+
+
+def test_clear_errors(tmp_path):
+    model = tiny_model()
+    for bad in (torch.randn(80, 20), torch.randn(1, 64, 20), torch.randn(1, 80, 0)):
+        with pytest.raises(VocoderInputError, match="shape|empty"):
+            model(bad)
+    nan = torch.randn(1, 80, 20)
+    nan[0, 3, 4] = float("nan")
+    with pytest.raises(VocoderInputError, match="NaN"):
+        model(nan)
+    with pytest.raises(VocoderInputError, match="NaN"):
+        GriffinLim()(nan)
+    with pytest.raises(VocoderCheckpointError, match="lacks"):
+        Vocoder.from_pretrained(tmp_path / "missing")
+    model.save_pretrained(tmp_path / "voc")
+    (tmp_path / "voc" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(VocoderCheckpointError, match="cannot load"):
+        Vocoder.from_pretrained(tmp_path / "voc")
+
+
+@pytest.mark.parametrize("path", sorted(CONF.glob("vocoder*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_build(path):
+    cfg = load_config(path)
+    model = Vocoder(cfg.model)
+    assert model.hop == 320 and cfg.trainer.grad_clip is None
+
+
+def test_train_cli_writes_model_and_resumes(tmp_path):
+    data = {}
+    for split in ("train", "dev"):
+        d = tmp_path / split
+        d.mkdir()
+        wavs, texts = {}, {}
+        for i, text in enumerate(["hello there", "good morning to you"]):
+            utt = f"spk-{split}{i}"
+            save_audio(d / f"{utt}.wav", speech(tmp_path, text, utt), 16000)
+            wavs[utt], texts[utt] = str(d / f"{utt}.wav"), text
+        write_table(d / "wav.scp", wavs)
+        write_table(d / "text", texts)
+        utt2spk = dict.fromkeys(wavs, "spk")
+        write_table(d / "utt2spk", utt2spk)
+        write_table(d / "spk2utt", spk2utt_from_utt2spk(utt2spk))
+        data[split] = d
+    exp = tmp_path / "exp"
+    args = ["--config", str(CONF / "vocoder_tiny.yaml"), "--train", str(data["train"]),
+            "--dev", str(data["dev"]), "--exp", str(exp)]
+    assert train_main(args) == 0
+    assert (exp / "checkpoints" / "last.ckpt").is_file()
+    assert list((exp / "samples").glob("step*/0.png"))
+    first = Vocoder.from_pretrained(exp / "model")
+    ckpt = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 4
+    # rerun: resumes at step 4, so nothing changes
+    assert train_main(args) == 0
+    again = Vocoder.from_pretrained(exp / "model")
+    mel = MelSpectrogram()(torch.from_numpy(speech(tmp_path)))[None]
+    with torch.no_grad():
+        assert torch.equal(first(mel), again(mel))

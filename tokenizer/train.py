@@ -1,0 +1,178 @@
+"""Train the tokenizer (recipe stage 1): CTC through the quantizer, Lightning, resumable.
+
+    python -m tokenizer.train --config conf/tokenizer.yaml --train data/train --dev data/dev \\
+        --exp exp/tokenizer
+
+Writes <exp>/checkpoints/last.ckpt every trainer.checkpoint_every steps (a rerun
+resumes from it), CSV + TensorBoard logs under <exp>, and the final model
+directory <exp>/model (config.json + model.safetensors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import jiwer
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from tts.training import build_trainer, last_checkpoint
+
+from .api import SpeechTokenizer
+from .config import TokenizerTrainConfig, load_config
+from .data import CTCDataset, compute_features, feature_stats, make_loader
+from .frontend import CharVocab, PhoneLexicon
+from .model import TokenizerModel
+
+log = logging.getLogger("tokenizer.train")
+
+
+def ctc_loss(logits: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
+             target_lengths: torch.Tensor) -> torch.Tensor:
+    # logits: (B, T', V), lengths: (B,) valid T' per clip
+    log_probs = logits.float().log_softmax(-1).transpose(0, 1)
+    return F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=0, zero_infinity=True)
+
+
+class TokenizerExperiment(L.LightningModule):
+    """CTC (+ intermediate CTC before the quantizer, + VQ commitment) with warmup + cosine LR."""
+
+    def __init__(self, cfg: TokenizerTrainConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.model = TokenizerModel(cfg.model)
+        self.vocab = CharVocab(cfg.model.vocab)
+        self.save_hyperparameters({"config": asdict(cfg)})
+        self._val: list[tuple[str, str]] = []
+        self._codes: list[torch.Tensor] = []
+
+    def hardness(self) -> float:
+        """How much of FSQ's rounding the forward pass applies (1 after the anneal)."""
+        steps = self.cfg.model.quantizer.anneal_steps
+        return 1.0 if steps <= 0 else min(1.0, self.global_step / steps)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self.model(batch["feats"], batch["feat_lengths"], hard=self.hardness())
+        up = self.cfg.model.ctc_upsample
+        loss_ctc = ctc_loss(out.logits, out.lengths * up, batch["targets"], batch["target_lengths"])
+        loss = loss_ctc + out.aux_loss
+        w = self.cfg.model.inter_ctc_weight
+        if out.inter_logits is not None:
+            loss_inter = ctc_loss(out.inter_logits, out.lengths * up, batch["inter_targets"],
+                                  batch["inter_target_lengths"])
+            loss = (1 - w) * loss_ctc + w * loss_inter + out.aux_loss
+            self.log("train/ctc_inter", loss_inter, batch_size=len(batch["utts"]))
+        bs = len(batch["utts"])
+        self.log("train/ctc", loss_ctc, prog_bar=True, batch_size=bs)
+        self.log("train/loss", loss, batch_size=bs)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
+        self.log("train/hard", self.hardness(), batch_size=bs)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out = self.model(batch["feats"], batch["feat_lengths"])
+        up = self.cfg.model.ctc_upsample
+        loss = ctc_loss(out.logits, out.lengths * up, batch["targets"], batch["target_lengths"])
+        self.log("val/ctc", loss, batch_size=len(batch["utts"]))
+        best = out.logits.argmax(-1)
+        for i, ref in enumerate(batch["texts"]):
+            self._val.append((ref, self.vocab.decode_ctc(best[i, : out.lengths[i] * up])))
+            self._codes.append(out.ids[i, : out.lengths[i]].cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        refs, hyps = zip(*self._val, strict=True)
+        self.log("val/cer", jiwer.cer(list(refs), list(hyps)))
+        codes = torch.cat(self._codes)
+        self.log("val/code_usage", torch.unique(codes).numel() / self.model.quantizer.size)
+        log.info("step %d val cer %.3f | ref: %s | hyp: %s", self.global_step,
+                 jiwer.cer(list(refs), list(hyps)), refs[0], hyps[0])
+        self._val, self._codes = [], []
+
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        opt = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay,
+                                betas=(0.9, 0.98))
+        total = max(self.cfg.trainer.max_steps, o.warmup_steps + 1)
+
+        def schedule(step: int) -> float:
+            if step < o.warmup_steps:
+                return (step + 1) / o.warmup_steps
+            p = min(1.0, (step - o.warmup_steps) / (total - o.warmup_steps))
+            return o.final_lr_ratio + (1 - o.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def train(cfg: TokenizerTrainConfig, train_dir: str | Path, dev_dir: str | Path, exp_dir: str | Path,
+          **trainer_kwargs) -> SpeechTokenizer:
+    """Train (or resume) and write <exp>/model; returns the trained tokenizer."""
+    exp_dir = Path(exp_dir)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.trainer.seed, workers=True)
+    norm = cfg.data.normalize
+    train_feats = compute_features(train_dir, cfg.model, norm, exp_dir / "cache" / "train_feats.safetensors")
+    dev_feats = compute_features(dev_dir, cfg.model, norm, exp_dir / "cache" / "dev_feats.safetensors")
+    if not cfg.model.vocab:
+        from tts.datadir import load_data_dir
+
+        vocab = CharVocab.from_texts(u.text for u in load_data_dir(train_dir))
+        cfg = replace(cfg, model=replace(cfg.model, vocab=vocab.chars))
+    vocab = CharVocab(cfg.model.vocab)
+    phones = PhoneLexicon() if cfg.model.inter_targets == "phones" and cfg.model.inter_ctc_weight > 0 else None
+    train_ds = CTCDataset(train_dir, train_feats, vocab, cfg.model.ctc_upsample, cfg.data.max_seconds,
+                          phones=phones)
+    dev_ds = CTCDataset(dev_dir, dev_feats, vocab, cfg.model.ctc_upsample, limit=cfg.optim.val_utterances,
+                        phones=phones)
+    log.info("train %d clips (%.2f h), dev %d clips scored; vocab %d; codebook %d",
+             len(train_ds), sum(train_ds.lengths()) / 360000, len(dev_ds), len(vocab),
+             cfg.model.quantizer.size)
+
+    experiment = TokenizerExperiment(cfg)
+    mean, std = feature_stats(train_feats)
+    experiment.model.feat_mean.copy_(mean)
+    experiment.model.feat_std.copy_(std)
+    log.info("model: %.2fM parameters", sum(p.numel() for p in experiment.parameters()) / 1e6)
+
+    trainer = build_trainer(cfg.trainer, exp_dir, **trainer_kwargs)
+    ckpt = last_checkpoint(exp_dir)
+    if ckpt is not None:
+        log.info("resuming from %s", ckpt)
+    trainer.fit(experiment, make_loader(train_ds, cfg.data, shuffle=True, seed=cfg.trainer.seed),
+                make_loader(dev_ds, cfg.data, shuffle=False), ckpt_path=ckpt)
+    tokenizer = SpeechTokenizer(experiment.model.cpu(), normalize=norm)
+    if trainer.is_global_zero:
+        tokenizer.save_pretrained(exp_dir / "model")
+        log.info("wrote %s", exp_dir / "model")
+    return tokenizer
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True)
+    p.add_argument("--train", required=True, help="Kaldi data dir with wav.scp and text")
+    p.add_argument("--dev", required=True)
+    p.add_argument("--exp", required=True)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: optim.threads)")
+    p.add_argument("--max-steps", type=int, default=None, help="override trainer.max_steps")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = load_config(args.config)
+    if args.max_steps is not None:
+        cfg.trainer.max_steps = args.max_steps
+    torch.set_num_threads(args.threads or cfg.optim.threads)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    train(cfg, args.train, args.dev, args.exp)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

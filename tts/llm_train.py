@@ -1,0 +1,275 @@
+"""Train the text-to-speech-token LLM on a Kaldi data dir with speech tokens.
+
+    python -m tts.llm_train --config conf/llm.yaml --train data/train --dev data/dev \\
+        --exp exp/llm --tokenizer exp/tokenizer/model
+
+Reads ``text``, ``tokens`` (``<utt> <id id ...>``) and ``utt2spk``. Each example is
+one utterance, and with probability ``data.prompt_prob`` another utterance of
+the same speaker goes in front as the prompt (the inference layout). Batches
+are length-bucketed; loss is on speech tokens only. Resumes from
+``<exp>/checkpoints/last.ckpt``; writes the loadable model directory to
+``<exp>/model`` at every checkpoint and at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader, Dataset
+
+from tts.datadir import read_table
+from tts.frontend import Frontend, TextError
+from tts.llm import IGNORE, LengthRatio, LLMConfig, SpeechLM
+from tts.training import BucketBatchSampler, TrainerConfig, build_trainer, last_checkpoint
+
+
+@dataclass
+class DataConfig:
+    max_tokens: int = 4000  # per batch, padding included (base lengths, before prompts)
+    max_batch: int = 32
+    prompt_prob: float = 0.5  # chance an example gets a same-speaker prompt in front
+    loss_on_prompt: bool = True  # prompt speech tokens are speech too: learn them as well
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.1  # cosine decays to lr * this at max_steps
+
+
+@dataclass
+class LLMTrainConfig:
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+class ConfigError(ValueError):
+    """A config names an unknown field."""
+
+
+def from_dict(cls, values: dict | None, where: str = "config"):
+    """Nested dict -> nested dataclasses, rejecting unknown keys."""
+    values = dict(values or {})
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
+    defaults = cls()
+    for name, value in values.items():
+        sub = getattr(defaults, name)
+        if is_dataclass(sub) and isinstance(value, dict):
+            values[name] = from_dict(type(sub), value, f"{where}.{name}")
+    return cls(**values)
+
+
+def load_config(path: str | Path) -> LLMTrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config not found: {path}")
+    return from_dict(LLMTrainConfig, yaml.safe_load(path.read_text()) or {}, str(path))
+
+
+def read_tokens(path: str | Path) -> dict[str, list[int]]:
+    return {utt: [int(t) for t in v.split()] for utt, v in read_table(path).items()}
+
+
+@dataclass
+class Pair:
+    utt: str
+    spk: str
+    text_ids: list[int]
+    speech: list[int]
+
+
+def load_pairs(data_dir: str | Path, frontend: Frontend, max_positions: int) -> list[Pair]:
+    """Utterances with text and tokens that fit the model alone; others are skipped."""
+    d = Path(data_dir)
+    texts, tokens = read_table(d / "text"), read_tokens(d / "tokens")
+    utt2spk = read_table(d / "utt2spk") if (d / "utt2spk").is_file() else {}
+    pairs = []
+    for utt in sorted(set(texts) & set(tokens)):
+        try:
+            norm = " ".join(frontend.normalize(texts[utt]))
+        except TextError:
+            continue
+        pair = Pair(utt, utt2spk.get(utt, utt), frontend.encode_normalized(norm), tokens[utt])
+        if pair.speech and len(pair.text_ids) + len(pair.speech) + 3 <= max_positions:
+            pairs.append(pair)
+    if not pairs:
+        raise ValueError(f"{d}: no utterance has both text and tokens (files text, tokens)")
+    return pairs
+
+
+def measure_ratio(pairs: list[Pair]) -> LengthRatio:
+    """Generation guards from data: 0.7x the 1st and 1.5x the 99th percentile of tokens/char."""
+    r = np.array([len(p.speech) / len(p.text_ids) for p in pairs])
+    return LengthRatio(float(0.7 * np.quantile(r, 0.01)), float(1.5 * np.quantile(r, 0.99)))
+
+
+class PairDataset(Dataset):
+    def __init__(self, pairs: list[Pair], lm: SpeechLM, prompt_prob: float = 0.0,
+                 loss_on_prompt: bool = True, seed: int = 0):
+        self.pairs, self.layout, self.max_pos = pairs, lm.layout, lm.max_positions
+        self.prompt_prob, self.loss_on_prompt = prompt_prob, loss_on_prompt
+        self.rng = random.Random(seed)
+        self.by_spk: dict[str, list[int]] = {}
+        for i, p in enumerate(pairs):
+            self.by_spk.setdefault(p.spk, []).append(i)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def lengths(self) -> list[int]:
+        return [len(p.text_ids) + len(p.speech) + 3 for p in self.pairs]
+
+    def __getitem__(self, i: int) -> tuple[list[int], list[int]]:
+        p = self.pairs[i]
+        others = [j for j in self.by_spk[p.spk] if j != i]
+        if others and self.rng.random() < self.prompt_prob:
+            q = self.pairs[self.rng.choice(others)]
+            ids, labels = self.layout.example(p.text_ids, p.speech, q.text_ids, q.speech, self.loss_on_prompt)
+            if len(ids) <= self.max_pos:
+                return ids, labels
+        return self.layout.example(p.text_ids, p.speech)
+
+
+def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    n, t = len(batch), max(len(ids) for ids, _ in batch)
+    ids = torch.full((n, t), pad_id, dtype=torch.long)
+    labels = torch.full((n, t), IGNORE, dtype=torch.long)
+    mask = torch.zeros((n, t), dtype=torch.long)
+    for i, (x, y) in enumerate(batch):
+        ids[i, :len(x)], labels[i, :len(y)], mask[i, :len(x)] = torch.tensor(x), torch.tensor(y), 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def make_loader(ds: PairDataset, cfg: DataConfig, shuffle: bool, seed: int = 0) -> DataLoader:
+    sampler = BucketBatchSampler(ds.lengths(), cfg.max_tokens, cfg.max_batch, shuffle=shuffle, seed=seed)
+    return DataLoader(ds, batch_sampler=sampler, num_workers=cfg.num_workers,
+                      collate_fn=lambda b: collate(b, ds.layout.pad_id))
+
+
+def speech_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced top-1 accuracy on labelled (speech) positions. (B, T, V), (B, T) -> ()"""
+    pred, target = logits[:, :-1].argmax(-1), labels[:, 1:]
+    mask = target != IGNORE
+    return (pred[mask] == target[mask]).float().mean()
+
+
+class LLMTask(L.LightningModule):
+    def __init__(self, cfg: LLMTrainConfig, lm: SpeechLM):
+        super().__init__()
+        self.cfg, self.lm = cfg, lm
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        # input_ids/labels/attention_mask (B, T) -> HF output (loss, logits (B, T, V))
+        return self.lm.model(**batch, use_cache=False)
+
+    def _step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
+        out = self(batch)
+        n = batch["input_ids"].shape[0]
+        self.log(f"{split}/loss", out.loss, prog_bar=True, batch_size=n, sync_dist=split == "val")
+        self.log(f"{split}/acc", speech_accuracy(out.logits, batch["labels"]), prog_bar=True,
+                 batch_size=n, sync_dist=split == "val")
+        return out.loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def configure_optimizers(self):
+        o, steps = self.cfg.optim, self.cfg.trainer.max_steps
+        decay = [p for p in self.lm.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.lm.parameters() if p.dim() < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=(0.9, 0.98))
+
+        def schedule(step: int) -> float:
+            if step < o.warmup_steps:
+                return (step + 1) / o.warmup_steps
+            frac = min(1.0, (step - o.warmup_steps) / max(1, steps - o.warmup_steps))
+            return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class ExportModel(L.Callback):
+    """Write ``<exp>/model`` (the loadable directory) whenever a checkpoint is due."""
+
+    def __init__(self, out_dir: Path, every: int):
+        self.out_dir, self.every = out_dir, every
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.is_global_zero and trainer.global_step % self.every == 0:
+            module.lm.save_pretrained(self.out_dir)
+
+
+def speech_vocab_from_tokenizer(path: str | Path) -> int:
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        raise FileNotFoundError(f"no tokenizer config at {cfg}")
+    return int(json.loads(cfg.read_text())["codebook_size"])
+
+
+def train(cfg: LLMTrainConfig, train_dir: str | Path, dev_dir: str | Path | None, exp: str | Path,
+          **trainer_kwargs) -> SpeechLM:
+    """Train (or resume) and return the model; ``<exp>/model`` holds the saved directory."""
+    exp = Path(exp)
+    L.seed_everything(cfg.trainer.seed, workers=True)
+    lm = SpeechLM(cfg.llm)
+    pairs = load_pairs(train_dir, lm.frontend, lm.max_positions)
+    lm.ratio = measure_ratio(pairs)
+    train_ds = PairDataset(pairs, lm, cfg.data.prompt_prob, cfg.data.loss_on_prompt, cfg.trainer.seed)
+    loaders = {"train_dataloaders": make_loader(train_ds, cfg.data, True, cfg.trainer.seed)}
+    if dev_dir:
+        dev_ds = PairDataset(load_pairs(dev_dir, lm.frontend, lm.max_positions), lm)
+        loaders["val_dataloaders"] = make_loader(dev_ds, cfg.data, False)
+    exp.mkdir(parents=True, exist_ok=True)
+    (exp / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+    task = LLMTask(cfg, lm)
+    print(f"llm: {lm.num_parameters() / 1e6:.2f}M parameters, {len(pairs)} training utterances, "
+          f"tokens/char guard {lm.ratio.min_ratio:.2f}..{lm.ratio.max_ratio:.2f}", flush=True)
+    callbacks = [ExportModel(exp / "model", cfg.trainer.checkpoint_every)]
+    trainer = build_trainer(cfg.trainer, exp, callbacks=callbacks, **trainer_kwargs)
+    trainer.fit(task, **loaders, ckpt_path=last_checkpoint(exp))
+    lm.save_pretrained(exp / "model")
+    return lm
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="YAML mapping onto LLMTrainConfig")
+    p.add_argument("--train", required=True, help="data dir with text, tokens, utt2spk")
+    p.add_argument("--dev", help="data dir for validation loss/accuracy")
+    p.add_argument("--exp", required=True, help="experiment dir (checkpoints, logs, model/)")
+    p.add_argument("--tokenizer", help="speech tokenizer model dir: its codebook_size sets the speech vocab")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config)
+    if args.tokenizer:
+        cfg.llm.speech_vocab_size = speech_vocab_from_tokenizer(args.tokenizer)
+    train(cfg, args.train, args.dev, args.exp)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""Speech-token generation: N candidates for one input in one batched, KV-cached loop.
+
+Per step: logits over speech tokens and speech-end only -> temperature ->
+top-k -> top-p (transformers' logits warpers) -> sample; then repetition-aware
+sampling (RAS, CosyVoice 2): if the sampled token already occurs at least
+``ras_window * ras_tau`` times in the row's last ``ras_window`` tokens, draw it
+again from the full (temperature-scaled) distribution instead of the nucleus.
+Length guards bound the speech by the target text's length: speech-end is
+masked until ``min_ratio * chars`` tokens, and a row is cut at
+``max_ratio * chars`` tokens (``Generation.hit_max`` says so).
+
+The prompt is prefilled once with batch 1; its KV cache is then repeated for
+the N candidates, and rows that finish are dropped from the cache, so N
+candidates cost far less than N separate calls.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from dataclasses import dataclass
+
+import torch
+from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+from tts.llm import SpeechLM
+
+
+@functools.cache
+def _cache_kwarg(model_cls: type) -> str:
+    """transformers >= 5 names the KV cache argument ``cache``, older versions ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(model_cls.forward).parameters else "past_key_values"
+
+
+def _cache_call(model, ids: torch.Tensor, cache=None):
+    """One forward keeping only the last position's logits: (B, T) ids -> (B, V) logits, cache."""
+    kw = _cache_kwarg(type(model))
+    out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **({kw: cache} if cache is not None else {}))
+    return out.logits[:, -1], getattr(out, kw)
+
+
+class GenerationError(ValueError):
+    """The input cannot be generated from (too long for the model, empty text)."""
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 1.0
+    top_k: int = 25
+    top_p: float = 0.8
+    ras_window: int = 10  # 0 disables RAS
+    ras_tau: float = 0.1  # resample when repeats in the window >= window * tau
+    greedy: bool = False  # argmax, no RAS: deterministic
+    min_ratio: float | None = None  # speech tokens per target char; None: the model's measured ratio
+    max_ratio: float | None = None
+    num_candidates: int = 1
+    seed: int | None = 0  # None: torch's global RNG
+
+
+@dataclass
+class Generation:
+    tokens: list[list[int]]  # speech token ids (0..codebook-1), one list per candidate
+    hit_max: list[bool]  # the row was cut by the max-length guard
+    min_len: int
+    max_len: int
+    steps: int  # decoding steps run (= longest candidate)
+
+
+def length_bounds(num_chars: int, min_ratio: float, max_ratio: float) -> tuple[int, int]:
+    return max(1, math.floor(min_ratio * num_chars)), max(2, math.ceil(max_ratio * num_chars))
+
+
+def ras_resample(tokens: torch.Tensor, history: torch.Tensor, full_probs: torch.Tensor,
+                 window: int, tau: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Repetition-aware sampling. tokens (B,), history (B, T), full_probs (B, V) -> (B,)."""
+    if window <= 0 or history.shape[1] == 0:
+        return tokens
+    repeats = (history[:, -window:] == tokens[:, None]).sum(dim=1)
+    redo = repeats >= window * tau
+    if redo.any():
+        fresh = torch.multinomial(full_probs[redo], 1, generator=generator).squeeze(1)
+        tokens = tokens.clone()
+        tokens[redo] = fresh
+    return tokens
+
+
+def sample_step(logits: torch.Tensor, history: torch.Tensor, cfg: SamplingConfig,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """One step for a batch. logits (B, V) -> ids (B,) in the same (restricted) index space."""
+    # (B, V)
+    if cfg.greedy:
+        return logits.argmax(dim=-1)
+    scores = logits.float() / max(cfg.temperature, 1e-5)
+    full_probs = scores.softmax(dim=-1)
+    if cfg.top_k > 0:
+        scores = TopKLogitsWarper(top_k=cfg.top_k)(None, scores)
+    if 0.0 < cfg.top_p < 1.0:
+        scores = TopPLogitsWarper(top_p=cfg.top_p)(None, scores)
+    tokens = torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(1)
+    return ras_resample(tokens, history, full_probs, cfg.ras_window, cfg.ras_tau, generator)
+
+
+@torch.inference_mode()
+def generate(lm: SpeechLM, text_ids: list[int], prompt_text_ids: list[int] | None = None,
+             prompt_speech: list[int] | None = None, cfg: SamplingConfig | None = None) -> Generation:
+    """Continue ``[text] <speech_start> [prompt speech]`` with N candidate speech-token rows.
+
+    text_ids: the target text's ids (one frontend chunk); the length guards count them.
+    """
+    cfg = cfg or SamplingConfig()
+    if not text_ids:
+        raise GenerationError("empty target text")
+    layout, model = lm.layout, lm.model
+    ctx = layout.context(text_ids, prompt_text_ids, prompt_speech)
+    min_len, max_len = length_bounds(
+        len(text_ids), cfg.min_ratio if cfg.min_ratio is not None else lm.ratio.min_ratio,
+        cfg.max_ratio if cfg.max_ratio is not None else lm.ratio.max_ratio)
+    max_len = min(max_len, lm.max_positions - len(ctx))
+    if max_len < min_len:
+        raise GenerationError(
+            f"input too long: {len(ctx)} context ids leave {max_len} of {lm.max_positions} positions "
+            f"for >= {min_len} speech tokens; split the text or shorten the prompt")
+    generator = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
+    n, offset, end = cfg.num_candidates, layout.speech_offset, layout.speech_vocab_size
+    # Sampling runs over speech tokens 0..K-1 plus speech-end at local index K (``end``).
+    allowed = torch.tensor([*range(offset, offset + end), layout.speech_end_id])
+
+    last, cache = _cache_call(model, torch.tensor([ctx]))
+    if n > 1:
+        cache.batch_repeat_interleave(n)
+    logits = last[:, allowed].expand(n, -1)
+    history = torch.tensor([prompt_speech or []] * n, dtype=torch.long).reshape(n, -1)
+    alive = torch.arange(n)  # candidate index of each cache row
+    rows: list[list[int]] = [[] for _ in range(n)]
+    hit_max = [False] * n
+    for step in range(max_len + 1):
+        if step < min_len:
+            logits = logits.clone()
+            logits[:, end] = float("-inf")
+        if step == max_len:  # guard: whatever is still running is cut here
+            for i in alive.tolist():
+                hit_max[i] = True
+            break
+        nxt = sample_step(logits, history, cfg, generator)
+        keep = nxt != end
+        for i, tok in zip(alive[keep].tolist(), nxt[keep].tolist(), strict=True):
+            rows[i].append(tok)
+        if not keep.all():
+            if not keep.any():
+                break
+            idx = keep.nonzero().squeeze(1)
+            cache.batch_select_indices(idx)
+            alive, nxt, history = alive[idx], nxt[idx], history[idx]
+        history = torch.cat([history, nxt[:, None]], dim=1)
+        last, cache = _cache_call(model, (nxt + offset)[:, None], cache)
+        logits = last[:, allowed]
+    return Generation(rows, hit_max, min_len, max_len, step)

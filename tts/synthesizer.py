@@ -1,0 +1,191 @@
+"""The public zero-shot synthesis API: ``Synthesizer.from_pretrained(dir).synthesize(...)``.
+
+    text ─frontend─► sentences ─► LLM (N candidates, one batched call per sentence)
+        ─► token verifier (tokenizer CTC) prunes ─► flow ─► vocoder ─► speaker verifier
+        ─► best candidate per sentence ─► sentences joined with short faded pauses
+
+The prompt (a few seconds of the voice to clone) is analysed once per call, or
+once per speaker with :meth:`Synthesizer.prepare_prompt` and passed back in.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flow.model import FlowModel
+from tokenizer.api import SpeechTokenizer
+from tts.audio import AudioError, load_audio
+from tts.frontend import TextError
+from tts.llm import SpeechLM
+from tts.mel import MelConfig, mel_spectrogram
+from tts.model_dir import ModelDirError, check_model_dir
+from tts.sampling import SamplingConfig, generate
+from tts.speaker import SpeakerEncoder
+from tts.verifiers import Candidate, SpeakerSimilarity, TokenIntelligibility, VerifyRequest, rank
+from vocoder.model import Vocoder
+
+MIN_PROMPT_SECONDS = 1.0
+MAX_PROMPT_SECONDS = 20.0
+PAUSE_SECONDS = 0.15  # silence between sentences
+FADE_SECONDS = 0.01  # fade in/out at every join: no clicks
+
+
+@dataclass
+class Prompt:
+    """Everything the chain needs from the voice prompt; reuse it for the same speaker."""
+
+    audio: np.ndarray  # float32 mono at the model rate, trimmed to whole tokens
+    text: str  # given or transcribed by the tokenizer's ASR
+    tokens: list[int]
+    mel: np.ndarray  # (n_mels, 2 * len(tokens)) log-mel
+    embedding: np.ndarray  # VoxLM speaker-encoder embedding (for the speaker verifier)
+    text_was_transcribed: bool = False
+
+
+@dataclass
+class SynthesisResult:
+    audio: np.ndarray  # float32 mono
+    sample_rate: int
+    candidates: list[Candidate]  # every candidate with its verifier scores, best first per sentence
+    chosen: list[Candidate]  # the chosen candidate of each sentence
+    sentences: list[str]
+    prompt_text: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+
+class Synthesizer:
+    def __init__(self, tokenizer: SpeechTokenizer, lm: SpeechLM, flow: FlowModel, vocoder: Vocoder,
+                 speaker: SpeakerEncoder, mel_config: MelConfig):
+        self.tokenizer, self.lm, self.flow, self.vocoder, self.speaker = tokenizer, lm, flow, vocoder, speaker
+        self.mel_config = mel_config
+        self.sample_rate = mel_config.sample_rate
+        self.intelligibility = TokenIntelligibility(tokenizer)
+        self.similarity = SpeakerSimilarity(speaker)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, backend: str = "torch") -> Synthesizer:
+        """Load a model directory (see :mod:`tts.model_dir`); nothing is downloaded."""
+        if backend != "torch":
+            raise ValueError(f"backend {backend!r} is not available; use 'torch'")
+        manifest = check_model_dir(path)
+        root = Path(path)
+        try:
+            mel = MelConfig(**manifest["mel"])
+        except TypeError as err:
+            raise ModelDirError(f"{root}: bad mel config in the manifest: {err}") from err
+        flow = FlowModel.from_pretrained(root / "flow").eval()
+        vocoder = Vocoder.from_pretrained(root / "vocoder").eval()
+        for name, cfg in (("flow", flow.config.mel_config), ("vocoder", vocoder.config.mel_config)):
+            if cfg != mel:
+                raise ModelDirError(f"{root}: the {name}'s mel settings differ from the manifest's")
+        return cls(SpeechTokenizer.from_pretrained(root / "tokenizer"), SpeechLM.from_pretrained(root / "llm"),
+                   flow, vocoder, SpeakerEncoder.from_pretrained(root / "speaker"), mel)
+
+    # ---- the prompt ----------------------------------------------------------------------
+    def prepare_prompt(self, audio: np.ndarray | str | Path, sample_rate: int | None = None,
+                       prompt_text: str | None = None) -> Prompt:
+        """Prompt audio (array + rate, or a path) -> tokens, mel, speaker embedding, text."""
+        wav = load_audio(audio, self.sample_rate, sample_rate=sample_rate, normalize="rms",
+                         min_seconds=MIN_PROMPT_SECONDS, max_seconds=MAX_PROMPT_SECONDS)
+        tokens = [int(t) for t in self.tokenizer.encode(wav, self.sample_rate)]
+        frames = 2 * len(tokens)  # 25 Hz tokens, 50 Hz mel
+        wav = wav[: frames * self.mel_config.hop_length]
+        mel = mel_spectrogram(wav, self.mel_config)[:, :frames]
+        transcribed = prompt_text is None or not prompt_text.strip()
+        text = self.tokenizer.transcribe(wav, self.sample_rate).strip() if transcribed else prompt_text.strip()
+        if not text:
+            raise AudioError("no speech recognised in the prompt: give prompt_text, or a clearer prompt")
+        return Prompt(wav, text, tokens, mel, self.speaker.embed(wav, self.sample_rate), transcribed)
+
+    # ---- synthesis -----------------------------------------------------------------------
+    def synthesize(self, text: str, prompt_audio: np.ndarray | str | Path | Prompt | None = None,
+                   prompt_sample_rate: int | None = None, prompt_text: str | None = None,
+                   n_candidates: int = 1, seed: int | None = None, prune_to: int = 2,
+                   flow_steps: int | None = None, guidance: float | None = None,
+                   use_speaker_verifier: bool = True, **sampling) -> SynthesisResult:
+        """Speak ``text`` in the prompt's voice.
+
+        prompt_audio: float32 mono array with ``prompt_sample_rate``, a path, or a
+        :class:`Prompt` from :meth:`prepare_prompt`. ``prompt_text`` is optional (the
+        tokenizer's ASR transcribes the prompt when absent). ``n_candidates`` > 1 runs
+        best-of-N: all candidates come from one batched LLM call; the token verifier
+        scores all of them, the best ``prune_to`` go through flow and vocoder and are
+        scored by the speaker verifier. ``sampling``: fields of
+        :class:`tts.sampling.SamplingConfig` (temperature, top_k, top_p, ras_window, ...).
+        """
+        t0 = time.perf_counter()
+        if not isinstance(text, str):
+            raise TextError(f"text must be a string, got {type(text).__name__}")
+        if n_candidates < 1:
+            raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
+        unknown = set(sampling) - {f.name for f in fields(SamplingConfig)} - {"num_candidates", "seed"}
+        if unknown:
+            raise TypeError(f"unknown sampling option(s): {sorted(unknown)}")
+        sentences = self.lm.frontend.normalize(text)  # raises TextError for empty/unspeakable text
+        if prompt_audio is None:
+            raise AudioError("a prompt (a few seconds of the voice to clone) is required")
+        prompt = prompt_audio if isinstance(prompt_audio, Prompt) else \
+            self.prepare_prompt(prompt_audio, prompt_sample_rate, prompt_text)
+        t_prompt = time.perf_counter()
+        seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
+        prompt_ids = self.lm.frontend.encode_normalized(" ".join(self.lm.frontend.normalize(prompt.text)))
+        request_cands, chosen, pieces = [], [], []
+        for i, sentence in enumerate(sentences):
+            cfg = SamplingConfig(**{**sampling, "num_candidates": n_candidates, "seed": seed + i})
+            gen = generate(self.lm, self.lm.frontend.encode_normalized(sentence), prompt_ids, prompt.tokens, cfg)
+            cands = [Candidate(t, sentence=i, hit_max_length=h) for t, h in zip(gen.tokens, gen.hit_max, strict=True)]
+            req = VerifyRequest(sentence, prompt.embedding, self.sample_rate)
+            self._score(self.intelligibility, req, cands)
+            ranked = rank([c for c in cands if c.tokens], [self.intelligibility])
+            if not ranked:
+                raise RuntimeError(f"the LLM produced no speech tokens for {sentence!r}")
+            keep = ranked[: max(1, prune_to)] if n_candidates > 1 else ranked[:1]
+            for c in keep:
+                c.audio = self._vocode(c.tokens, prompt, flow_steps, guidance, seed + i)
+            if use_speaker_verifier and n_candidates > 1:
+                self._score(self.similarity, req, keep)
+            ranked = rank(keep, [self.intelligibility, self.similarity]) + ranked[len(keep):]
+            request_cands += ranked
+            chosen.append(ranked[0])
+            pieces.append(ranked[0].audio)
+        audio = join_with_pauses(pieces, self.sample_rate)
+        t_end = time.perf_counter()
+        timings = {"prompt_s": t_prompt - t0, "total_s": t_end - t0,
+                   "rtf": (t_end - t_prompt) / max(len(audio) / self.sample_rate, 1e-6)}
+        return SynthesisResult(audio, self.sample_rate, request_cands, chosen, sentences, prompt.text, timings)
+
+    @staticmethod
+    def _score(verifier, request: VerifyRequest, cands: list[Candidate]) -> None:
+        for c, s in zip(cands, verifier.score(request, cands), strict=True):
+            c.scores[verifier.name] = float(s)
+
+    @torch.no_grad()
+    def _vocode(self, tokens: list[int], prompt: Prompt, steps: int | None, guidance: float | None,
+                seed: int) -> np.ndarray:
+        mel = self.flow.generate(torch.tensor(tokens), torch.tensor(prompt.tokens), torch.from_numpy(prompt.mel),
+                                 steps=steps, guidance=guidance, seed=seed)
+        return self.vocoder(mel[None].float())[0].numpy().astype(np.float32)
+
+
+def join_with_pauses(pieces: list[np.ndarray], sample_rate: int) -> np.ndarray:
+    """Concatenate sentence audio with short pauses; fade every edge so joins never click."""
+    fade = int(FADE_SECONDS * sample_rate)
+    ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+    pause = np.zeros(int(PAUSE_SECONDS * sample_rate), np.float32)
+    out = []
+    for i, p in enumerate(pieces):
+        p = p.astype(np.float32).copy()
+        if len(p) > 2 * fade:
+            p[:fade] *= ramp
+            p[-fade:] *= ramp[::-1]
+        out += [pause, p] if i else [p]
+    return np.concatenate(out) if out else np.zeros(0, np.float32)

@@ -1,0 +1,83 @@
+"""Verifiers for best-of-N search (Llasa's inference-time scaling).
+
+A verifier scores the N candidates of one request; higher is better. VoxLM's
+defaults are its own models, never the judges:
+
+- :class:`TokenIntelligibility`: the speech tokenizer's CTC head reads each
+  candidate's *tokens* (no flow, no vocoder) and the score is ``1 - CER``
+  against the normalised target text. Cheap, so it runs on every candidate
+  and prunes before the expensive stages.
+- :class:`SpeakerSimilarity`: VoxLM's own speaker encoder (``tts.speaker``),
+  cosine between a candidate's audio and the prompt.
+
+Plug in another verifier by giving an object with ``name``, ``needs_audio``,
+``weight`` and ``score(request, candidates) -> list[float]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import jiwer
+import numpy as np
+
+from tts.text_norm import normalize_text
+
+
+@dataclass
+class Candidate:
+    tokens: list[int]  # speech token ids
+    audio: np.ndarray | None = None  # float32 mono, once vocoded
+    scores: dict[str, float] = field(default_factory=dict)
+    total: float = 0.0  # weighted sum of the scores: the ranking key
+    sentence: int = 0  # which sentence of the request it belongs to
+    hit_max_length: bool = False
+
+
+@dataclass
+class VerifyRequest:
+    text: str  # the target sentence
+    prompt_embedding: np.ndarray | None = None  # the prompt's speaker embedding, when available
+    sample_rate: int = 16000
+
+
+class Verifier(Protocol):
+    name: str
+    needs_audio: bool
+    weight: float
+
+    def score(self, request: VerifyRequest, candidates: list[Candidate]) -> list[float]: ...
+
+
+class TokenIntelligibility:
+    name, needs_audio = "token_intelligibility", False
+
+    def __init__(self, tokenizer, weight: float = 1.0):
+        self.tokenizer, self.weight = tokenizer, weight
+
+    def score(self, request: VerifyRequest, candidates: list[Candidate]) -> list[float]:
+        ref = normalize_text(request.text)
+        hyps = self.tokenizer.transcribe_tokens_batch([c.tokens or [0] for c in candidates])
+        return [1.0 - min(1.0, jiwer.cer(ref, normalize_text(h) or " ")) for h in hyps]
+
+
+class SpeakerSimilarity:
+    name, needs_audio = "speaker_similarity", True
+
+    def __init__(self, encoder, weight: float = 1.0):
+        self.encoder, self.weight = encoder, weight
+
+    def score(self, request: VerifyRequest, candidates: list[Candidate]) -> list[float]:
+        if request.prompt_embedding is None:
+            raise ValueError("speaker similarity needs the prompt's embedding")
+        return [self.encoder.similarity(self.encoder.embed(c.audio, request.sample_rate), request.prompt_embedding)
+                for c in candidates]
+
+
+def rank(candidates: list[Candidate], verifiers: list) -> list[Candidate]:
+    """Set each candidate's ``total`` from the verifiers that scored it; best first."""
+    weights = {v.name: v.weight for v in verifiers}
+    for c in candidates:
+        c.total = sum(weights.get(k, 0.0) * s for k, s in c.scores.items())
+    return sorted(candidates, key=lambda c: (c.hit_max_length, -c.total))

@@ -1,0 +1,265 @@
+"""Vocos-style generator: ConvNeXt backbone over mel frames + iSTFT head.
+
+mel (B, n_mels, T) at the shared 50 frames/s -> waveform (B, T * hop), exactly.
+
+Two departures from plain Vocos, both aimed at phase, the part a small CPU-trained
+Vocos gets wrong (see FIELD_NOTES.md):
+
+* the head runs at a finer STFT grid (n_fft 320 / hop 80: ``up`` = 4 sub-frames per
+  mel frame) after a learned frame upsampling and a few ConvNeXt blocks there;
+* ``phase_mode="cumsum"``: the head predicts each bin's phase *advance* per hop
+  (instantaneous frequency, around the bin-centre advance) and a local offset; the
+  phase is the running sum of the advances plus the offset. A translation-
+  equivariant network given a steady vowel outputs the same numbers every frame;
+  with frame-local phase that forces frame-periodic (wrong) phase, with a running
+  sum it yields a coherent sinusoid. ``phase_mode="local"`` is the Vocos/APNet
+  frame-local phase (atan2 of two outputs), kept for comparison.
+
+The log-magnitude is predicted as a correction on top of the mel pseudo-inverse
+(FreeV's prior). ``amp_prior=False`` predicts it from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tts.mel import MelConfig
+from vocoder.spectral import HeadSTFT, bin_advance, mel_pseudo_inverse
+
+
+class VocoderInputError(ValueError):
+    """A mel given to a vocoder has the wrong shape, size or values."""
+
+
+class VocoderCheckpointError(RuntimeError):
+    """A vocoder model directory is missing, incomplete or corrupt."""
+
+
+@dataclass
+class VocoderConfig:
+    mel: dict = field(default_factory=lambda: MelConfig().to_dict())
+    dim: int = 256
+    intermediate_dim: int = 768
+    num_layers: int = 8
+    kernel_size: int = 7
+    up: int = 4  # head sub-frames per mel frame: head hop = mel hop / up
+    head_n_fft: int = 320
+    sub_dim: int = 128
+    sub_layers: int = 2
+    amp_prior: bool = True
+    phase_mode: str = "cumsum"  # "cumsum" (running phase advance) or "local"
+
+    @property
+    def mel_config(self) -> MelConfig:
+        return MelConfig(**self.mel)
+
+    @property
+    def head_hop(self) -> int:
+        return self.mel_config.hop_length // self.up
+
+    def validate(self) -> None:
+        if self.mel_config.hop_length % self.up:
+            raise ValueError(f"mel hop {self.mel_config.hop_length} is not divisible by up={self.up}")
+        if self.phase_mode not in ("cumsum", "local"):
+            raise ValueError(f"phase_mode must be 'cumsum' or 'local', got {self.phase_mode!r}")
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, dim: int, intermediate_dim: int, kernel_size: int, layer_scale: float):
+        super().__init__()
+        self.dwconv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pw1 = nn.Linear(dim, intermediate_dim)
+        self.act = nn.GELU()
+        self.pw2 = nn.Linear(intermediate_dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), layer_scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, C, T) -> (B, C, T)
+        y = self.dwconv(x).transpose(1, 2)
+        y = self.pw2(self.act(self.pw1(self.norm(y))))
+        return x + (self.gamma * y).transpose(1, 2)
+
+
+class Backbone(nn.Module):
+    """(B, n_mels, T) -> (B, T * up, sub_dim): ConvNeXt at the mel rate, then at the head rate."""
+
+    def __init__(self, cfg: VocoderConfig):
+        super().__init__()
+        n_mels, k = cfg.mel_config.n_mels, cfg.kernel_size
+        self.up, self.sub_dim = cfg.up, cfg.sub_dim
+        self.embed = nn.Conv1d(n_mels, cfg.dim, k, padding=k // 2)
+        self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.blocks = nn.ModuleList(
+            ConvNeXtBlock(cfg.dim, cfg.intermediate_dim, k, 1.0 / cfg.num_layers)
+            for _ in range(cfg.num_layers))
+        self.upsample = nn.Linear(cfg.dim, cfg.up * cfg.sub_dim)
+        self.sub_blocks = nn.ModuleList(
+            ConvNeXtBlock(cfg.sub_dim, 3 * cfg.sub_dim, k, 1.0 / max(cfg.sub_layers, 1))
+            for _ in range(cfg.sub_layers))
+        self.final_norm = nn.LayerNorm(cfg.sub_dim, eps=1e-6)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        # mel: (B, n_mels, T) -> (B, T * up, sub_dim)
+        x = self.norm(self.embed(mel).transpose(1, 2)).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x)
+        b, _, t = x.shape
+        x = self.upsample(x.transpose(1, 2)).reshape(b, t * self.up, self.sub_dim).transpose(1, 2)
+        for block in self.sub_blocks:
+            x = block(x)
+        return self.final_norm(x.transpose(1, 2))
+
+
+class Vocoder(nn.Module):
+    """Mel -> waveform. ``vocoder(mel)``: (B, n_mels, T) log-mel -> (B, T * hop) float waveform."""
+
+    def __init__(self, config: VocoderConfig | None = None):
+        super().__init__()
+        self.config = config = config or VocoderConfig()
+        config.validate()
+        self.mel_config = config.mel_config
+        self.hop = self.mel_config.hop_length
+        self.backbone = Backbone(config)
+        self.stft = HeadSTFT(config.head_n_fft, config.head_hop)
+        bins = self.stft.bins
+        self.out = nn.Linear(config.sub_dim, 4 * bins)
+        nn.init.normal_(self.out.weight, std=1e-3)
+        nn.init.zeros_(self.out.bias)
+        with torch.no_grad():  # start the local phase at atan2(0, 1) = 0, not at atan2's singularity
+            self.out.bias[2 * bins:3 * bins] = 1.0
+        self.register_buffer("advance", bin_advance(config.head_n_fft, config.head_hop), persistent=False)
+        self.register_buffer("pinv", mel_pseudo_inverse(self.mel_config, config.head_n_fft), persistent=False)
+
+    # ---- receptive field, for chunked/streaming use -------------------------------------
+    @property
+    def context_frames(self) -> int:
+        """Mel frames of context on each side that make chunked output equal offline output."""
+        c = self.config
+        r = (c.kernel_size // 2) * (1 + c.num_layers)
+        r += math.ceil((c.kernel_size // 2) * c.sub_layers / c.up)
+        r += math.ceil((c.head_n_fft // 2) / self.hop) + 1  # iSTFT window spread
+        return r
+
+    def check_mel(self, mel: torch.Tensor) -> None:
+        n_mels = self.mel_config.n_mels
+        if not isinstance(mel, torch.Tensor):
+            raise VocoderInputError(f"mel must be a torch.Tensor, got {type(mel).__name__}")
+        if mel.dim() != 3 or mel.shape[1] != n_mels:
+            raise VocoderInputError(f"mel must have shape (B, {n_mels}, T), got {tuple(mel.shape)}")
+        if mel.shape[0] == 0 or mel.shape[2] == 0:
+            raise VocoderInputError(f"mel is empty: shape {tuple(mel.shape)}")
+        if not torch.isfinite(mel).all():
+            raise VocoderInputError("mel contains NaN or infinite values")
+
+    # ---- the network ----------------------------------------------------------------------
+    def features(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, n_mels, T) -> log-magnitude, phase advance, local phase: each (B, bins, T * up)."""
+        x = self.out(self.backbone(mel.float())).transpose(1, 2)  # (B, 4 * bins, T * up)
+        log_mag, adv, re, im = x.chunk(4, dim=1)
+        if self.config.amp_prior:
+            prior = torch.log(torch.clamp(self.pinv @ mel.float().exp(), min=1e-5))
+            log_mag = log_mag + prior.repeat_interleave(self.config.up, dim=2)
+        local = torch.atan2(im, re + 1e-7)
+        if self.config.phase_mode == "cumsum":
+            adv = adv + self.advance[:, None]
+        else:
+            adv = torch.zeros_like(adv)
+        return log_mag.clamp(max=8.0), adv, local
+
+    @staticmethod
+    def integrate(adv: torch.Tensor, start: torch.Tensor | float = 0.0) -> torch.Tensor:
+        """(B, bins, J) advances -> running phase (wrapped), in float64 to keep long sums exact."""
+        phase = torch.cumsum(adv.double(), dim=2) + (start if isinstance(start, float) else start.double())
+        return torch.remainder(phase, 2 * math.pi).float()
+
+    def synthesize(self, log_mag: torch.Tensor, phase: torch.Tensor, length: int) -> torch.Tensor:
+        """(B, bins, J) log-magnitude and phase -> (B, length) waveform."""
+        spec = torch.polar(log_mag.exp(), phase)
+        return self.stft.istft(spec, length)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        # mel: (B, n_mels, T) -> (B, T * hop)
+        return self.forward_with_spectrum(mel)[0]
+
+    def forward_with_spectrum(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, n_mels, T) -> waveform (B, T * hop), log-magnitude and phase (B, bins, T * up)."""
+        self.check_mel(mel)
+        log_mag, adv, local = self.features(mel)
+        phase = self.integrate(adv) + local
+        return self.synthesize(log_mag, phase, mel.shape[2] * self.hop), log_mag, phase
+
+    # ---- chunked (streaming) mode ----------------------------------------------------------
+    @torch.no_grad()
+    def vocode_chunked(self, mel: torch.Tensor, chunk_frames: int = 50,
+                       overlap_frames: int | None = None) -> torch.Tensor:
+        """Vocode ``chunk_frames`` at a time with ``overlap_frames`` of context on each side.
+
+        (B, n_mels, T) -> (B, T * hop). Each chunk's output is cut from a window padded by
+        ``overlap_frames`` of mel on both sides, and the running phase is carried from
+        chunk to chunk, so with ``overlap_frames >= self.context_frames`` (the default)
+        the output equals :meth:`forward`'s up to float rounding (seamless). Latency: a
+        chunk needs ``overlap_frames`` of look-ahead.
+        """
+        self.check_mel(mel)
+        if chunk_frames < 1:
+            raise VocoderInputError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        ov = self.context_frames if overlap_frames is None else int(overlap_frames)
+        if ov < 0:
+            raise VocoderInputError(f"overlap_frames must be >= 0, got {ov}")
+        up, t_total = self.config.up, mel.shape[2]
+        outs: list[torch.Tensor] = []
+        # running phase of every kept sub-frame so far (only the last up * ov are needed)
+        history = torch.zeros(mel.shape[0], self.stft.bins, 0, dtype=torch.float64)
+        running = torch.zeros(mel.shape[0], self.stft.bins, 1, dtype=torch.float64)
+        for s in range(0, t_total, chunk_frames):
+            e = min(s + chunk_frames, t_total)
+            a, b = max(0, s - ov), min(t_total, e + ov)
+            log_mag, adv, local = self.features(mel[:, :, a:b])
+            ks, ke = (s - a) * up, (e - a) * up  # kept sub-frames, window-relative
+            ahead = running + torch.cumsum(adv[:, :, ks:].double(), dim=2)
+            phase = torch.cat([history[:, :, history.shape[2] - ks:], ahead], dim=2)
+            history = torch.cat([history, ahead[:, :, :ke - ks]], dim=2)[:, :, -max(up * ov, 1):]
+            running = ahead[:, :, ke - ks - 1:ke - ks]
+            phase = torch.remainder(phase, 2 * math.pi).float() + local
+            wav = self.synthesize(log_mag, phase, (b - a) * self.hop)
+            outs.append(wav[:, (s - a) * self.hop:(e - a) * self.hop])
+        return torch.cat(outs, dim=1)
+
+    # ---- model directory ----------------------------------------------------------------
+    def save_pretrained(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        cfg = asdict(self.config)
+        (path / "config.json").write_text(json.dumps({"model": "vocos-istft", **cfg}, indent=2) + "\n")
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(path / "model.safetensors"))
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> Vocoder:
+        path = Path(path)
+        cfg_file, weights = path / "config.json", path / "model.safetensors"
+        for f in (cfg_file, weights):
+            if not f.is_file():
+                raise VocoderCheckpointError(f"vocoder model dir {path} lacks {f.name}")
+        try:
+            raw = json.loads(cfg_file.read_text())
+            raw.pop("model", None)
+            config = VocoderConfig(**raw)
+        except (json.JSONDecodeError, TypeError) as err:
+            raise VocoderCheckpointError(f"bad vocoder config {cfg_file}: {err}") from err
+        model = cls(config)
+        try:
+            state = load_file(str(weights))
+            model.load_state_dict(state, strict=True)
+        except Exception as err:  # safetensors raises SafetensorError, torch RuntimeError
+            raise VocoderCheckpointError(f"cannot load vocoder weights {weights}: {err}") from err
+        return model.eval()

@@ -1,0 +1,107 @@
+"""Train the vocoder on a Kaldi data dir; resumes from <exp>/checkpoints/last.ckpt.
+
+    python -m vocoder.train --config conf/vocoder.yaml --train data/train --dev data/dev --exp exp/vocoder
+
+Writes <exp>/model/ (config.json + model.safetensors, refreshed at every
+validation and at the end), <exp>/samples/stepN/ (wavs + spectrogram PNGs),
+<exp>/logs (CSV) and <exp>/tb (TensorBoard).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from tts.mel import MelConfig
+from tts.training import TrainerConfig, build_trainer, last_checkpoint
+from vocoder.data import SegmentDataset
+from vocoder.experiment import OptimConfig, VocoderExperiment
+from vocoder.model import VocoderConfig
+
+
+@dataclass
+class ValidationConfig:
+    max_utts: int = 8
+    max_seconds: float = 8.0
+
+
+@dataclass
+class TrainConfig:
+    """YAML: ``mel_preset``, ``num_threads`` and sections model / optim / trainer / validation."""
+
+    mel_preset: str = "16k"
+    num_threads: int = 1
+    model: VocoderConfig = field(default_factory=VocoderConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(grad_clip=None))
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+
+def _build(cls, values: dict | None, where: str):
+    values = dict(values or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown keys in config section {where!r}: {unknown}")
+    return cls(**values)
+
+
+def load_config(path: str | Path | None) -> TrainConfig:
+    raw = yaml.safe_load(Path(path).read_text()) if path else {}
+    raw = raw or {}
+    sections = {"model": VocoderConfig, "optim": OptimConfig, "trainer": TrainerConfig,
+                "validation": ValidationConfig}
+    unknown = sorted(set(raw) - set(sections) - {"mel_preset", "num_threads"})
+    if unknown:
+        raise ValueError(f"unknown top-level config keys: {unknown}")
+    parts = {k: _build(cls, raw.get(k), k) for k, cls in sections.items()}
+    preset = str(raw.get("mel_preset", "16k"))
+    parts["model"].mel = MelConfig.preset(preset).to_dict()
+    parts["trainer"].grad_clip = None  # manual optimisation: the module clips
+    return TrainConfig(mel_preset=preset, num_threads=int(raw.get("num_threads", 1)), **parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--train", required=True, help="Kaldi data dir with wav.scp")
+    ap.add_argument("--dev", required=True, help="Kaldi data dir for validation")
+    ap.add_argument("--exp", required=True, help="experiment dir")
+    args = ap.parse_args(argv)
+
+    cfg = load_config(args.config)
+    torch.set_num_threads(cfg.num_threads)
+    L.seed_everything(cfg.trainer.seed, workers=True)
+    exp = Path(args.exp)
+    exp.mkdir(parents=True, exist_ok=True)
+    (exp / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+
+    mc = cfg.model.mel_config
+    train = SegmentDataset(args.train, mc.sample_rate, mc.hop_length, cfg.optim.segment_frames * mc.hop_length,
+                           seed=cfg.trainer.seed)
+    dev = SegmentDataset(args.dev, mc.sample_rate, mc.hop_length, None,
+                         max_utts=cfg.validation.max_utts, max_seconds=cfg.validation.max_seconds)
+    train_dl = DataLoader(train, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True,
+                          num_workers=cfg.optim.num_workers, persistent_workers=cfg.optim.num_workers > 0)
+    dev_dl = DataLoader(dev, batch_size=1, num_workers=0)
+    if len(train_dl) == 0:
+        raise SystemExit(f"{args.train}: {len(train)} utterances, fewer than batch_size {cfg.optim.batch_size}")
+
+    module = VocoderExperiment(cfg.model, cfg.optim, cfg.trainer.max_steps, exp)
+    trainer = build_trainer(cfg.trainer, exp)
+    trainer.fit(module, train_dl, dev_dl, ckpt_path=last_checkpoint(exp))
+    out = module.generator.save_pretrained(exp / "model")
+    print(f"vocoder saved to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
