@@ -49,3 +49,11 @@ def test_cli_bad_input_is_one_clear_line(tiny_model_dir, tmp_path):
     assert r.returncode == 2 and "audio file not found" in r.stderr
     r = run_cli("synth", "--model", str(tmp_path), "--text", "Hi.", "--prompt", "x.wav", "--out", "o.wav")
     assert r.returncode == 2 and "not a VoxLM model directory" in r.stderr
+
+
+def test_bench_prints_rtf_json(tiny_model_dir):
+    r = run_cli("bench", "--model", str(tiny_model_dir), "--text", "Hi.", "--n-candidates", "1", "2",
+                "--repeats", "1")
+    assert r.returncode == 0, r.stderr
+    runs = json.loads(r.stdout)["runs"]
+    assert [x["n_candidates"] for x in runs] == [1, 2] and all(x["rtf"] > 0 for x in runs)

@@ -116,6 +116,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Time end-to-end synthesis (RTF) for a few best-of-N widths; print JSON."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from tts.audio import load_audio
+    from tts.synthesizer import Synthesizer
+
+    torch.set_num_threads(args.threads)
+    synth = Synthesizer.from_pretrained(args.model)
+    if args.prompt:
+        prompt_audio = load_audio(args.prompt, synth.sample_rate)
+    else:  # no prompt given: a synthetic buzz (timing only)
+        t = np.arange(3 * synth.sample_rate) / synth.sample_rate
+        prompt_audio = (0.3 * np.sign(np.sin(2 * np.pi * 120 * t))).astype(np.float32)
+    t0 = time.perf_counter()
+    prompt = synth.prepare_prompt(prompt_audio, synth.sample_rate, args.prompt_text or "a prompt")
+    results = {"model": args.model, "threads": args.threads, "prompt_s": time.perf_counter() - t0, "runs": []}
+    for n in args.n_candidates:
+        secs = audio = 0.0
+        for i in range(args.repeats):
+            t0 = time.perf_counter()
+            r = synth.synthesize(args.text, prompt, n_candidates=n, seed=i)
+            secs += time.perf_counter() - t0
+            audio += r.duration
+        results["runs"].append({"n_candidates": n, "rtf": secs / audio, "audio_s": audio / args.repeats,
+                                "compute_s": secs / args.repeats})
+    print(json.dumps(results, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voxlm", description="VoxLM: LLM-based zero-shot text-to-speech toolkit.")
@@ -141,6 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-speaker", type=int, default=5, help="targets per speaker (with --data)")
     p.add_argument("--out", required=True, help="output dir: wavs/, report.json, table.md")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="end-to-end synthesis speed (RTF) as JSON")
+    p.add_argument("--model", required=True)
+    p.add_argument("--text", default="The quick brown fox jumps over the lazy dog near the river bank.")
+    p.add_argument("--prompt", default=None, help="prompt audio (default: a synthetic buzz)")
+    p.add_argument("--prompt-text", default=None)
+    p.add_argument("--n-candidates", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

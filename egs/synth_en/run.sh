@@ -13,7 +13,10 @@ nj=2
 train_hours=3.0     # training audio to synthesize (the corpus card reports the real figure)
 data=data
 exp=exp
-recipe_options="stage stop_stage nj train_hours data exp"
+speaker_steps=1500  # speaker-verifier training steps
+n_candidates=4      # best-of-N width at evaluation
+eval_per_speaker=5  # zero-shot targets per test speaker
+recipe_options="stage stop_stage nj train_hours data exp speaker_steps n_candidates eval_per_speaker"
 . ../../recipes/parse_options.sh
 
 py() { "$VOXLM_PY" "$@"; }
@@ -96,6 +99,27 @@ if stage_enabled 5; then
   run_once "$exp/vocoder/.stage5.done" stage5
 fi
 
-# @@STAGE-6-7 (package, synthesize + evaluate)
+# stage 6: VoxLM's own speaker verifier, then one self-contained model directory
+stage6() {
+  OMP_WAIT_POLICY=PASSIVE py -m tts.speaker_train --train "$data/train" --dev "$data/test" \
+    --exp "$exp/speaker" --max-steps "$speaker_steps"
+  py -m tts.model_dir --tokenizer "$exp/tokenizer/model" --llm "$exp/llm/model" --flow "$exp/flow/model" \
+    --vocoder "$exp/vocoder/model" --speaker "$exp/speaker/model" --out "$exp/model"
+}
+if stage_enabled 6; then
+  log "stage 6: speaker verifier -> $exp/speaker; package -> $exp/model"
+  run_once "$exp/model/.stage6.done" stage6
+fi
+
+# stage 7: zero-shot clones of the held-out test speakers, judged (WER, SIM, RTF)
+stage7() {
+  py -m tts.cli eval --model "$exp/model" --data "$data/test" --per-speaker "$eval_per_speaker" \
+    --n-candidates "$n_candidates" --out "$exp/eval"
+}
+if stage_enabled 7; then
+  log "stage 7: synthesize + evaluate -> $exp/eval"
+  run_once "$exp/eval/.stage7.done" stage7
+  cat "$exp/eval/table.md"
+fi
 
 log "done (stages $stage..$stop_stage)"
