@@ -11,18 +11,28 @@ stage=0
 stop_stage=7
 nj=2
 train_hours=3.0     # training audio to synthesize (the corpus card reports the real figure)
+dev_per_spk=5       # dev utterances per training speaker
+test_per_spk=15     # test utterances per held-out speaker
 data=data
 exp=exp
+tokenizer_conf=conf/tokenizer.yaml  # each *_conf has a *_tiny.yaml twin for smoke runs
+llm_conf=conf/llm.yaml
+flow_conf=conf/flow_small.yaml
+vocoder_conf=conf/vocoder.yaml
+llm_report_utts=100      # dev utterances the stage-3 report generates
+vocoder_report_utts=60   # dev utterances the stage-5 report vocodes
 speaker_steps=1500  # speaker-verifier training steps
 n_candidates=4      # best-of-N width at evaluation
 eval_per_speaker=5  # zero-shot targets per test speaker
-recipe_options="stage stop_stage nj train_hours data exp speaker_steps n_candidates eval_per_speaker"
+recipe_options="stage stop_stage nj train_hours dev_per_spk test_per_spk data exp tokenizer_conf llm_conf flow_conf vocoder_conf
+  llm_report_utts vocoder_report_utts speaker_steps n_candidates eval_per_speaker"
 . ../../recipes/parse_options.sh
 
 py() { "$VOXLM_PY" "$@"; }
 
 stage0() {
-  py local/prepare_corpus.py --data "$data" --nj "$nj" --train-hours "$train_hours"
+  py local/prepare_corpus.py --data "$data" --nj "$nj" --train-hours "$train_hours" \
+    --dev-per-spk "$dev_per_spk" --test-per-spk "$test_per_spk"
   py -m tts.datadir "$data/train" "$data/dev" "$data/test"
   py local/corpus_card.py --data "$data" --out "$data/corpus_card.json"
 }
@@ -32,7 +42,6 @@ if stage_enabled 0; then
   cat "$data/corpus_card.json"
 fi
 
-tokenizer_conf=${tokenizer_conf:-conf/tokenizer.yaml}  # env tokenizer_conf=conf/tokenizer_tiny.yaml: a smoke run
 stage1() {
   OMP_WAIT_POLICY=PASSIVE py -m tokenizer.train --config "$tokenizer_conf" \
     --train "$data/train" --dev "$data/dev" --exp "$exp/tokenizer"
@@ -53,10 +62,15 @@ if stage_enabled 2; then
 fi
 
 # stage 3: the text-to-speech-token LLM
-llm_conf=${llm_conf:-conf/llm.yaml}   # env llm_conf=conf/llm_tiny.yaml: a smoke run
-llm_report_utts=${llm_report_utts:-100}
+llm_align_conf=${llm_align_conf:-conf/llm_align.yaml}  # env llm_align_conf=none: no warm-up
 stage3() {
-  OMP_WAIT_POLICY=PASSIVE py -m tts.llm_train --config "$llm_conf" \
+  local init=()
+  if [ "$llm_align_conf" != none ]; then  # alignment warm-up on text-only synthetic tokens
+    OMP_WAIT_POLICY=PASSIVE py -m tts.llm_train --config "$llm_align_conf" --synthetic-tokens \
+      --train "$data/train" --dev "$data/dev" --exp "$exp/llm_align" --tokenizer "$exp/tokenizer/model"
+    init=(--init-from "$exp/llm_align/model")
+  fi
+  OMP_WAIT_POLICY=PASSIVE py -m tts.llm_train --config "$llm_conf" "${init[@]}" \
     --train "$data/train" --dev "$data/dev" --exp "$exp/llm" --tokenizer "$exp/tokenizer/model"
   py -m tts.llm_report --model "$exp/llm/model" --tokenizer "$exp/tokenizer/model" \
     --data "$data/dev" --max-utts "$llm_report_utts" --out "$exp/llm/report.json"
@@ -68,8 +82,7 @@ fi
 
 # stage 4: flow matching, speech tokens -> mel, trained on ground-truth tokens of $data/train.
 # The report resynthesises dev tokens with a same-speaker prompt (mel L1, WER, SIM; the
-# trained vocoder when $exp/vocoder/model exists, else Griffin-Lim). FLOW_CONF picks the config.
-flow_conf=${FLOW_CONF:-conf/flow_small.yaml}
+# trained vocoder when $exp/vocoder/model exists, else Griffin-Lim).
 stage4() {
   py -m flow.train --config "$flow_conf" --train "$data/train" --dev "$data/dev" \
     --exp "$exp/flow" --tokenizer "$exp/tokenizer/model" --threads 1
@@ -86,8 +99,6 @@ if stage_enabled 4; then
 fi
 
 # @@STAGE-5 (vocoder)
-vocoder_conf=${vocoder_conf:-conf/vocoder.yaml}   # env vocoder_conf=conf/vocoder_tiny.yaml: smoke run
-vocoder_report_utts=${vocoder_report_utts:-60}
 stage5() {
   OMP_WAIT_POLICY=PASSIVE py -m vocoder.train --config "$vocoder_conf" \
     --train "$data/train" --dev "$data/dev" --exp "$exp/vocoder"
