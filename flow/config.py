@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any
 
 from flow.cfm import CFMConfig
+from tts.config import from_dict
 from tts.mel import MelConfig
 
 SPEAKER_MODES = ("none", "prompt", "external")
@@ -70,23 +68,6 @@ class FlowConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> FlowConfig:
-        return from_dict(cls, d)
+        return from_dict(cls, d, "flow config")
 
 
-def from_dict(cls: type, d: dict | None) -> Any:
-    """Build dataclass ``cls`` from a dict, recursing into dataclass fields; unknown keys are errors."""
-    d = dict(d or {})
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} option(s): {unknown} (known: {sorted(names)})")
-    kwargs = {}
-    for key, value in d.items():
-        typ = hints[key]
-        if isinstance(typ, types.UnionType):  # X | None
-            typ = next((a for a in typing.get_args(typ) if a is not type(None)), typ)
-        if dataclasses.is_dataclass(typ) and isinstance(value, dict):
-            value = from_dict(typ, value)
-        kwargs[key] = value
-    return cls(**kwargs)

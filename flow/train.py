@@ -21,9 +21,10 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from flow.config import FlowConfig, from_dict
+from flow.config import FlowConfig
 from flow.data import FlowDataset, collate, mel_stats
 from flow.model import FlowModel
+from tts.config import load_yaml
 from tts.training import BucketBatchSampler, TrainerConfig, build_trainer, last_checkpoint
 
 log = logging.getLogger("flow.train")
@@ -56,8 +57,7 @@ class FlowTrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> FlowTrainConfig:
-        with open(path, encoding="utf-8") as f:
-            return from_dict(cls, yaml.safe_load(f) or {})
+        return load_yaml(cls, path)
 
 
 class FlowLightning(L.LightningModule):

@@ -8,7 +8,8 @@ from transformers import AutoModelForCausalLM
 
 from tts.datadir import write_table
 from tts.llm import IGNORE, LLMCheckpointError, LLMConfig, SpeechLM
-from tts.llm_train import ConfigError, from_dict, load_config, train
+from tts.llm_report import report
+from tts.llm_train import ConfigError, from_dict, load_config, synthetic_tokens, train
 from tts.sampling import GenerationError, SamplingConfig, generate, ras_resample, sample_step
 
 CONF = Path(__file__).resolve().parents[1] / "egs" / "synth_en" / "conf"
@@ -35,6 +36,8 @@ def test_layout_and_labels():
     assert all(i < lay.speech_offset for i in ids[: len(ptext) + len(text) + 2])  # text part is text
     with pytest.raises(ValueError, match="codebook"):
         lay.example(text, [16])
+    fake = synthetic_tokens("hi, yo.", 16)  # the text-only alignment warm-up tokens
+    assert fake[4:8] == [15] * 4 and all(0 <= t < 16 for t in fake)
 
 
 def test_save_load_autoclass_same_logits(tmp_path):
@@ -45,6 +48,7 @@ def test_save_load_autoclass_same_logits(tmp_path):
     with torch.no_grad():
         assert torch.equal(hf(x).logits, lm(x))
         assert torch.equal(SpeechLM.from_pretrained(tmp_path)(x), lm(x))
+        assert torch.equal(SpeechLM(LLMConfig(**TINY, init_from=str(tmp_path)))(x), lm(x))
 
 
 def test_bad_checkpoints(tmp_path):
@@ -137,3 +141,11 @@ def test_overfit_two_utterances_greedy_reproduces(tmp_path):
         ids = lm.frontend.encode(text)[0]
         gen = generate(lm, ids, cfg=SamplingConfig(greedy=True, num_candidates=2))
         assert gen.tokens == [speech, speech] and gen.hit_max == [False, False]
+
+    class LookupTokenizer:  # stands in for the speech tokenizer's CTC reading of tokens
+        def transcribe_tokens(self, ids):
+            return next((t for t, s in utts.values() if s == list(ids)), "")
+
+    summary, rows = report(lm, LookupTokenizer(), tmp_path / "train", SamplingConfig(greedy=True))
+    assert summary["utterances"] == 2 and summary["cer_real_tokens"] == 0.0
+    assert 0.0 <= summary["teacher_forced_acc"] <= 1.0 and len(rows) == 2

@@ -16,7 +16,7 @@ import torch
 
 from tokenizer import CheckpointError, SpeechTokenizer, num_tokens
 from tokenizer.config import ConfigError, ModelConfig, QuantizerConfig, load_config
-from tokenizer.extract import extract
+from tokenizer.extract import extract, model_fingerprint
 from tokenizer.frontend import CharVocab, FeatureExtractor, load_for_tokenizer, normalize_text
 from tokenizer.model import TokenizerModel
 from tokenizer.train import ctc_loss, train
@@ -202,6 +202,7 @@ def test_train_resume_and_extract(corpus, tmp_path):
     shutil.copytree(corpus, data)
     tok = SpeechTokenizer.from_pretrained(exp / "model")
     (data / "tokens.parts").mkdir()
+    (data / "tokens.model").write_text(f"{model_fingerprint(exp / 'model')} {exp / 'model'}\n")
     first = sorted(read_table(data / "wav.scp").items())[0]
     done = " ".join(map(str, tok.encode(sf.read(first[1], dtype="float32")[0], 16000)))
     (data / "tokens.parts" / "0.of1").write_text(f"{first[0]} {done}\nrms-001 1 2")  # torn line
@@ -214,6 +215,9 @@ def test_train_resume_and_extract(corpus, tmp_path):
     assert not (data / "tokens.parts").exists()
     extract(exp / "model", data, nj=2)  # complete: a no-op
     assert read_table(data / "tokens") == table
+    SpeechTokenizer(TokenizerModel(tiny_config())).save_pretrained(tmp_path / "other")
+    extract(tmp_path / "other", data, nj=1)  # another model: extracted anew
+    assert read_table(data / "tokens") != table
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONF.glob("tokenizer*.yaml")))
@@ -228,3 +232,14 @@ def test_config_rejects_unknown_fields(tmp_path):
     (tmp_path / "c.yaml").write_text("model:\n  dimm: 3\n")
     with pytest.raises(ConfigError, match="dimm"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_fsq_annealed_rounding_matches_library_when_hard():
+    torch.manual_seed(0)
+    model = TokenizerModel(tiny_config()).eval()
+    x, lengths = torch.randn(2, 80, 80), torch.tensor([80, 40])
+    a, b = model(x, lengths, hard=1.0), model(x, lengths, hard=1.0 - 1e-6)
+    assert torch.equal(a.ids, b.ids)
+    assert torch.allclose(a.logits, b.logits, atol=1e-4)
+    soft = model(x, lengths, hard=0.0, mix=0.5)  # training-time paths run
+    assert torch.equal(soft.ids, a.ids) and soft.logits.shape == a.logits.shape

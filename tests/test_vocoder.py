@@ -15,11 +15,12 @@ from tts.datadir import spk2utt_from_utt2spk, write_table
 from tts.mel import MelSpectrogram
 from vocoder import GriffinLim, Vocoder, VocoderCheckpointError, VocoderConfig, VocoderInputError
 from vocoder.experiment import OptimConfig, VocoderExperiment
+from vocoder.source import estimate_f0
 from vocoder.train import load_config
 from vocoder.train import main as train_main
 
 CONF = Path(__file__).resolve().parents[1] / "egs" / "synth_en" / "conf"
-TINY = VocoderConfig(dim=32, intermediate_dim=64, num_layers=2, sub_dim=16, sub_layers=1)
+TINY = VocoderConfig(dim=32, intermediate_dim=64, num_layers=2, sub_dim=16, sub_layers=1, source="harmonic")
 # chunked == offline once overlap_frames >= context_frames; only float rounding remains
 CHUNK_TOLERANCE = 1e-4
 
@@ -41,6 +42,7 @@ def tiny_model(seed: int = 0) -> Vocoder:
     model = Vocoder(TINY)
     with torch.no_grad():  # non-trivial outputs, as after training
         model.out.weight.normal_(0, 0.3)
+        model.f0_head.weight.normal_(0, 0.3)
     return model.eval()
 
 
@@ -64,6 +66,30 @@ def test_chunked_equals_offline():
             assert err < CHUNK_TOLERANCE, (chunk, float(err))
         short = model.vocode_chunked(mel, chunk_frames=10, overlap_frames=1)
         assert (short - offline).abs().max() / offline.abs().max() > CHUNK_TOLERANCE
+
+
+def test_f0_estimate_follows_a_chirp():
+    sr, t = 16000, np.arange(32000) / 16000
+    f0 = 100 + 75 * t
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    wav = torch.from_numpy((0.1 * sum(np.sin(k * phase) / k for k in range(1, 20))).astype(np.float32))
+    est, voiced = estimate_f0(wav[None], sr, 320)
+    true = 100 + 75 * (np.arange(est.shape[1]) * 320 + 160) / sr
+    assert voiced.all()
+    assert np.abs(est[0].numpy() / true - 1)[2:-2].max() < 0.02
+
+
+@pytest.mark.parametrize("phase_mode", ["local", "cumsum"])
+def test_chunked_equals_offline_all_modes(phase_mode):
+    torch.manual_seed(3)
+    model = Vocoder(VocoderConfig(**{**TINY.__dict__, "phase_mode": phase_mode})).eval()
+    with torch.no_grad():
+        model.out.weight.normal_(0, 0.3)
+        model.f0_head.weight.normal_(0, 0.3)
+        mel = torch.randn(1, 80, 60)
+        offline = model(mel)
+        chunked = model.vocode_chunked(mel, chunk_frames=7)
+    assert (chunked - offline).abs().max() / offline.abs().max() < CHUNK_TOLERANCE
 
 
 def test_tiny_generator_overfits_a_clip(tmp_path):

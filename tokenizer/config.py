@@ -8,11 +8,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
+from tts.config import ConfigError, from_dict, load_yaml
 from tts.training import TrainerConfig
 
 SAMPLE_RATE = 16000
@@ -31,6 +30,8 @@ class QuantizerConfig:
     commitment_weight: float = 0.25  # vq only
     dead_code_threshold: float = 2.0  # vq only: re-seed codes used less than this per batch
     anneal_steps: int = 0  # fsq only: fade the rounding in linearly over this many steps (0 = hard)
+    bypass_steps: int = 0  # fade the continuous bypass around the quantizer out over this many steps
+    recon_weight: float = 0.0  # aux loss: quantized output should match its (detached) input
 
     @property
     def size(self) -> int:
@@ -57,6 +58,7 @@ class ModelConfig:
     ctc_upsample: int = 2  # CTC output frames per token frame (characters outrun 25 Hz)
     inter_ctc_weight: float = 0.3  # auxiliary CTC read from each quantized code by an MLP (0 = off)
     inter_targets: str = "phones"  # its targets: "phones" (CMUdict ARPAbet, training only) or "chars"
+    inter_from: str = "encoder"  # read it from the pre-quantizer features ("encoder") or "codes"
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     vocab: list[str] = field(default_factory=list)  # CTC symbols after the blank; set from data
 
@@ -91,26 +93,8 @@ class TokenizerTrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
-class ConfigError(ValueError):
-    """A config file names an unknown field or holds a bad value."""
-
-
-def _build(cls, values: dict | None, where: str):
-    values = dict(values or {})
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
-    nested = {"quantizer": QuantizerConfig, "model": ModelConfig, "data": DataConfig,
-              "optim": OptimConfig, "trainer": TrainerConfig}
-    for name, sub in nested.items():
-        if name in values and name in known:
-            values[name] = _build(sub, values[name], f"{where}.{name}")
-    return cls(**values)
-
-
 def model_config_from_dict(values: dict) -> ModelConfig:
-    cfg = _build(ModelConfig, values, "model")
+    cfg = from_dict(ModelConfig, values, "model")
     check_model_config(cfg)
     return cfg
 
@@ -122,6 +106,8 @@ def check_model_config(cfg: ModelConfig) -> None:
         raise ConfigError(f"model.quantizer.kind must be 'fsq' or 'vq', got {cfg.quantizer.kind!r}")
     if cfg.inter_targets not in ("chars", "phones"):
         raise ConfigError(f"model.inter_targets must be 'chars' or 'phones', got {cfg.inter_targets!r}")
+    if cfg.inter_from not in ("encoder", "codes"):
+        raise ConfigError(f"model.inter_from must be 'encoder' or 'codes', got {cfg.inter_from!r}")
     if not 0 <= cfg.split <= cfg.num_blocks:
         raise ConfigError(f"model.quantize_after={cfg.split} outside 0..{cfg.num_blocks}")
     if cfg.dim % cfg.heads:
@@ -129,10 +115,7 @@ def check_model_config(cfg: ModelConfig) -> None:
 
 
 def load_config(path: str | Path) -> TokenizerTrainConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config not found: {path}")
-    cfg = _build(TokenizerTrainConfig, yaml.safe_load(path.read_text()) or {}, str(path))
+    cfg = load_yaml(TokenizerTrainConfig, path)
     check_model_config(cfg.model)
     return cfg
 

@@ -6,11 +6,14 @@ Output is a Kaldi table, one ``<utt> <id> <id> ...`` line per utterance (25 ids
 per second). Each of the ``nj`` workers appends to ``<data>/tokens.parts/<j>``
 as it goes; a rerun skips utterances already there (or the whole dir when
 ``<data>/tokens`` is complete), then the parts are merged and sorted.
+``<data>/tokens.model`` records which weights made them (sha256): tokens of
+another model are extracted anew, never mixed.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import multiprocessing as mp
 import os
@@ -67,17 +70,28 @@ def _worker(model_dir: str, items: list[tuple[str, str]], part: str, position: i
     return len(todo)
 
 
+def model_fingerprint(model_dir: str | Path) -> str:
+    """sha256 of the weights: tokens made by another model are redone, not kept."""
+    return hashlib.sha256((Path(model_dir) / "model.safetensors").read_bytes()).hexdigest()[:16]
+
+
 def extract(model_dir: str | Path, data_dir: str | Path, nj: int = 2, batch_size: int = 16,
             threads: int = 1) -> Path:
     """Write ``<data_dir>/tokens`` for every utterance of ``wav.scp``; returns its path."""
     data_dir = Path(data_dir)
     wavs = read_table(data_dir / "wav.scp")
-    out = data_dir / "tokens"
-    if out.is_file() and set(read_table(out)) >= set(wavs):
+    out, stamp = data_dir / "tokens", data_dir / "tokens.model"
+    model_id = model_fingerprint(model_dir)
+    same_model = stamp.is_file() and stamp.read_text().split()[0] == model_id
+    if out.is_file() and same_model and set(read_table(out)) >= set(wavs):
         log.info("%s complete (%d utterances): nothing to do", out, len(wavs))
         return out
     parts_dir = data_dir / "tokens.parts"
+    if not same_model and parts_dir.is_dir():  # parts of another model's tokens: start over
+        for part in parts_dir.iterdir():
+            part.unlink()
     parts_dir.mkdir(exist_ok=True)
+    stamp.write_text(f"{model_id} {Path(model_dir).resolve()}\n")
     items = sorted(wavs.items())
     nj = max(1, min(nj, len(items)))
     shards = [items[j::nj] for j in range(nj)]

@@ -58,7 +58,9 @@ class TokenizerExperiment(L.LightningModule):
         return 1.0 if steps <= 0 else min(1.0, self.global_step / steps)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self.model(batch["feats"], batch["feat_lengths"], hard=self.hardness())
+        bypass_steps = self.cfg.model.quantizer.bypass_steps
+        mix = 1.0 if bypass_steps <= 0 else min(1.0, self.global_step / bypass_steps)
+        out = self.model(batch["feats"], batch["feat_lengths"], hard=self.hardness(), mix=mix)
         up = self.cfg.model.ctc_upsample
         loss_ctc = ctc_loss(out.logits, out.lengths * up, batch["targets"], batch["target_lengths"])
         loss = loss_ctc + out.aux_loss
@@ -73,6 +75,8 @@ class TokenizerExperiment(L.LightningModule):
         self.log("train/loss", loss, batch_size=bs)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
         self.log("train/hard", self.hardness(), batch_size=bs)
+        self.log("train/mix", mix, batch_size=bs)
+        self.log("train/aux", out.aux_loss, batch_size=bs)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -155,6 +159,20 @@ def train(cfg: TokenizerTrainConfig, train_dir: str | Path, dev_dir: str | Path,
     return tokenizer
 
 
+def export_checkpoint(ckpt: str | Path, out_dir: str | Path) -> SpeechTokenizer:
+    """A Lightning checkpoint (e.g. <exp>/checkpoints/last.ckpt mid-training) -> a model dir."""
+    from .config import model_config_from_dict
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)  # our own checkpoint
+    config = state["hyper_parameters"]["config"]
+    model = TokenizerModel(model_config_from_dict(config["model"]))
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state["state_dict"].items()})
+    tokenizer = SpeechTokenizer(model, normalize=config["data"]["normalize"])
+    tokenizer.save_pretrained(out_dir)
+    log.info("exported %s (step %d) -> %s", ckpt, state["global_step"], out_dir)
+    return tokenizer
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)
@@ -163,8 +181,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exp", required=True)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: optim.threads)")
     p.add_argument("--max-steps", type=int, default=None, help="override trainer.max_steps")
+    p.add_argument("--export", metavar="DIR", default=None,
+                   help="only write <exp>/checkpoints/last.ckpt as a model dir DIR (no training)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.export:
+        ckpt = last_checkpoint(args.exp)
+        if ckpt is None:
+            raise SystemExit(f"no checkpoint in {args.exp}/checkpoints")
+        export_checkpoint(ckpt, args.export)
+        return 0
     cfg = load_config(args.config)
     if args.max_steps is not None:
         cfg.trainer.max_steps = args.max_steps

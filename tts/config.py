@@ -8,6 +8,7 @@ the known ones. Nothing is constructed from strings.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from pathlib import Path
 from typing import TypeVar
@@ -35,6 +36,8 @@ def from_dict(cls: type[T], values: dict | None, where: str = "config") -> T:
     out = {}
     for name, value in values.items():
         sub = hints.get(name)
+        if isinstance(sub, types.UnionType):  # X | None: the dataclass inside
+            sub = next((a for a in typing.get_args(sub) if a is not type(None)), sub)
         if dataclasses.is_dataclass(sub) and isinstance(value, dict):
             value = from_dict(sub, value, f"{where}.{name}")
         elif typing.get_origin(sub) is tuple and isinstance(value, list):

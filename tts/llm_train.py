@@ -17,7 +17,7 @@ import argparse
 import json
 import math
 import random
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -26,6 +26,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, Dataset
 
+from tts.config import ConfigError, from_dict, load_yaml  # noqa: F401  (re-exported for callers)
 from tts.datadir import read_table
 from tts.frontend import Frontend, TextError
 from tts.llm import IGNORE, LengthRatio, LLMConfig, SpeechLM
@@ -57,30 +58,8 @@ class LLMTrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
-class ConfigError(ValueError):
-    """A config names an unknown field."""
-
-
-def from_dict(cls, values: dict | None, where: str = "config"):
-    """Nested dict -> nested dataclasses, rejecting unknown keys."""
-    values = dict(values or {})
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
-    defaults = cls()
-    for name, value in values.items():
-        sub = getattr(defaults, name)
-        if is_dataclass(sub) and isinstance(value, dict):
-            values[name] = from_dict(type(sub), value, f"{where}.{name}")
-    return cls(**values)
-
-
 def load_config(path: str | Path) -> LLMTrainConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config not found: {path}")
-    return from_dict(LLMTrainConfig, yaml.safe_load(path.read_text()) or {}, str(path))
+    return load_yaml(LLMTrainConfig, path)
 
 
 def read_tokens(path: str | Path) -> dict[str, list[int]]:
@@ -95,10 +74,32 @@ class Pair:
     speech: list[int]
 
 
-def load_pairs(data_dir: str | Path, frontend: Frontend, max_positions: int) -> list[Pair]:
-    """Utterances with text and tokens that fit the model alone; others are skipped."""
+def synthetic_tokens(text: str, speech_vocab_size: int) -> list[int]:
+    """Stand-in speech tokens made from normalised text alone (an alignment warm-up).
+
+    Each character becomes 1-3 tokens (vowels longer), punctuation a 4-token pause.
+    A model trained on them learns to read text monotonically at ~2 tokens/char,
+    before any real speech tokens exist; ``llm.init_from`` then starts from it.
+    """
+    pause, out = speech_vocab_size - 1, []
+    for c in text:
+        if c in ",.?!":
+            out += [pause] * 4
+            continue
+        dur = 1 + (ord(c) % 3 == 0) + (c in "aeiou")
+        out += [(ord(c) * 37 + j * 101) % pause for j in range(dur)]
+    return out
+
+
+def load_pairs(data_dir: str | Path, frontend: Frontend, max_positions: int,
+               synthetic_vocab: int | None = None) -> list[Pair]:
+    """Utterances with text and tokens that fit the model alone; others are skipped.
+
+    synthetic_vocab: ignore ``tokens`` and use :func:`synthetic_tokens` of this codebook size.
+    """
     d = Path(data_dir)
-    texts, tokens = read_table(d / "text"), read_tokens(d / "tokens")
+    texts = read_table(d / "text")
+    tokens = read_tokens(d / "tokens") if synthetic_vocab is None else {u: [] for u in texts}
     utt2spk = read_table(d / "utt2spk") if (d / "utt2spk").is_file() else {}
     pairs = []
     for utt in sorted(set(texts) & set(tokens)):
@@ -106,7 +107,8 @@ def load_pairs(data_dir: str | Path, frontend: Frontend, max_positions: int) -> 
             norm = " ".join(frontend.normalize(texts[utt]))
         except TextError:
             continue
-        pair = Pair(utt, utt2spk.get(utt, utt), frontend.encode_normalized(norm), tokens[utt])
+        speech = tokens[utt] if synthetic_vocab is None else synthetic_tokens(norm, synthetic_vocab)
+        pair = Pair(utt, utt2spk.get(utt, utt), frontend.encode_normalized(norm), speech)
         if pair.speech and len(pair.text_ids) + len(pair.speech) + 3 <= max_positions:
             pairs.append(pair)
     if not pairs:
@@ -229,17 +231,21 @@ def speech_vocab_from_tokenizer(path: str | Path) -> int:
 
 
 def train(cfg: LLMTrainConfig, train_dir: str | Path, dev_dir: str | Path | None, exp: str | Path,
-          **trainer_kwargs) -> SpeechLM:
-    """Train (or resume) and return the model; ``<exp>/model`` holds the saved directory."""
+          synthetic: bool = False, **trainer_kwargs) -> SpeechLM:
+    """Train (or resume) and return the model; ``<exp>/model`` holds the saved directory.
+
+    synthetic: train on :func:`synthetic_tokens` instead of the data's ``tokens``.
+    """
     exp = Path(exp)
     L.seed_everything(cfg.trainer.seed, workers=True)
     lm = SpeechLM(cfg.llm)
-    pairs = load_pairs(train_dir, lm.frontend, lm.max_positions)
+    synth = cfg.llm.speech_vocab_size if synthetic else None
+    pairs = load_pairs(train_dir, lm.frontend, lm.max_positions, synth)
     lm.ratio = measure_ratio(pairs)
     train_ds = PairDataset(pairs, lm, cfg.data.prompt_prob, cfg.data.loss_on_prompt, cfg.trainer.seed)
     loaders = {"train_dataloaders": make_loader(train_ds, cfg.data, True, cfg.trainer.seed)}
     if dev_dir:
-        dev_ds = PairDataset(load_pairs(dev_dir, lm.frontend, lm.max_positions), lm)
+        dev_ds = PairDataset(load_pairs(dev_dir, lm.frontend, lm.max_positions, synth), lm)
         loaders["val_dataloaders"] = make_loader(dev_ds, cfg.data, False)
     exp.mkdir(parents=True, exist_ok=True)
     (exp / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
@@ -261,13 +267,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exp", required=True, help="experiment dir (checkpoints, logs, model/)")
     p.add_argument("--tokenizer", help="speech tokenizer model dir: its codebook_size sets the speech vocab")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--synthetic-tokens", action="store_true",
+                   help="alignment warm-up: train on tokens made from the text alone")
+    p.add_argument("--init-from", help="override llm.init_from (a saved model dir to start from)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
     if args.tokenizer:
         cfg.llm.speech_vocab_size = speech_vocab_from_tokenizer(args.tokenizer)
-    train(cfg, args.train, args.dev, args.exp)
+    if args.init_from:
+        cfg.llm.init_from = args.init_from
+    train(cfg, args.train, args.dev, args.exp, synthetic=args.synthetic_tokens)
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Timer
 
 from tts.audio import save_audio
 from tts.mel import MelSpectrogram
@@ -28,6 +29,7 @@ from vocoder.losses import (
     phase_losses,
 )
 from vocoder.model import Vocoder, VocoderConfig
+from vocoder.source import estimate_f0
 
 
 @dataclass
@@ -39,7 +41,8 @@ class OptimConfig:
     betas: tuple[float, float] = (0.8, 0.99)
     weight_decay: float = 0.01
     warmup_steps: int = 200
-    final_lr_ratio: float = 0.05  # cosine decay to lr * ratio at max_steps
+    final_lr_ratio: float = 0.05  # cosine decay to lr * ratio at the end of the budget
+    max_minutes: float | None = None  # training-time budget (resumable); None: max_steps only
     grad_clip: float = 10.0
     num_workers: int = 0
     # loss weights
@@ -49,6 +52,8 @@ class OptimConfig:
     iaf: float = 15.0  # phase: instantaneous angular frequency
     gd: float = 15.0  # phase: group delay
     ip: float = 0.0  # phase: instantaneous phase (unlearnable in absolute terms)
+    f0: float = 10.0  # F0 predictor (harmonic source): L1 of log F0 on voiced frames
+    voicing: float = 5.0  # F0 predictor: voiced/unvoiced BCE
     # GAN (off when gan_start_step < 0)
     gan_start_step: int = -1
     adv: float = 1.0
@@ -60,22 +65,17 @@ class OptimConfig:
     num_samples: int = 3  # wavs + spectrogram PNGs written per validation
 
 
-@dataclass
-class Schedule:
-    max_steps: int = 1000
-    warmup_steps: int = 200
-    final_ratio: float = 0.05
-
-    def factor(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        t = min(1.0, (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps))
-        return self.final_ratio + (1 - self.final_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+def lr_factor(step: int, progress: float, warmup_steps: int, final_ratio: float) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay over ``progress`` in [0, 1]."""
+    warm = min(1.0, (step + 1) / max(1, warmup_steps))
+    p = min(1.0, max(0.0, progress))
+    return warm * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
 class VocoderExperiment(L.LightningModule):
     def __init__(self, model_cfg: VocoderConfig, optim: OptimConfig, max_steps: int,
                  exp_dir: str | Path | None = None):
+        """max_steps and ``optim.max_minutes`` (whichever ends first) set the LR schedule's length."""
         super().__init__()
         self.automatic_optimization = False
         self.generator = Vocoder(model_cfg)
@@ -91,25 +91,51 @@ class VocoderExperiment(L.LightningModule):
         opt_g = torch.optim.AdamW(self.generator.parameters(), o.lr, tuple(o.betas), weight_decay=o.weight_decay)
         opt_d = torch.optim.AdamW(self.discriminators.parameters(), o.lr_d, tuple(o.betas),
                                   weight_decay=o.weight_decay)
-        sched = Schedule(self.max_steps, o.warmup_steps, o.final_lr_ratio)
-        sch_g = torch.optim.lr_scheduler.LambdaLR(opt_g, sched.factor)
-        sch_d = torch.optim.lr_scheduler.LambdaLR(opt_d, sched.factor)
-        return [opt_g, opt_d], [sch_g, sch_d]
+        return [opt_g, opt_d]
 
-    def reconstruction_losses(self, wav: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        """(B, S) real segment -> total loss, parts, generated (B, S)."""
+    def progress(self) -> float:
+        """Fraction of the budget spent: steps, or training time when ``max_minutes`` is set."""
+        done = self.global_step / max(1, self.max_steps)
+        if self.optim.max_minutes:
+            timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+            if timer is not None:
+                done = max(done, (timer.time_elapsed("train") or 0.0) / (60 * self.optim.max_minutes))
+        return done
+
+    def _set_lr(self, opt_g, opt_d) -> float:
+        o = self.optim
+        f = lr_factor(self.global_step, self.progress(), o.warmup_steps, o.final_lr_ratio)
+        for opt, lr in ((opt_g, o.lr), (opt_d, o.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * f
+        return o.lr * f
+
+    def reconstruction_losses(self, wav: torch.Tensor, teacher: bool = True
+                              ) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """(B, S) real segment -> total loss, parts, generated (B, S).
+
+        teacher: drive the harmonic source with F0 measured on the real audio (training);
+        False uses the model's own F0 (inference path, for validation).
+        """
         o, g = self.optim, self.generator
         mel = self.mel(wav)
-        y_hat, log_mag, phase = g.forward_with_spectrum(mel)
-        target = g.stft.stft(wav, log_mag.shape[2])
+        f0 = voiced = None
+        if g.f0_head is not None:
+            f0, voiced = estimate_f0(wav, g.sr, g.hop, g.config.f0_min, g.config.f0_max)
+        out = g.generate(mel, f0, voiced) if teacher else g.generate(mel)
+        target = g.stft.stft(wav, out.log_mag.shape[2])
         parts = {
-            "mel": F.l1_loss(self.mel(y_hat), mel),
-            "mrstft": self.mrstft(y_hat, wav),
-            "magnitude": F.l1_loss(log_mag, target.abs().clamp(min=1e-5).log()),
-            **phase_losses(phase, target),
+            "mel": F.l1_loss(self.mel(out.wav), mel),
+            "mrstft": self.mrstft(out.wav, wav),
+            "magnitude": F.l1_loss(out.log_mag, target.abs().clamp(min=1e-5).log()),
+            **phase_losses(out.phase, target),
         }
+        if out.f0 is not None:
+            v = voiced.float()
+            parts["f0"] = (torch.abs(out.f0.log() - f0.log()) * v).sum() / v.sum().clamp(min=1.0)
+            parts["voicing"] = F.binary_cross_entropy_with_logits(out.voiced_logit, v)
         total = sum(getattr(o, k) * v for k, v in parts.items() if getattr(o, k) > 0)
-        return total, parts, y_hat
+        return total, parts, out.wav
 
     def _clip(self, params) -> torch.Tensor:
         return torch.nn.utils.clip_grad_norm_(params, self.optim.grad_clip)
@@ -117,7 +143,7 @@ class VocoderExperiment(L.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         # batch: (B, S) waveform segments
         opt_g, opt_d = self.optimizers()
-        sch_g, sch_d = self.lr_schedulers()
+        lr = self._set_lr(opt_g, opt_d)
         o = self.optim
         gan = 0 <= o.gan_start_step <= self.global_step
         total, parts, y_hat = self.reconstruction_losses(batch)
@@ -129,7 +155,6 @@ class VocoderExperiment(L.LightningModule):
             self.manual_backward(loss_d)
             self._clip(self.discriminators.parameters())
             opt_d.optimizer.step()  # raw step: global_step counts generator updates only
-            sch_d.step()
             real_logits, real_feats = self.discriminators(batch)
             fake_logits, fake_feats = self.discriminators(y_hat)
             parts["adv"] = generator_loss(fake_logits)
@@ -140,15 +165,14 @@ class VocoderExperiment(L.LightningModule):
         self.manual_backward(total)
         norm = self._clip(self.generator.parameters())
         opt_g.step()
-        sch_g.step()
         self.log("train/loss", total, prog_bar=True)
         self.log("train/grad_norm", norm)
-        self.log("train/lr", sch_g.get_last_lr()[0])
+        self.log("train/lr", lr)
         for k, v in parts.items():
             self.log(f"train/{k}", v, prog_bar=k == "mel")
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        total, parts, y_hat = self.reconstruction_losses(batch)
+        total, parts, y_hat = self.reconstruction_losses(batch, teacher=False)
         for k, v in parts.items():
             self.log(f"val/{k}", v, batch_size=1)
         self.log("val/loss", total, batch_size=1)

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tts.mel import MelConfig
+from vocoder.source import harmonic_excitation, source_phase, upsample_frames
 from vocoder.spectral import HeadSTFT, bin_advance, mel_pseudo_inverse
 
 
@@ -54,7 +55,10 @@ class VocoderConfig:
     sub_dim: int = 128
     sub_layers: int = 2
     amp_prior: bool = True
-    phase_mode: str = "cumsum"  # "cumsum" (running phase advance) or "local"
+    phase_mode: str = "local"  # "local" (per frame) or "cumsum" (running per-bin phase advance)
+    source: str = "none"  # "harmonic": F0-driven oscillator phase (source.py); "none"
+    f0_min: float = 60.0
+    f0_max: float = 400.0
 
     @property
     def mel_config(self) -> MelConfig:
@@ -69,6 +73,17 @@ class VocoderConfig:
             raise ValueError(f"mel hop {self.mel_config.hop_length} is not divisible by up={self.up}")
         if self.phase_mode not in ("cumsum", "local"):
             raise ValueError(f"phase_mode must be 'cumsum' or 'local', got {self.phase_mode!r}")
+        if self.source not in ("harmonic", "none"):
+            raise ValueError(f"source must be 'harmonic' or 'none', got {self.source!r}")
+
+
+@dataclass
+class VocoderOutput:
+    wav: torch.Tensor  # (B, T * hop)
+    log_mag: torch.Tensor  # (B, bins, T * up) at the head's STFT grid
+    phase: torch.Tensor  # (B, bins, T * up)
+    f0: torch.Tensor | None = None  # (B, T) predicted F0 in Hz (source="harmonic")
+    voiced_logit: torch.Tensor | None = None  # (B, T)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -89,9 +104,9 @@ class ConvNeXtBlock(nn.Module):
 
 
 class Backbone(nn.Module):
-    """(B, n_mels, T) -> (B, T * up, sub_dim): ConvNeXt at the mel rate, then at the head rate."""
+    """ConvNeXt at the mel rate (encode), then at the head rate (decode)."""
 
-    def __init__(self, cfg: VocoderConfig):
+    def __init__(self, cfg: VocoderConfig, bins: int):
         super().__init__()
         n_mels, k = cfg.mel_config.n_mels, cfg.kernel_size
         self.up, self.sub_dim = cfg.up, cfg.sub_dim
@@ -101,18 +116,26 @@ class Backbone(nn.Module):
             ConvNeXtBlock(cfg.dim, cfg.intermediate_dim, k, 1.0 / cfg.num_layers)
             for _ in range(cfg.num_layers))
         self.upsample = nn.Linear(cfg.dim, cfg.up * cfg.sub_dim)
+        self.source_proj = nn.Linear(bins, cfg.sub_dim) if cfg.source != "none" else None
         self.sub_blocks = nn.ModuleList(
             ConvNeXtBlock(cfg.sub_dim, 3 * cfg.sub_dim, k, 1.0 / max(cfg.sub_layers, 1))
             for _ in range(cfg.sub_layers))
         self.final_norm = nn.LayerNorm(cfg.sub_dim, eps=1e-6)
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        # mel: (B, n_mels, T) -> (B, T * up, sub_dim)
+    def encode(self, mel: torch.Tensor) -> torch.Tensor:
+        # mel: (B, n_mels, T) -> (B, dim, T)
         x = self.norm(self.embed(mel).transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             x = block(x)
-        b, _, t = x.shape
-        x = self.upsample(x.transpose(1, 2)).reshape(b, t * self.up, self.sub_dim).transpose(1, 2)
+        return x
+
+    def decode(self, h: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+        # h: (B, dim, T), source: (B, bins, T * up) -> (B, T * up, sub_dim)
+        b, _, t = h.shape
+        x = self.upsample(h.transpose(1, 2)).reshape(b, t * self.up, self.sub_dim)
+        if self.source_proj is not None and source is not None:
+            x = x + self.source_proj(source.transpose(1, 2))
+        x = x.transpose(1, 2)
         for block in self.sub_blocks:
             x = block(x)
         return self.final_norm(x.transpose(1, 2))
@@ -125,16 +148,18 @@ class Vocoder(nn.Module):
         super().__init__()
         self.config = config = config or VocoderConfig()
         config.validate()
-        self.mel_config = config.mel_config
-        self.hop = self.mel_config.hop_length
-        self.backbone = Backbone(config)
+        self.mel_config = self.config.mel_config
+        self.hop, self.sr = self.mel_config.hop_length, self.mel_config.sample_rate
         self.stft = HeadSTFT(config.head_n_fft, config.head_hop)
         bins = self.stft.bins
-        self.out = nn.Linear(config.sub_dim, 4 * bins)
+        self.backbone = Backbone(config, bins)
+        # per bin: log-magnitude, phase advance, local phasor (re, im), source gain (re, im)
+        self.out = nn.Linear(config.sub_dim, 6 * bins)
         nn.init.normal_(self.out.weight, std=1e-3)
         nn.init.zeros_(self.out.bias)
-        with torch.no_grad():  # start the local phase at atan2(0, 1) = 0, not at atan2's singularity
+        with torch.no_grad():  # local phasor starts at 1 (phase 0), not at atan2's singularity
             self.out.bias[2 * bins:3 * bins] = 1.0
+        self.f0_head = nn.Linear(config.dim, 2) if config.source != "none" else None
         self.register_buffer("advance", bin_advance(config.head_n_fft, config.head_hop), persistent=False)
         self.register_buffer("pinv", mel_pseudo_inverse(self.mel_config, config.head_n_fft), persistent=False)
 
@@ -146,6 +171,8 @@ class Vocoder(nn.Module):
         r = (c.kernel_size // 2) * (1 + c.num_layers)
         r += math.ceil((c.kernel_size // 2) * c.sub_layers / c.up)
         r += math.ceil((c.head_n_fft // 2) / self.hop) + 1  # iSTFT window spread
+        if c.source != "none":
+            r += 2  # F0 interpolation + the source's STFT window
         return r
 
     def check_mel(self, mel: torch.Tensor) -> None:
@@ -160,18 +187,35 @@ class Vocoder(nn.Module):
             raise VocoderInputError("mel contains NaN or infinite values")
 
     # ---- the network ----------------------------------------------------------------------
-    def features(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, n_mels, T) -> log-magnitude, phase advance, local phase: each (B, bins, T * up)."""
-        x = self.out(self.backbone(mel.float())).transpose(1, 2)  # (B, 4 * bins, T * up)
-        log_mag, adv, re, im = x.chunk(4, dim=1)
+    def encode(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(B, n_mels, T) -> hidden (B, dim, T), F0 in Hz (B, T) and voicing logit (B, T)."""
+        h = self.backbone.encode(mel.float())
+        if self.f0_head is None:
+            return h, None, None
+        lf0, vlogit = self.f0_head(h.transpose(1, 2)).unbind(-1)
+        lo, hi = math.log(self.config.f0_min), math.log(self.config.f0_max)
+        return h, torch.exp(lo + (hi - lo) * torch.sigmoid(lf0)), vlogit
+
+    def source_spectrum(self, phi: torch.Tensor, f0: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
+        """Oscillator phase (B, S) float64 + frame F0/voicing (B, T) -> source STFT (B, bins, T * up)."""
+        f0_s, v_s = upsample_frames(f0, self.hop), upsample_frames(voiced.float(), self.hop)
+        exc = harmonic_excitation(phi, f0_s, v_s, self.sr)
+        return self.stft.stft(exc, f0.shape[1] * self.config.up)
+
+    def decode(self, h: torch.Tensor, mel: torch.Tensor, src: torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> log-magnitude, phase advance, local phase: each (B, bins, T * up)."""
+        src_feat = torch.log1p(src.abs()) if src is not None else None
+        x = self.out(self.backbone.decode(h, src_feat)).transpose(1, 2)  # (B, 6 * bins, J)
+        log_mag, adv, re, im, c_re, c_im = x.chunk(6, dim=1)
         if self.config.amp_prior:
             prior = torch.log(torch.clamp(self.pinv @ mel.float().exp(), min=1e-5))
             log_mag = log_mag + prior.repeat_interleave(self.config.up, dim=2)
-        local = torch.atan2(im, re + 1e-7)
-        if self.config.phase_mode == "cumsum":
-            adv = adv + self.advance[:, None]
-        else:
-            adv = torch.zeros_like(adv)
+        z = torch.complex(re, im)
+        if src is not None:
+            z = z + torch.complex(c_re, c_im) * (src / (src.abs() + 1.0))
+        local = torch.atan2(z.imag, z.real + 1e-7)
+        adv = adv + self.advance[:, None] if self.config.phase_mode == "cumsum" else torch.zeros_like(adv)
         return log_mag.clamp(max=8.0), adv, local
 
     @staticmethod
@@ -187,14 +231,24 @@ class Vocoder(nn.Module):
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         # mel: (B, n_mels, T) -> (B, T * hop)
-        return self.forward_with_spectrum(mel)[0]
+        return self.generate(mel).wav
 
-    def forward_with_spectrum(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, n_mels, T) -> waveform (B, T * hop), log-magnitude and phase (B, bins, T * up)."""
+    def generate(self, mel: torch.Tensor, f0: torch.Tensor | None = None,
+                 voiced: torch.Tensor | None = None) -> VocoderOutput:
+        """(B, n_mels, T) -> :class:`VocoderOutput`. ``f0``/``voiced`` (B, T) override the
+        predicted ones (teacher forcing in training); by default the model's own are used."""
         self.check_mel(mel)
-        log_mag, adv, local = self.features(mel)
+        h, f0_hat, vlogit = self.encode(mel)
+        src = None
+        if self.f0_head is not None:
+            f0_use = f0 if f0 is not None else f0_hat.detach()
+            v_use = voiced if voiced is not None else vlogit.detach() > 0
+            phi = source_phase(upsample_frames(f0_use, self.hop), self.sr)
+            src = self.source_spectrum(phi, f0_use, v_use)
+        log_mag, adv, local = self.decode(h, mel, src)
         phase = self.integrate(adv) + local
-        return self.synthesize(log_mag, phase, mel.shape[2] * self.hop), log_mag, phase
+        wav = self.synthesize(log_mag, phase, mel.shape[2] * self.hop)
+        return VocoderOutput(wav, log_mag, phase, f0_hat, vlogit)
 
     # ---- chunked (streaming) mode ----------------------------------------------------------
     @torch.no_grad()
@@ -203,10 +257,11 @@ class Vocoder(nn.Module):
         """Vocode ``chunk_frames`` at a time with ``overlap_frames`` of context on each side.
 
         (B, n_mels, T) -> (B, T * hop). Each chunk's output is cut from a window padded by
-        ``overlap_frames`` of mel on both sides, and the running phase is carried from
-        chunk to chunk, so with ``overlap_frames >= self.context_frames`` (the default)
-        the output equals :meth:`forward`'s up to float rounding (seamless). Latency: a
-        chunk needs ``overlap_frames`` of look-ahead.
+        ``overlap_frames`` of mel on both sides, and the running phases (the source
+        oscillator's and, for ``phase_mode="cumsum"``, each bin's) are carried from chunk
+        to chunk, so with ``overlap_frames >= self.context_frames`` (the default) the
+        output equals :meth:`forward`'s up to float rounding: seamless. Latency: a chunk
+        needs ``overlap_frames`` of look-ahead.
         """
         self.check_mel(mel)
         if chunk_frames < 1:
@@ -214,23 +269,23 @@ class Vocoder(nn.Module):
         ov = self.context_frames if overlap_frames is None else int(overlap_frames)
         if ov < 0:
             raise VocoderInputError(f"overlap_frames must be >= 0, got {ov}")
-        up, t_total = self.config.up, mel.shape[2]
+        up, hop, t_total = self.config.up, self.hop, mel.shape[2]
         outs: list[torch.Tensor] = []
-        # running phase of every kept sub-frame so far (only the last up * ov are needed)
-        history = torch.zeros(mel.shape[0], self.stft.bins, 0, dtype=torch.float64)
-        running = torch.zeros(mel.shape[0], self.stft.bins, 1, dtype=torch.float64)
+        bin_run, src_run = _RunningSum(ov * up), _RunningSum(ov * hop)
         for s in range(0, t_total, chunk_frames):
             e = min(s + chunk_frames, t_total)
             a, b = max(0, s - ov), min(t_total, e + ov)
-            log_mag, adv, local = self.features(mel[:, :, a:b])
-            ks, ke = (s - a) * up, (e - a) * up  # kept sub-frames, window-relative
-            ahead = running + torch.cumsum(adv[:, :, ks:].double(), dim=2)
-            phase = torch.cat([history[:, :, history.shape[2] - ks:], ahead], dim=2)
-            history = torch.cat([history, ahead[:, :, :ke - ks]], dim=2)[:, :, -max(up * ov, 1):]
-            running = ahead[:, :, ke - ks - 1:ke - ks]
-            phase = torch.remainder(phase, 2 * math.pi).float() + local
-            wav = self.synthesize(log_mag, phase, (b - a) * self.hop)
-            outs.append(wav[:, (s - a) * self.hop:(e - a) * self.hop])
+            h, f0, vlogit = self.encode(mel[:, :, a:b])
+            src = None
+            if f0 is not None:
+                inc = upsample_frames(f0, hop).double() * (2 * math.pi / self.sr)
+                phi = src_run.step(inc, (s - a) * hop, (e - a) * hop)
+                src = self.source_spectrum(phi, f0, vlogit > 0)
+            log_mag, adv, local = self.decode(h, mel[:, :, a:b], src)
+            run = bin_run.step(adv.double(), (s - a) * up, (e - a) * up)
+            phase = torch.remainder(run, 2 * math.pi).float() + local
+            wav = self.synthesize(log_mag, phase, (b - a) * hop)
+            outs.append(wav[:, (s - a) * hop:(e - a) * hop])
         return torch.cat(outs, dim=1)
 
     # ---- model directory ----------------------------------------------------------------
@@ -263,3 +318,27 @@ class Vocoder(nn.Module):
         except Exception as err:  # safetensors raises SafetensorError, torch RuntimeError
             raise VocoderCheckpointError(f"cannot load vocoder weights {weights}: {err}") from err
         return model.eval()
+
+
+class _RunningSum:
+    """Cumulative sum over a stream of overlapping windows, equal to the offline cumsum.
+
+    ``step(inc, keep_from, keep_to)``: ``inc`` (..., L) holds the window's increments; the
+    window's positions before ``keep_from`` are already final (earlier chunks) and come
+    from the history, those from ``keep_from`` on are the running total plus the cumsum
+    of ``inc``. Positions ``[keep_from, keep_to)`` then become final.
+    """
+
+    def __init__(self, keep: int):
+        self.keep = max(keep, 1)
+        self.history: torch.Tensor | None = None
+        self.total: torch.Tensor | float = 0.0
+
+    def step(self, inc: torch.Tensor, keep_from: int, keep_to: int) -> torch.Tensor:
+        ahead = self.total + torch.cumsum(inc[..., keep_from:], dim=-1)
+        past = self.history[..., self.history.shape[-1] - keep_from:] if keep_from else inc[..., :0]
+        final = ahead[..., :keep_to - keep_from]
+        self.history = final if self.history is None else torch.cat([self.history, final], -1)
+        self.history = self.history[..., -self.keep:]
+        self.total = final[..., -1:]
+        return torch.cat([past, ahead], dim=-1)

@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True, help="vocoder model dir (config.json + model.safetensors)")
     ap.add_argument("--data", required=True, help="Kaldi data dir (wav.scp, text)")
     ap.add_argument("--out", required=True, help="report JSON path; wavs and PNGs go beside it")
-    ap.add_argument("--max-utts", type=int, default=None, help="score the first N utterances (default: all)")
+    ap.add_argument("--max-utts", type=int, default=None,
+                    help="score N utterances spread evenly over the (sorted) data dir (default: all)")
     ap.add_argument("--gl-iters", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--num-plots", type=int, default=4)
@@ -53,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     gl = GriffinLim(vocoder.mel_config, n_iter=args.gl_iters)
     mel_fn, mrstft = MelSpectrogram(vocoder.mel_config), MultiResolutionSTFTLoss()
     sr, hop = vocoder.mel_config.sample_rate, vocoder.hop
-    utts = load_data_dir(args.data)[:args.max_utts]
+    utts = load_data_dir(args.data)
+    if args.max_utts and args.max_utts < len(utts):  # evenly spaced: every speaker, not the first few
+        utts = [utts[int(i)] for i in np.linspace(0, len(utts) - 1, args.max_utts).round()]
 
     paths: dict[str, list[Path]] = {s: [] for s in SYSTEMS}
     dist: dict[str, dict[str, list[float]]] = {s: {"mrstft": [], "mel_l1": []} for s in SYSTEMS[1:]}

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import sys
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.train}: {len(train)} utterances, fewer than batch_size {cfg.optim.batch_size}")
 
     module = VocoderExperiment(cfg.model, cfg.optim, cfg.trainer.max_steps, exp)
-    trainer = build_trainer(cfg.trainer, exp)
+    extra = {"max_time": timedelta(minutes=cfg.optim.max_minutes)} if cfg.optim.max_minutes else {}
+    trainer = build_trainer(cfg.trainer, exp, **extra)
     trainer.fit(module, train_dl, dev_dl, ckpt_path=last_checkpoint(exp))
     out = module.generator.save_pretrained(exp / "model")
     print(f"vocoder saved to {out}")

@@ -17,6 +17,7 @@ data=data
 exp=exp
 tokenizer_conf=conf/tokenizer.yaml  # each *_conf has a *_tiny.yaml twin for smoke runs
 llm_conf=conf/llm.yaml
+llm_align_conf=conf/llm_align.yaml  # LLM warm-up on text-only synthetic tokens; "none" skips it
 flow_conf=conf/flow_small.yaml
 vocoder_conf=conf/vocoder.yaml
 llm_report_utts=100      # dev utterances the stage-3 report generates
@@ -24,7 +25,7 @@ vocoder_report_utts=60   # dev utterances the stage-5 report vocodes
 speaker_steps=1500  # speaker-verifier training steps
 n_candidates=4      # best-of-N width at evaluation
 eval_per_speaker=5  # zero-shot targets per test speaker
-recipe_options="stage stop_stage nj train_hours dev_per_spk test_per_spk data exp tokenizer_conf llm_conf flow_conf vocoder_conf
+recipe_options="stage stop_stage nj train_hours dev_per_spk test_per_spk data exp tokenizer_conf llm_conf llm_align_conf flow_conf vocoder_conf
   llm_report_utts vocoder_report_utts speaker_steps n_candidates eval_per_speaker"
 . ../../recipes/parse_options.sh
 
@@ -62,7 +63,6 @@ if stage_enabled 2; then
 fi
 
 # stage 3: the text-to-speech-token LLM
-llm_align_conf=${llm_align_conf:-conf/llm_align.yaml}  # env llm_align_conf=none: no warm-up
 stage3() {
   local init=()
   if [ "$llm_align_conf" != none ]; then  # alignment warm-up on text-only synthetic tokens

@@ -2,9 +2,8 @@
 
 Train: six base voices, each with the same set of perturbations ("looks").
 Test: speakers never in train: one base voice held out entirely (awb, with
-several looks) plus a look of each of four train voices that train never uses.
-The looks were chosen by measuring pocketsphinx WER and resemblyzer cosine on
-10 sentences per look (see the recipe's README notes / corpus card).
+several looks) plus looks of four train voices that train never uses, chosen
+by measured pocketsphinx WER (see TEST_SPEAKERS).
 """
 
 from __future__ import annotations
@@ -29,13 +28,21 @@ def _looks(sex: str) -> list[dict]:
     ]
 
 
-def _test_looks(sex: str) -> list[dict]:
-    """Looks only test uses (combinations train never has)."""
-    down = -1 if sex == "m" else 1
-    return [{"speed": 0.92, "treble": 4.0}, {"pitch": 150 * down, "bass": 4.0, "speed": 1.04}]
-
-
-TEST_REUSED_VOICES = ("rms", "slt", "fkal", "fslt")  # train voices with unseen test looks
+# Test speakers, never in train: awb held out entirely (4 looks) plus unseen looks
+# of rms, kal, slt and fslt. Measured on 15 sentences each, stronger test looks
+# (speed 0.92-0.94, pitch +150 on female voices) gave pocketsphinx WER 0.2-0.86, so
+# test keeps to mild looks the judge can hear. The order fixes each one's sentences.
+TEST_SPEAKERS: tuple[tuple[str, str, dict], ...] = (
+    ("awb00", "awb", {}),
+    ("awb06", "awb", {"speed": 1.03}),
+    ("awb02", "awb", {"speed": 1.06}),
+    ("awb05", "awb", {"bass": 3.0, "treble": -2.0}),
+    ("fslt07", "fslt", {"speed": 0.97}),
+    ("rms07", "rms", {"speed": 0.92, "treble": 4.0}),
+    ("slt07", "slt", {"speed": 0.97, "treble": 3.0}),
+    ("kal07", "kal", {"speed": 1.03, "treble": 3.0}),
+    ("rms08", "rms", {"pitch": -100, "bass": 3.0}),
+)
 
 
 def speakers_by_split() -> dict[str, list[Speaker]]:
@@ -45,14 +52,7 @@ def speakers_by_split() -> dict[str, list[Speaker]]:
         sex = BASE_VOICES[voice][2]
         for n, look in enumerate(_looks(sex)):
             train.append(Speaker(f"{voice}{n:02d}", voice, **look))
-    sex = BASE_VOICES[HELD_OUT_VOICE][2]
-    held = _looks(sex)[:3] + _test_looks(sex)
-    for n, look in enumerate(held):
-        test.append(Speaker(f"{HELD_OUT_VOICE}{n:02d}", HELD_OUT_VOICE, **look))
-    for i, voice in enumerate(TEST_REUSED_VOICES):
-        sex = BASE_VOICES[voice][2]
-        look = _test_looks(sex)[i % 2]
-        test.append(Speaker(f"{voice}{len(_looks(sex)) + i % 2:02d}", voice, **look))
+    test = [Speaker(spk, voice, **look) for spk, voice, look in TEST_SPEAKERS]
     ids = [s.spk for s in train + test]
     assert len(ids) == len(set(ids)), "speaker ids must be unique"
     return {"train": train, "test": test}
