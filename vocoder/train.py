@@ -21,6 +21,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
+from tts.config import load_yaml
 from tts.mel import MelConfig
 from tts.training import TrainerConfig, build_trainer, last_checkpoint
 from vocoder.data import SegmentDataset
@@ -46,28 +47,12 @@ class TrainConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 
 
-def _build(cls, values: dict | None, where: str):
-    values = dict(values or {})
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"unknown keys in config section {where!r}: {unknown}")
-    return cls(**values)
-
-
 def load_config(path: str | Path | None) -> TrainConfig:
-    raw = yaml.safe_load(Path(path).read_text()) if path else {}
-    raw = raw or {}
-    sections = {"model": VocoderConfig, "optim": OptimConfig, "trainer": TrainerConfig,
-                "validation": ValidationConfig}
-    unknown = sorted(set(raw) - set(sections) - {"mel_preset", "num_threads"})
-    if unknown:
-        raise ValueError(f"unknown top-level config keys: {unknown}")
-    parts = {k: _build(cls, raw.get(k), k) for k, cls in sections.items()}
-    preset = str(raw.get("mel_preset", "16k"))
-    parts["model"].mel = MelConfig.preset(preset).to_dict()
-    parts["trainer"].grad_clip = None  # manual optimisation: the module clips
-    return TrainConfig(mel_preset=preset, num_threads=int(raw.get("num_threads", 1)), **parts)
+    """YAML (sections model/optim/trainer/validation, plus mel_preset, num_threads) -> TrainConfig."""
+    cfg = load_yaml(TrainConfig, path) if path else TrainConfig()
+    cfg.model.mel = MelConfig.preset(cfg.mel_preset).to_dict()  # the one shared mel definition
+    cfg.trainer.grad_clip = None  # manual optimisation: the module clips
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -137,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Corpus card: sizes and the judges' baseline.")
     p.add_argument("--data", type=Path, default=Path("data"))
     p.add_argument("--out", type=Path, default=None, help="default: <data>/corpus_card.json")
-    p.add_argument("--splits", nargs="+", default=["test"], help="splits to judge (dev too: --splits test dev)")
+    p.add_argument(
+        "--splits", nargs="+", default=["test"], help="splits to judge (dev too: --splits test dev)"
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when an acceptance check fails")
     args = p.parse_args(argv)
 
