@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     texts, utt2spk = read_table(d / "text"), read_table(d / "utt2spk")
     utts = sorted(set(tokens) & set(wavs))
     pairs = pick_prompts(utt2spk, utts)[: args.max_utts]
+    if not pairs:
+        raise SystemExit(f"flow.report: no speaker in {args.data} has two utterances with tokens "
+                         "(each target needs a same-speaker prompt)")
     cache_mels(d, mel_cfg, sorted({u for pair in pairs for u in pair}))
     vocode, voc_name = load_vocoder(args.vocoder, mel_cfg)
     opts = dict(steps=args.steps, solver=args.solver, schedule=args.schedule, guidance=args.guidance)

@@ -18,10 +18,10 @@ pytestmark = [
                        reason="needs flite, festival, sox and fortunes"),
 ]
 
-TINY = ["--train_hours", "0.01", "--dev_per_spk", "1", "--test_per_spk", "2",
+TINY = ["--train_hours", "0.01", "--dev_per_spk", "2", "--test_per_spk", "2",
         "--tokenizer_conf", "conf/tokenizer_tiny.yaml", "--llm_conf", "conf/llm_tiny.yaml", "--llm_align_conf", "none",
         "--flow_conf", "conf/flow_tiny.yaml", "--vocoder_conf", "conf/vocoder_tiny.yaml",
-        "--llm_report_utts", "3", "--vocoder_report_utts", "3", "--speaker_steps", "20",
+        "--llm_report_utts", "3", "--vocoder_report_utts", "3", "--flow_report_utts", "3", "--speaker_steps", "20",
         "--n_candidates", "2", "--eval_per_speaker", "1"]
 
 

@@ -22,11 +22,12 @@ flow_conf=conf/flow_small.yaml
 vocoder_conf=conf/vocoder.yaml
 llm_report_utts=100      # dev utterances the stage-3 report generates
 vocoder_report_utts=60   # dev utterances the stage-5 report vocodes
+flow_report_utts=30      # dev utterances the stage-4 report resynthesises
 speaker_steps=1500  # speaker-verifier training steps
 n_candidates=4      # best-of-N width at evaluation
 eval_per_speaker=5  # zero-shot targets per test speaker
 recipe_options="stage stop_stage nj train_hours dev_per_spk test_per_spk data exp tokenizer_conf llm_conf llm_align_conf flow_conf vocoder_conf
-  llm_report_utts vocoder_report_utts speaker_steps n_candidates eval_per_speaker"
+  llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker"
 . ../../recipes/parse_options.sh
 
 py() { "$VOXLM_PY" "$@"; }
@@ -89,7 +90,8 @@ stage4() {
 }
 stage4_report() {
   py -m flow.report --model "$exp/flow/model" --data "$data/dev" --out "$exp/flow/report" \
-    --vocoder "$exp/vocoder/model" --steps 10 --chunk 50 --threads 1
+    --vocoder "$exp/vocoder/model" --steps 10 --chunk 50 --threads 1 \
+    --max-utts "$flow_report_utts"
 }
 if stage_enabled 4; then
   log "stage 4: flow matching -> $exp/flow"
