@@ -123,3 +123,19 @@ def test_join_fades_edges():
     out = join_with_pauses(pieces, 16000)
     assert out[0] == 0.0 and out[999] == 0.0 and out.max() == 1.0
     assert np.abs(np.diff(out)).max() < 0.01  # no step anywhere: no click
+
+
+def test_prompt_longer_than_the_flow_allows_is_cut_for_the_flow(synth, tone, monkeypatch):
+    limit = synth.flow.config.max_prompt_frames
+    monkeypatch.setattr(synth.flow.config, "max_prompt_frames", 60)  # 1.2 s
+    seen = {}
+    generate = synth.flow.generate
+
+    def spy(tokens, prompt_tokens, prompt_mel, **kw):
+        seen["frames"] = prompt_mel.shape[1]
+        seen["tokens"] = len(prompt_tokens)
+        return generate(tokens, prompt_tokens, prompt_mel, **kw)
+
+    monkeypatch.setattr(synth.flow, "generate", spy)
+    r = synth.synthesize("Hi.", tone(3.0), 16000, prompt_text="a voice", **FAST)
+    assert r.duration > 0 and seen == {"frames": 60, "tokens": 30} and limit >= 60

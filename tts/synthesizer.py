@@ -171,7 +171,11 @@ class Synthesizer:
     @torch.no_grad()
     def _vocode(self, tokens: list[int], prompt: Prompt, steps: int | None, guidance: float | None,
                 seed: int) -> np.ndarray:
-        mel = self.flow.generate(torch.tensor(tokens), torch.tensor(prompt.tokens), torch.from_numpy(prompt.mel),
+        # The flow sees at most its max_prompt_frames of prompt (the last ones, tokens and mel
+        # cut together); the LLM has already used the whole prompt.
+        keep = self.flow.config.max_prompt_frames // self.flow.config.upsample
+        p_tokens, p_mel = prompt.tokens[-keep:], prompt.mel[:, -keep * self.flow.config.upsample:]
+        mel = self.flow.generate(torch.tensor(tokens), torch.tensor(p_tokens), torch.from_numpy(p_mel.copy()),
                                  steps=steps, guidance=guidance, seed=seed)
         return self.vocoder(mel[None].float())[0].numpy().astype(np.float32)
 
