@@ -25,7 +25,13 @@ from flow.config import FlowConfig
 from flow.data import FlowDataset, collate, mel_stats
 from flow.model import FlowModel
 from tts.config import load_yaml
-from tts.training import BucketBatchSampler, TrainerConfig, build_trainer, last_checkpoint
+from tts.training import (
+    BucketBatchSampler,
+    TrainerConfig,
+    build_trainer,
+    last_checkpoint,
+    warmup_cosine,
+)
 
 log = logging.getLogger("flow.train")
 
@@ -82,12 +88,7 @@ class FlowLightning(L.LightningModule):
         o, steps = self.cfg.optim, self.cfg.trainer.max_steps
         opt = torch.optim.AdamW(self.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
 
-        def schedule(step: int) -> float:
-            if step < o.warmup_steps:
-                return (step + 1) / o.warmup_steps
-            p = min(1.0, (step - o.warmup_steps) / max(1, steps - o.warmup_steps))
-            return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(o.warmup_steps, steps, o.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

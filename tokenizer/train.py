@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -22,7 +21,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from tts.training import build_trainer, last_checkpoint
+from tts.training import build_trainer, last_checkpoint, warmup_cosine
 
 from .api import SpeechTokenizer
 from .config import TokenizerTrainConfig, load_config
@@ -106,11 +105,7 @@ class TokenizerExperiment(L.LightningModule):
                                 betas=(0.9, 0.98))
         total = max(self.cfg.trainer.max_steps, o.warmup_steps + 1)
 
-        def schedule(step: int) -> float:
-            if step < o.warmup_steps:
-                return (step + 1) / o.warmup_steps
-            p = min(1.0, (step - o.warmup_steps) / (total - o.warmup_steps))
-            return o.final_lr_ratio + (1 - o.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+        schedule = warmup_cosine(o.warmup_steps, total, o.final_lr_ratio)
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

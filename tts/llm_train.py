@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +29,13 @@ from tts.config import ConfigError, from_dict, load_yaml  # noqa: F401  (re-expo
 from tts.datadir import read_table
 from tts.frontend import Frontend, TextError
 from tts.llm import IGNORE, LengthRatio, LLMConfig, SpeechLM
-from tts.training import BucketBatchSampler, TrainerConfig, build_trainer, last_checkpoint
+from tts.training import (
+    BucketBatchSampler,
+    TrainerConfig,
+    build_trainer,
+    last_checkpoint,
+    warmup_cosine,
+)
 
 
 @dataclass
@@ -202,13 +207,7 @@ class LLMTask(L.LightningModule):
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=(0.9, 0.98))
 
-        def schedule(step: int) -> float:
-            if step < o.warmup_steps:
-                return (step + 1) / o.warmup_steps
-            frac = min(1.0, (step - o.warmup_steps) / max(1, steps - o.warmup_steps))
-            return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(o.warmup_steps, steps, o.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

@@ -9,6 +9,7 @@ GPU or many (DDP) with no code change: Lightning picks the accelerator, and
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,20 @@ def resolve_precision(precision: str) -> str:
     if precision != "auto":
         return precision
     return "bf16-mixed" if bf16_supported() else "32-true"
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, final_ratio: float):
+    """LR factor per step: linear warm-up to 1, then cosine decay to ``final_ratio`` at ``total_steps``
+    (for ``torch.optim.lr_scheduler.LambdaLR``)."""
+    warmup_steps = max(1, warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        p = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+
+    return factor
 
 
 def last_checkpoint(exp_dir: str | Path) -> Path | None:
