@@ -10,6 +10,17 @@ from torch.nn.utils.parametrizations import weight_norm
 Outputs = tuple[list[torch.Tensor], list[list[torch.Tensor]]]  # logits per sub-disc, features per sub-disc
 
 
+def conv_stack(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Leaky-ReLU conv stack then a 1-channel output conv -> (flattened logits, every layer's output)."""
+    feats = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), 0.1)
+        feats.append(x)
+    x = post(x)
+    feats.append(x)
+    return x.flatten(1), feats
+
+
 class PeriodDiscriminator(nn.Module):
     def __init__(self, period: int, channels: tuple[int, ...]):
         super().__init__()
@@ -26,13 +37,7 @@ class PeriodDiscriminator(nn.Module):
         if s % self.period:
             wav = F.pad(wav, (0, self.period - s % self.period), mode="reflect")
         x = wav.view(b, 1, -1, self.period)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return conv_stack(self.convs, self.post, x)
 
 
 class ResolutionDiscriminator(nn.Module):
@@ -54,13 +59,7 @@ class ResolutionDiscriminator(nn.Module):
         # wav: (B, S) -> logits (B, N), features
         spec = torch.stft(wav, self.n_fft, self.hop, self.n_fft, self.window, return_complex=True)
         x = spec.abs().clamp(min=1e-5).log().unsqueeze(1)  # (B, 1, F, T)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return conv_stack(self.convs, self.post, x)
 
 
 class Discriminators(nn.Module):
