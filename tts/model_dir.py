@@ -8,6 +8,8 @@
       vocoder/            config + model.safetensors
       speaker/            config + model.safetensors   (the speaker verifier)
       onnx/               optional, written by `voxlm export onnx`
+      examples/           optional: meta.lst (name|prompt_text|prompt_wav|target_text, wavs
+                          relative to examples/) + the prompt wavs; the demo offers them
 
 Weights are safetensors only: :func:`check_model_dir` refuses pickled weights
 (``*.bin``, ``*.pt``, ``*.ckpt``, ``*.pkl``) and names the first missing or
@@ -26,6 +28,7 @@ FORMAT_VERSION = 1
 MANIFEST = "voxlm.json"
 COMPONENTS = ("tokenizer", "llm", "flow", "vocoder", "speaker")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+EXAMPLES = "examples"
 
 
 class ModelDirError(RuntimeError):
@@ -103,6 +106,48 @@ def package(sources: dict[str, str | Path], out: str | Path, mel: dict, sample_r
     return check_model_dir(out)
 
 
+def add_examples(root: str | Path, data_dir: str | Path, max_speakers: int = 6) -> Path:
+    """Copy one prompt per speaker of a (held-out) data dir into ``root/examples/``.
+
+    Each example pairs a speaker's first utterance (the prompt, with its transcript)
+    with the text of another of their utterances (the target). Returns the meta.lst path.
+    """
+    import soundfile as sf
+
+    from tts.audio import read_audio
+    from tts.datadir import load_data_dir
+
+    by_spk: dict[str, list] = {}
+    for u in load_data_dir(data_dir):
+        by_spk.setdefault(u.spk, []).append(u)
+    out = Path(root) / EXAMPLES
+    out.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for spk in sorted(by_spk)[:max_speakers]:
+        utts = by_spk[spk]
+        if len(utts) < 2:
+            continue
+        audio, sr = read_audio(utts[0].wav)
+        sf.write(out / f"{spk}.wav", audio, sr)
+        lines.append("|".join([spk, utts[0].text, f"{spk}.wav", utts[1].text]))
+    path = out / "meta.lst"
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def read_examples(root: str | Path) -> list[tuple[str, str, Path, str]]:
+    """``(name, prompt_text, prompt_wav, target_text)`` of a model dir's examples; [] if none."""
+    meta = Path(root) / EXAMPLES / "meta.lst"
+    if not meta.is_file():
+        return []
+    rows = []
+    for line in meta.read_text(encoding="utf-8").splitlines():
+        parts = line.split("|")
+        if len(parts) == 4 and (meta.parent / parts[2]).is_file():
+            rows.append((parts[0], parts[1], meta.parent / parts[2], parts[3]))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -110,13 +155,24 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description="Package trained components into one VoxLM model directory.")
     for name in COMPONENTS:
-        p.add_argument(f"--{name}", required=True, help=f"saved {name} folder (its save_pretrained output)")
+        p.add_argument(f"--{name}", help=f"saved {name} folder (its save_pretrained output)")
     p.add_argument("--mel-preset", default="16k", help="the shared mel definition (16k or 24k)")
+    p.add_argument("--examples", help="held-out data dir: one demo example per speaker "
+                   "(alone, without components: add examples to an existing model dir)")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
+    given = [n for n in COMPONENTS if getattr(a, n)]
+    if given != list(COMPONENTS) and (given or not a.examples):
+        p.error(f"give all of --{' --'.join(COMPONENTS)} (or only --examples)")
     mel = MelConfig.preset(a.mel_preset)
     try:
-        manifest = package({n: getattr(a, n) for n in COMPONENTS}, a.out, mel.to_dict(), mel.sample_rate)
+        if given:
+            manifest = package({n: getattr(a, n) for n in COMPONENTS}, a.out, mel.to_dict(), mel.sample_rate)
+        else:
+            manifest = check_model_dir(a.out)
+        if a.examples:
+            add_examples(a.out, a.examples)
+            manifest["examples"] = len(read_examples(a.out))
     except ModelDirError as err:
         print(f"ERROR: {err}")
         return 1

@@ -117,7 +117,8 @@ stage6() {
   OMP_WAIT_POLICY=PASSIVE py -m tts.speaker_train --train "$data/train" --dev "$data/test" \
     --exp "$exp/speaker" --max-steps "$speaker_steps"
   py -m tts.model_dir --tokenizer "$exp/tokenizer/model" --llm "$exp/llm/model" --flow "$exp/flow/model" \
-    --vocoder "$exp/vocoder/model" --speaker "$exp/speaker/model" --out "$exp/model"
+    --vocoder "$exp/vocoder/model" --speaker "$exp/speaker/model" --out "$exp/model" \
+    --examples "$data/test"  # one demo example per held-out speaker
 }
 if stage_enabled 6; then
   log "stage 6: speaker verifier -> $exp/speaker; package -> $exp/model"
