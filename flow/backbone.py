@@ -40,6 +40,43 @@ def chunk_mask(length: int, chunk: int | None, device: torch.device | str = "cpu
     return idx.view(1, -1) < limit.view(-1, 1)
 
 
+def block_mask(ends: list[int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """(T, T) bool mask for blocks ending at ``ends`` (increasing, last = T): own block + past.
+
+    The streaming layout of inference: the prompt as one block, then the target in chunks
+    (a first chunk that may be shorter, then fixed ones); see :func:`stream_blocks`.
+    """
+    idx = torch.arange(ends[-1], device=device)
+    bounds = torch.tensor(ends, device=device)
+    limit = bounds[torch.searchsorted(bounds, idx, right=True)]
+    return idx.view(1, -1) < limit.view(-1, 1)
+
+
+def stream_blocks(prompt: int, total: int, chunk: int, first: int | None = None) -> list[int]:
+    """Block ends for streaming inference: ``[prompt, prompt + first, + chunk, ..., total]``."""
+    if chunk < 1 or (first is not None and first < 1):
+        raise ValueError(f"chunk sizes must be positive, got chunk={chunk}, first={first}")
+    ends, e = ([prompt] if prompt else []), prompt + (first or chunk)
+    while e < total:
+        ends.append(e)
+        e += chunk
+    return ends + [total] if not ends or ends[-1] != total else ends
+
+
+class KVSlot:
+    """Keys and values of the frames already solved, for one attention layer (streaming)."""
+
+    def __init__(self, k: torch.Tensor | None = None, v: torch.Tensor | None = None):
+        self.k, self.v = k, v
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append (B, H, T, d) keys/values (a new tensor: copies of a slot never share growth)."""
+        if self.k is not None:
+            k, v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
+        self.k, self.v = k, v
+        return k, v
+
+
 def attention_mask(lengths: torch.Tensor, max_len: int, chunk: int | None) -> torch.Tensor:
     """(B,) valid lengths -> (B, 1, T, T) bool mask: chunk/full structure and key padding."""
     keys = torch.arange(max_len, device=lengths.device).view(1, -1) < lengths.view(-1, 1)  # (B, T)
@@ -67,11 +104,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        # x: (B, T, D), mask: (B, 1, T, T) bool -> (B, T, D)
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
+                kv: KVSlot | None = None) -> torch.Tensor:
+        # x: (B, T, D), mask: (B, 1, T, T) bool or None (all visible) -> (B, T, D)
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = apply_rotary_pos_emb(q, k, *rope)
+        if kv is not None:  # streaming: the new frames also see every cached past frame
+            k, v = kv.extend(k, v)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
@@ -90,10 +130,10 @@ class Block(nn.Module):
         nn.init.zeros_(self.ada.bias)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                mask: torch.Tensor) -> torch.Tensor:
+                mask: torch.Tensor | None, kv: KVSlot | None = None) -> torch.Tensor:
         # x: (B, T, D), c: (B, D) -> (B, T, D)
         sh1, sc1, g1, sh2, sc2, g2 = self.ada(F.silu(c)).chunk(6, dim=-1)
-        x = x + g1.unsqueeze(1) * self.attn(modulate(self.norm1(x), sh1, sc1), rope, mask)
+        x = x + g1.unsqueeze(1) * self.attn(modulate(self.norm1(x), sh1, sc1), rope, mask, kv)
         return x + g2.unsqueeze(1) * self.mlp(modulate(self.norm2(x), sh2, sc2))
 
 
@@ -119,15 +159,17 @@ class Backbone(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor,
-                extra: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None,
+                extra: torch.Tensor | None = None, kv: list[KVSlot] | None = None,
+                offset: int = 0) -> torch.Tensor:
         # x: (B, in_dim, T), c: (B, D), mask: (B, 1, T, T) bool, extra: (B, T, D) added after in_proj
+        # kv: one slot per block holding the past frames (streaming); offset: position of x's first frame
         h = self.in_proj(x.transpose(1, 2))  # (B, T, D)
         if extra is not None:
             h = h + extra
-        pos = torch.arange(h.shape[1], device=h.device).unsqueeze(0)
+        pos = torch.arange(offset, offset + h.shape[1], device=h.device).unsqueeze(0)
         rope = self.rope(h, pos)
-        for block in self.blocks:
-            h = block(h, c, rope, mask)
+        for i, block in enumerate(self.blocks):
+            h = block(h, c, rope, mask, kv[i] if kv is not None else None)
         shift, scale = self.final_ada(F.silu(c)).chunk(2, dim=-1)
         return self.out_proj(modulate(self.norm(h), shift, scale)).transpose(1, 2)  # (B, out_dim, T)

@@ -21,9 +21,17 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from flow.backbone import Backbone, attention_mask, timestep_embedding
+from flow.backbone import (
+    Backbone,
+    KVSlot,
+    attention_mask,
+    block_mask,
+    stream_blocks,
+    timestep_embedding,
+)
 from flow.cfm import cfm_loss, check_solver_options, solve
 from flow.config import FlowConfig
+from flow.streaming import FlowStream, initial_noise, prompt_context
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
@@ -100,8 +108,12 @@ class FlowModel(nn.Module):
         return None
 
     def estimator(self, tok: torch.Tensor, cond: torch.Tensor, spk: torch.Tensor | None,
-                  mask: torch.Tensor):
-        """Bind the conditions: -> ``(x_t, t, drop) -> v`` for :mod:`flow.cfm`."""
+                  mask: torch.Tensor | None, kv: Iterator[list[KVSlot]] | None = None, offset: int = 0):
+        """Bind the conditions: -> ``(x_t, t, drop) -> v`` for :mod:`flow.cfm`.
+
+        Streaming (:mod:`flow.streaming`): ``kv`` yields the cache slots of each successive
+        evaluation, and ``offset`` is the position of the first frame.
+        """
         def field(x: torch.Tensor, t: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
             # x: (B', C, T) with B' a multiple of the condition batch B (CFG doubles it)
             r = x.shape[0] // cond.shape[0]
@@ -111,7 +123,9 @@ class FlowModel(nn.Module):
             c = self.time_mlp(timestep_embedding(t, 256))
             if spk is not None:
                 c = c + spk.repeat(r, 1) * keep.view(-1, 1)
-            return self.backbone(torch.cat([x, c_mel], dim=1), c, mask.repeat(r, 1, 1, 1), extra=c_tok)
+            m = mask.repeat(r, 1, 1, 1) if mask is not None else None
+            slots = next(kv) if kv is not None else None
+            return self.backbone(torch.cat([x, c_mel], dim=1), c, m, extra=c_tok, kv=slots, offset=offset)
         return field
 
     # ---- training ----------------------------------------------------------------------------
@@ -149,16 +163,26 @@ class FlowModel(nn.Module):
             raise FlowInputError(f"{what} ids must be in [0, {self.config.vocab_size}), got [{lo}, {hi}]")
         return tokens.long().to(self.mel_mean.device)
 
+    def check_total_frames(self, total: int) -> None:
+        if total > self.config.max_frames:
+            raise FlowInputError(f"prompt + target is {total} frames, over max_frames={self.config.max_frames}")
+
     def prepare(self, tokens, prompt_tokens=None, prompt_mel=None, spk=None):
         """Check inputs; -> (token features (1, T, D), cond (1, C, T), speaker vector, prompt frames)."""
-        cfg = self.config
         tokens = self._check_tokens(tokens, "tokens")
+        tok, cond, spk_vec, tp = self.prepare_prompt(prompt_tokens, prompt_mel, spk)
+        target = tokens.numel() * self.config.upsample
+        self.check_total_frames(tp + target)
+        return torch.cat([tok, self.token_features(tokens[None], target)], 1), F.pad(cond, (0, target)), spk_vec, tp
+
+    def prepare_prompt(self, prompt_tokens=None, prompt_mel=None, spk=None):
+        """Check the prompt; -> (token features (1, Tp, D), cond (1, C, Tp), speaker vector, Tp)."""
+        cfg = self.config
         if (prompt_tokens is None) != (prompt_mel is None):
             raise FlowInputError("give both prompt_tokens and prompt_mel, or neither")
         dev = self.mel_mean.device
-        target = tokens.numel() * cfg.upsample
         if prompt_mel is None:
-            tp, p_mel, tok = 0, torch.zeros(self.n_mels, 0, device=dev), self.token_features(tokens[None], target)
+            tp, p_mel, tok = 0, torch.zeros(self.n_mels, 0, device=dev), torch.zeros(1, 0, cfg.dim, device=dev)
         else:
             prompt_tokens = self._check_tokens(prompt_tokens, "prompt_tokens")
             p_mel = torch.as_tensor(prompt_mel, dtype=torch.float32, device=dev)
@@ -173,22 +197,17 @@ class FlowModel(nn.Module):
             if abs(prompt_tokens.numel() * cfg.upsample - tp) > 2 * cfg.upsample:
                 raise FlowInputError(f"prompt_tokens ({prompt_tokens.numel()}) do not match prompt_mel "
                                      f"({tp} frames at {cfg.upsample} frames per token)")
-            tok = torch.cat([self.token_features(prompt_tokens[None], tp), self.token_features(tokens[None], target)], 1)
-        total = tp + target
-        if total > cfg.max_frames:
-            raise FlowInputError(f"prompt + target is {total} frames, over max_frames={cfg.max_frames}")
-        cond = F.pad(self.normalize(p_mel), (0, target)).unsqueeze(0)
-        prompt = torch.arange(total, device=dev).view(1, -1) < tp
+            tok = self.token_features(prompt_tokens[None], tp)
+        cond = self.normalize(p_mel).unsqueeze(0)
+        prompt = torch.ones(1, tp, dtype=torch.bool, device=dev)
         if spk is not None:
             spk = torch.as_tensor(spk, dtype=torch.float32, device=dev).view(1, -1)
             if cfg.speaker == "external" and spk.shape[1] != cfg.speaker_dim:
                 raise FlowInputError(f"speaker embedding has size {spk.shape[1]}, expected {cfg.speaker_dim}")
         return tok, cond, self.speaker_vector(cond, prompt, spk), tp
 
-    def _run(self, tok, cond, spk_vec, noise, chunk, steps, solver, schedule, guidance) -> torch.Tensor:
-        t = noise.shape[-1]
-        mask = attention_mask(torch.tensor([t], device=noise.device), t, chunk)
-        field = self.estimator(tok[:, :t], cond[..., :t], spk_vec, mask)
+    def _run(self, tok, cond, spk_vec, noise, mask, steps, solver, schedule, guidance) -> torch.Tensor:
+        field = self.estimator(tok, cond, spk_vec, mask)
         return solve(field, noise, steps, solver, schedule, guidance, self.config.cfm.sway)
 
     def _options(self, steps, solver, schedule, guidance):
@@ -201,37 +220,41 @@ class FlowModel(nn.Module):
     @torch.no_grad()
     def generate(self, tokens, prompt_tokens=None, prompt_mel=None, spk=None, *, steps: int | None = None,
                  solver: str | None = None, schedule: str | None = None, guidance: float | None = None,
-                 chunk: int | None = None, seed: int = 0) -> torch.Tensor:
+                 chunk: int | None = None, first_chunk: int | None = None, seed: int = 0) -> torch.Tensor:
         """Tokens (N,) [+ prompt tokens (Np,) and log-mel (C, Tp)] -> target log-mel (C, upsample * N).
 
-        ``chunk``: attention chunk in frames for streaming-mask inference (None = offline).
-        Deterministic for a given ``seed``.
+        ``chunk``: streaming-mask inference (None = offline, full attention): the prompt is
+        one block, the target is cut into chunks of ``chunk`` frames after a first one of
+        ``first_chunk`` (default ``chunk``), and a frame sees its own block and the past.
+        What :meth:`stream` yields piece by piece. Deterministic for a given ``seed``.
         """
         opts = self._options(steps, solver, schedule, guidance)
         tok, cond, spk_vec, tp = self.prepare(tokens, prompt_tokens, prompt_mel, spk)
-        noise = torch.randn(cond.shape, generator=torch.Generator().manual_seed(seed)).to(cond.device)
-        x = self._run(tok, cond, spk_vec, noise, chunk, *opts)
+        total = cond.shape[-1]
+        noise = initial_noise(tp, total - tp, seed, self.n_mels).to(cond.device)
+        mask = None
+        if chunk:
+            mask = block_mask(stream_blocks(tp, total, chunk, first_chunk), cond.device)[None, None]
+        x = self._run(tok, cond, spk_vec, noise, mask, *opts)
         return self.denormalize(x[0, :, tp:])
 
     @torch.no_grad()
     def stream(self, tokens, prompt_tokens=None, prompt_mel=None, spk=None, *, chunk: int = 50,
-               steps: int | None = None, solver: str | None = None, schedule: str | None = None,
-               guidance: float | None = None, seed: int = 0) -> Iterator[torch.Tensor]:
+               first_chunk: int | None = None, steps: int | None = None, solver: str | None = None,
+               schedule: str | None = None, guidance: float | None = None, seed: int = 0) -> Iterator[torch.Tensor]:
         """Yield the target log-mel chunk by chunk, (C, frames) each, as soon as each chunk is final.
 
-        Chunk boundaries are multiples of ``chunk`` counted from the prompt's first frame;
-        the pieces concatenate to exactly ``generate(..., chunk=chunk)``. Each piece re-solves
-        its prefix (no cache), so the total cost grows with the square of the chunk count.
+        The pieces concatenate to ``generate(..., chunk=chunk, first_chunk=first_chunk)`` up to
+        float rounding. Each chunk attends to the cached keys/values of the blocks before it
+        (:mod:`flow.streaming`), so the cost is linear in the length. For tokens that arrive
+        one by one, use :class:`flow.streaming.FlowStream` directly.
         """
-        opts = self._options(steps, solver, schedule, guidance)
-        tok, cond, spk_vec, tp = self.prepare(tokens, prompt_tokens, prompt_mel, spk)
-        noise = torch.randn(cond.shape, generator=torch.Generator().manual_seed(seed)).to(cond.device)
-        total, done = cond.shape[-1], tp
-        while done < total:
-            end = min(total, (done // chunk + 1) * chunk)
-            x = self._run(tok, cond, spk_vec, noise[..., :end], chunk, *opts)
-            yield self.denormalize(x[0, :, done:end])
-            done = end
+        tokens = self._check_tokens(tokens, "tokens")
+        ctx = prompt_context(self, prompt_tokens, prompt_mel, spk, steps=steps, solver=solver,
+                             schedule=schedule, guidance=guidance)
+        stream = FlowStream(self, ctx, chunk=chunk, first_chunk=first_chunk, seed=seed)
+        yield from stream.push(tokens.tolist())
+        yield from stream.finish()
 
     # ---- persistence -------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> Path:
