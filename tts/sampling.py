@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import torch
@@ -101,13 +102,26 @@ def sample_step(logits: torch.Tensor, history: torch.Tensor, cfg: SamplingConfig
     return ras_resample(tokens, history, full_probs, cfg.ras_window, cfg.ras_tau, generator)
 
 
-@torch.inference_mode()
 def generate(lm: SpeechLM, text_ids: list[int], prompt_text_ids: list[int] | None = None,
              prompt_speech: list[int] | None = None, cfg: SamplingConfig | None = None) -> Generation:
     """Continue ``[text] <speech_start> [prompt speech]`` with N candidate speech-token rows.
 
     text_ids: the target text's ids (one frontend chunk); the length guards count them.
     """
+    steps = decode(lm, text_ids, prompt_text_ids, prompt_speech, cfg)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+@torch.inference_mode()
+def decode(lm: SpeechLM, text_ids: list[int], prompt_text_ids: list[int] | None = None,
+           prompt_speech: list[int] | None = None,
+           cfg: SamplingConfig | None = None) -> Generator[list[tuple[int, int]], None, Generation]:
+    """:func:`generate` step by step (streaming): yields each step's new ``(candidate, token)``
+    pairs as soon as they are sampled, and returns the :class:`Generation` at the end."""
     cfg = cfg or SamplingConfig()
     if not text_ids:
         raise GenerationError("empty target text")
@@ -144,8 +158,11 @@ def generate(lm: SpeechLM, text_ids: list[int], prompt_text_ids: list[int] | Non
             break
         nxt = sample_step(logits, history, cfg, generator)
         keep = nxt != end
-        for i, tok in zip(alive[keep].tolist(), nxt[keep].tolist(), strict=True):
+        new = list(zip(alive[keep].tolist(), nxt[keep].tolist(), strict=True))
+        for i, tok in new:
             rows[i].append(tok)
+        if new:
+            yield new
         if not keep.all():
             if not keep.any():
                 break

@@ -269,24 +269,36 @@ class Vocoder(nn.Module):
         ov = self.context_frames if overlap_frames is None else int(overlap_frames)
         if ov < 0:
             raise VocoderInputError(f"overlap_frames must be >= 0, got {ov}")
-        up, hop, t_total = self.config.up, self.hop, mel.shape[2]
+        hop, t_total = self.hop, mel.shape[2]
         outs: list[torch.Tensor] = []
-        bin_run, src_run = _RunningSum(ov * up), _RunningSum(ov * hop)
+        bin_run, src_run = self.running_sums(ov)
         for s in range(0, t_total, chunk_frames):
             e = min(s + chunk_frames, t_total)
             a, b = max(0, s - ov), min(t_total, e + ov)
-            h, f0, vlogit = self.encode(mel[:, :, a:b])
-            src = None
-            if f0 is not None:
-                inc = upsample_frames(f0, hop).double() * (2 * math.pi / self.sr)
-                phi = src_run.step(inc, (s - a) * hop, (e - a) * hop)
-                src = self.source_spectrum(phi, f0, vlogit > 0)
-            log_mag, adv, local = self.decode(h, mel[:, :, a:b], src)
-            run = bin_run.step(adv.double(), (s - a) * up, (e - a) * up)
-            phase = torch.remainder(run, 2 * math.pi).float() + local
-            wav = self.synthesize(log_mag, phase, (b - a) * hop)
+            wav = self.vocode_window(mel[:, :, a:b], s - a, e - a, bin_run, src_run)
             outs.append(wav[:, (s - a) * hop:(e - a) * hop])
         return torch.cat(outs, dim=1)
+
+    def running_sums(self, context: int) -> tuple[_RunningSum, _RunningSum]:
+        """The phase accumulators :meth:`vocode_window` carries across windows with ``context`` frames."""
+        return _RunningSum(context * self.config.up), _RunningSum(context * self.hop)
+
+    @torch.no_grad()
+    def vocode_window(self, mel: torch.Tensor, keep_from: int, keep_to: int, bin_run: _RunningSum,
+                      src_run: _RunningSum) -> torch.Tensor:
+        """(B, n_mels, W) window -> (B, W * hop). Frames before ``keep_from`` were final in an
+        earlier window; ``[keep_from, keep_to)`` become final now (their running phases advance)."""
+        up, hop = self.config.up, self.hop
+        h, f0, vlogit = self.encode(mel)
+        src = None
+        if f0 is not None:
+            inc = upsample_frames(f0, hop).double() * (2 * math.pi / self.sr)
+            phi = src_run.step(inc, keep_from * hop, keep_to * hop)
+            src = self.source_spectrum(phi, f0, vlogit > 0)
+        log_mag, adv, local = self.decode(h, mel, src)
+        run = bin_run.step(adv.double(), keep_from * up, keep_to * up)
+        phase = torch.remainder(run, 2 * math.pi).float() + local
+        return self.synthesize(log_mag, phase, mel.shape[2] * hop)
 
     # ---- model directory ----------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> Path:
