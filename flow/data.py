@@ -9,6 +9,7 @@ Caching is resumable: existing files are kept, new ones are written atomically.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,7 @@ def cache_mels(data_dir: str | Path, mel_cfg: MelConfig, utts: list[str] | None 
     for utt in tqdm(todo, desc=f"mel {data_dir}", disable=not progress or not todo):
         audio = load_audio(wavs[utt], mel_cfg.sample_rate)
         mel = mel_spectrogram(audio, mel_cfg)
-        tmp = mel_path(data_dir, utt).with_suffix(".tmp.npy")
+        tmp = mel_path(data_dir, utt).with_suffix(f".{os.getpid()}.tmp.npy")  # ranks may cache at once
         np.save(tmp, mel.astype(np.float32))
         tmp.replace(mel_path(data_dir, utt))
 

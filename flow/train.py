@@ -27,7 +27,10 @@ from flow.model import FlowModel
 from tts.config import load_yaml
 from tts.training import (
     BucketBatchSampler,
+    ResumableLoader,
     TrainerConfig,
+    add_trainer_args,
+    apply_trainer_args,
     build_trainer,
     last_checkpoint,
     warmup_cosine,
@@ -98,7 +101,7 @@ class FlowLightning(L.LightningModule):
 
 def make_loader(ds: FlowDataset, cfg: DataConfig, shuffle: bool, seed: int) -> DataLoader:
     sampler = BucketBatchSampler(ds.lengths, cfg.max_frames_per_batch, cfg.max_batch, shuffle=shuffle, seed=seed)
-    return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.num_workers)
+    return ResumableLoader(ds, sampler, collate_fn=collate, num_workers=cfg.num_workers)
 
 
 def init_from(model: FlowModel, init_dir: str | Path) -> list[str]:
@@ -115,7 +118,7 @@ def init_from(model: FlowModel, init_dir: str | Path) -> list[str]:
 
 
 def train(cfg: FlowTrainConfig, train_dir: str | Path, dev_dir: str | Path | None, exp: str | Path,
-          progress: bool = True, init: str | Path | None = None) -> FlowModel:
+          progress: bool = True, init: str | Path | None = None, **trainer_kwargs) -> FlowModel:
     """Train (or resume) into ``exp``; returns the trained model, also saved to ``<exp>/model``.
 
     ``init``: a flow model dir to warm-start from (ignored when resuming a checkpoint).
@@ -139,8 +142,8 @@ def train(cfg: FlowTrainConfig, train_dir: str | Path, dev_dir: str | Path | Non
                              vocab_size=mc.vocab_size, progress=progress)
         dev_ds.items, dev_ds.lengths = dev_ds.items[:cfg.data.val_utts], dev_ds.lengths[:cfg.data.val_utts]
         loaders["val_dataloaders"] = make_loader(dev_ds, cfg.data, False, 0)
-    trainer = build_trainer(cfg.trainer, exp, use_distributed_sampler=False,
-                            limit_val_batches=None if dev_dir else 0, num_sanity_val_steps=0)
+    trainer = build_trainer(cfg.trainer, exp, limit_val_batches=None if dev_dir else 0, num_sanity_val_steps=0,
+                            **trainer_kwargs)
     trainer.fit(module, ckpt_path=last_checkpoint(exp), **loaders)
     if trainer.global_rank == 0:
         module.model.save_pretrained(exp / "model")
@@ -181,17 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exp", required=True)
     p.add_argument("--tokenizer", help="tokenizer model dir: vocab_size is read from its config")
     p.add_argument("--init", help="flow model dir to warm-start from (matching weights only)")
-    p.add_argument("--max-steps", type=int, help="override trainer.max_steps")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave default)")
+    add_trainer_args(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = FlowTrainConfig.from_yaml(args.config)
+    apply_trainer_args(cfg.trainer, args)
     if args.tokenizer:
         cfg.model.vocab_size = tokenizer_vocab_size(args.tokenizer)
-    if args.max_steps:
-        cfg.trainer.max_steps = args.max_steps
     model = train(cfg, args.train, args.dev, args.exp, init=args.init)
     print(json.dumps({"exp": str(args.exp), "model": str(Path(args.exp) / "model"),
                       "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from tqdm import tqdm
 
 from tts.audio import AudioError
 from tts.datadir import load_data_dir
-from tts.training import BucketBatchSampler
+from tts.training import BucketBatchSampler, ResumableLoader
 
 from .config import DataConfig, ModelConfig
 from .frontend import CharVocab, FeatureExtractor, PhoneLexicon, load_for_tokenizer
@@ -38,7 +39,7 @@ def compute_features(data_dir: str | Path, cfg: ModelConfig, normalize: str | No
             log.warning("skipping %s: %s", utt.utt, err)
     if cache is not None:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(str(cache) + ".tmp")
+        tmp = Path(f"{cache}.{os.getpid()}.tmp")  # distributed ranks may cache at once
         save_file(feats, str(tmp))
         tmp.replace(cache)
     return feats
@@ -115,4 +116,4 @@ def collate(items: list[Item]) -> dict:
 
 def make_loader(ds: CTCDataset, cfg: DataConfig, shuffle: bool, seed: int = 0) -> DataLoader:
     sampler = BucketBatchSampler(ds.lengths(), cfg.max_frames, cfg.max_batch, shuffle=shuffle, seed=seed)
-    return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=0)
+    return ResumableLoader(ds, sampler, collate_fn=collate, num_workers=0)

@@ -21,7 +21,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from tts.training import build_trainer, last_checkpoint, warmup_cosine
+from tts.training import (
+    add_trainer_args,
+    apply_trainer_args,
+    build_trainer,
+    last_checkpoint,
+    warmup_cosine,
+)
 
 from .api import SpeechTokenizer
 from .config import TokenizerTrainConfig, load_config
@@ -175,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dev", required=True)
     p.add_argument("--exp", required=True)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: optim.threads)")
-    p.add_argument("--max-steps", type=int, default=None, help="override trainer.max_steps")
     p.add_argument("--export", metavar="DIR", default=None,
                    help="only write <exp>/checkpoints/last.ckpt as a model dir DIR (no training)")
+    add_trainer_args(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.export:
@@ -187,8 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         export_checkpoint(ckpt, args.export)
         return 0
     cfg = load_config(args.config)
-    if args.max_steps is not None:
-        cfg.trainer.max_steps = args.max_steps
+    apply_trainer_args(cfg.trainer, args)
     torch.set_num_threads(args.threads or cfg.optim.threads)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     train(cfg, args.train, args.dev, args.exp)

@@ -9,6 +9,11 @@ the same speaker goes in front as the prompt (the inference layout). Batches
 are length-bucketed; loss is on speech tokens only. Resumes from
 ``<exp>/checkpoints/last.ckpt``; writes the loadable model directory to
 ``<exp>/model`` at every checkpoint and at the end.
+
+Multi-GPU / multi-node: ``--devices 8 --num-nodes 2 --strategy fsdp`` (or the
+config's ``trainer`` section), under ``torchrun``/``srun`` or launched by
+Lightning itself. FSDP wraps each decoder layer and gathers full weights for
+checkpoints and ``<exp>/model``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ from tts.frontend import Frontend, TextError
 from tts.llm import IGNORE, LengthRatio, LLMConfig, SpeechLM
 from tts.training import (
     BucketBatchSampler,
+    ResumableLoader,
     TrainerConfig,
+    add_trainer_args,
+    apply_trainer_args,
     build_trainer,
     last_checkpoint,
     warmup_cosine,
@@ -166,8 +174,8 @@ def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, 
 
 def make_loader(ds: PairDataset, cfg: DataConfig, shuffle: bool, seed: int = 0) -> DataLoader:
     sampler = BucketBatchSampler(ds.lengths(), cfg.max_tokens, cfg.max_batch, shuffle=shuffle, seed=seed)
-    return DataLoader(ds, batch_sampler=sampler, num_workers=cfg.num_workers,
-                      collate_fn=lambda b: collate(b, ds.layout.pad_id))
+    return ResumableLoader(ds, sampler, num_workers=cfg.num_workers,
+                           collate_fn=lambda b: collate(b, ds.layout.pad_id))
 
 
 def speech_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -211,15 +219,35 @@ class LLMTask(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+def _sharded(module: torch.nn.Module) -> bool:
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+    except ImportError:
+        return False
+    return any(isinstance(m, FullyShardedDataParallel) for m in module.modules())
+
+
+def save_from_state(lm: SpeechLM, state: dict[str, torch.Tensor], out_dir: Path) -> None:
+    """Save ``lm``'s directory; under FSDP with the weights of the gathered ``LLMTask`` ``state``."""
+    if not _sharded(lm):
+        lm.save_pretrained(out_dir)
+        return
+    copy = SpeechLM(lm.cfg)  # FSDP holds flat shards: load the full weights into a plain copy
+    copy.ratio = lm.ratio
+    copy.load_state_dict({k.removeprefix("lm."): v for k, v in state.items() if k.startswith("lm.")})
+    copy.save_pretrained(out_dir)
+
+
 class ExportModel(L.Callback):
-    """Write ``<exp>/model`` (the loadable directory) whenever a checkpoint is due."""
+    """Write ``<exp>/model`` (the loadable directory) with every checkpoint (rank 0; under FSDP
+    from the full state dict Lightning gathered for the checkpoint)."""
 
-    def __init__(self, out_dir: Path, every: int):
-        self.out_dir, self.every = out_dir, every
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
 
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if trainer.is_global_zero and trainer.global_step % self.every == 0:
-            module.lm.save_pretrained(self.out_dir)
+    def on_save_checkpoint(self, trainer, module, checkpoint):
+        if trainer.is_global_zero:
+            save_from_state(module.lm, checkpoint["state_dict"], self.out_dir)
 
 
 def speech_vocab_from_tokenizer(path: str | Path) -> int:
@@ -251,10 +279,13 @@ def train(cfg: LLMTrainConfig, train_dir: str | Path, dev_dir: str | Path | None
     task = LLMTask(cfg, lm)
     print(f"llm: {lm.num_parameters() / 1e6:.2f}M parameters, {len(pairs)} training utterances, "
           f"tokens/char guard {lm.ratio.min_ratio:.2f}..{lm.ratio.max_ratio:.2f}", flush=True)
-    callbacks = [ExportModel(exp / "model", cfg.trainer.checkpoint_every)]
-    trainer = build_trainer(cfg.trainer, exp, callbacks=callbacks, **trainer_kwargs)
+    callbacks = [ExportModel(exp / "model"), *trainer_kwargs.pop("callbacks", [])]
+    layer = type(lm.model.model.layers[0])  # FSDP shards decoder layer by decoder layer
+    trainer = build_trainer(cfg.trainer, exp, callbacks=callbacks, fsdp_wrap={layer}, **trainer_kwargs)
     trainer.fit(task, **loaders, ckpt_path=last_checkpoint(exp))
-    lm.save_pretrained(exp / "model")
+    state = trainer.strategy.lightning_module_state_dict()  # collective under FSDP: every rank calls it
+    if trainer.is_global_zero:
+        save_from_state(lm, state, exp / "model")
     return lm
 
 
@@ -269,10 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synthetic-tokens", action="store_true",
                    help="alignment warm-up: train on tokens made from the text alone")
     p.add_argument("--init-from", help="override llm.init_from (a saved model dir to start from)")
+    add_trainer_args(p)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
+    apply_trainer_args(cfg.trainer, args)
     if args.tokenizer:
         cfg.llm.speech_vocab_size = speech_vocab_from_tokenizer(args.tokenizer)
     if args.init_from:

@@ -4,7 +4,9 @@
 
 Mels of every training utterance are computed once (progress bar) and held in
 memory; batches are random fixed-length segments. Training resumes from
-``<exp>/checkpoints/last.ckpt``; the final model goes to ``<exp>/model`` and the
+``<exp>/checkpoints/last.ckpt`` and continues the same stream of batches (batch
+``b`` of rank ``r`` is drawn from its own seed); ``--devices``/``--num-nodes``
+train it data-parallel. The final model goes to ``<exp>/model`` and the
 report (EER and mean same/different-speaker cosine on ``--dev``, whose speakers
 may be unseen) to ``<exp>/report.json``.
 """
@@ -28,7 +30,14 @@ from tts.audio import load_audio
 from tts.datadir import load_data_dir
 from tts.mel import MelConfig, mel_spectrogram
 from tts.speaker import AAMSoftmax, SpeakerEncoder, SpeakerEncoderConfig, equal_error_rate
-from tts.training import TrainerConfig, build_trainer, last_checkpoint
+from tts.training import (
+    TrainerConfig,
+    add_trainer_args,
+    apply_trainer_args,
+    build_trainer,
+    dist_rank_world,
+    last_checkpoint,
+)
 
 
 @dataclass
@@ -49,20 +58,32 @@ def load_mels(data_dir: str | Path, mel_cfg: MelConfig, desc: str) -> tuple[list
 
 
 class SegmentStream(IterableDataset):
-    """Endless random (mel segment, speaker index) pairs; mels shorter than a segment are tiled."""
+    """Endless random (mel segment, speaker index) pairs; mels shorter than a segment are tiled.
 
-    def __init__(self, mels: list[np.ndarray], labels: list[int], frames: int, seed: int):
+    Items come in groups of ``batch_size`` (one DataLoader batch), group ``b`` of
+    rank ``r`` drawn from its own seed: ranks see different data, and a stream
+    started at ``start`` (the resumed step) continues exactly where a run stopped.
+    """
+
+    def __init__(self, mels: list[np.ndarray], labels: list[int], frames: int, seed: int,
+                 batch_size: int = 1, start: int = 0):
         self.mels, self.labels, self.frames, self.seed = mels, labels, frames, seed
+        self.batch_size, self.start = batch_size, start
 
     def __iter__(self):
-        rng = random.Random(self.seed)
-        while True:
-            i = rng.randrange(len(self.mels))
-            m = self.mels[i]
-            if m.shape[1] < self.frames:
-                m = np.tile(m, (1, self.frames // m.shape[1] + 1))
-            s = rng.randrange(m.shape[1] - self.frames + 1)
-            yield torch.from_numpy(m[:, s:s + self.frames]), self.labels[i]
+        rank, _ = dist_rank_world()
+        for b in itertools.count(self.start):
+            rng = random.Random(f"{self.seed}/{rank}/{b}")
+            for _ in range(self.batch_size):
+                yield self._draw(rng)
+
+    def _draw(self, rng: random.Random) -> tuple[torch.Tensor, int]:
+        i = rng.randrange(len(self.mels))
+        m = self.mels[i]
+        if m.shape[1] < self.frames:
+            m = np.tile(m, (1, self.frames // m.shape[1] + 1))
+        s = rng.randrange(m.shape[1] - self.frames + 1)
+        return torch.from_numpy(m[:, s:s + self.frames]), self.labels[i]
 
 
 class SpeakerModule(L.LightningModule):
@@ -100,21 +121,32 @@ def evaluate(encoder: SpeakerEncoder, mels: list[np.ndarray], spks: list[str], m
             "speakers": len(set(spks)), "utterances": len(mels)}
 
 
+def resume_step(exp_dir: str | Path) -> int:
+    """The global step of the checkpoint a run in ``exp_dir`` resumes from (0 when none)."""
+    ckpt = last_checkpoint(exp_dir)
+    if ckpt is None:
+        return 0
+    return int(torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+
+
 def train(train_dir: str, dev_dir: str | None, exp: str, cfg: SpeakerTrainConfig,
-          trainer_cfg: TrainerConfig | None = None) -> dict:
+          trainer_cfg: TrainerConfig | None = None, **trainer_kwargs) -> dict:
     exp_dir = Path(exp)
     mel_cfg = MelConfig()
     mels, spks, _ = load_mels(train_dir, mel_cfg, "train")
     speakers = sorted(set(spks))
     labels = [speakers.index(s) for s in spks]
     module = SpeakerModule(cfg, len(speakers))
-    stream = SegmentStream(mels, labels, cfg.segment_frames, seed=0)
+    stream = SegmentStream(mels, labels, cfg.segment_frames, seed=0, batch_size=cfg.batch_size,
+                           start=resume_step(exp_dir))
     loader = DataLoader(stream, batch_size=cfg.batch_size)
     tcfg = trainer_cfg or TrainerConfig(max_steps=cfg.max_steps, checkpoint_every=250, val_every=10**9)
-    trainer = build_trainer(tcfg, exp_dir, limit_val_batches=0)
+    trainer = build_trainer(tcfg, exp_dir, limit_val_batches=0, **trainer_kwargs)
     trainer.fit(module, loader, ckpt_path=last_checkpoint(exp_dir))
-    module.encoder.save_pretrained(exp_dir / "model")
     report = {"train_speakers": len(speakers), "steps": trainer.global_step}
+    if not trainer.is_global_zero:
+        return report
+    module.encoder.save_pretrained(exp_dir / "model")
     if dev_dir:
         dmels, dspks, _ = load_mels(dev_dir, mel_cfg, "dev")
         report["dev"] = evaluate(SpeakerEncoder.from_pretrained(exp_dir / "model"), dmels, dspks)
@@ -127,12 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", required=True)
     p.add_argument("--dev", default=None, help="data dir to report EER on (e.g. unseen test speakers)")
     p.add_argument("--exp", required=True)
-    p.add_argument("--max-steps", type=int, default=SpeakerTrainConfig.max_steps)
     p.add_argument("--channels", type=int, default=SpeakerTrainConfig.channels)
     p.add_argument("--batch-size", type=int, default=SpeakerTrainConfig.batch_size)
+    add_trainer_args(p)
+    p.set_defaults(max_steps=SpeakerTrainConfig.max_steps)
     a = p.parse_args(argv)
     cfg = SpeakerTrainConfig(max_steps=a.max_steps, channels=a.channels, batch_size=a.batch_size)
-    print(json.dumps(train(a.train, a.dev, a.exp, cfg), indent=2))
+    tcfg = apply_trainer_args(TrainerConfig(max_steps=cfg.max_steps, checkpoint_every=250, val_every=10**9), a)
+    print(json.dumps(train(a.train, a.dev, a.exp, cfg, tcfg), indent=2))
     return 0
 
 

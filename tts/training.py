@@ -1,24 +1,33 @@
-"""Shared Lightning plumbing for every VoxLM trainer (tokenizer, LLM, flow, vocoder).
+"""Shared Lightning plumbing for every VoxLM trainer (tokenizer, LLM, flow, vocoder, speaker).
 
-One place decides: loggers (CSV + TensorBoard), checkpoint cadence, resume from
-``<exp>/checkpoints/last.ckpt``, precision (bf16 autocast where the hardware has
-it), and length-bucketed batching. The same config then trains on one CPU, one
-GPU or many (DDP) with no code change: Lightning picks the accelerator, and
-``devices``/``num_nodes``/``strategy`` come from the config.
+One place decides: loggers (CSV + TensorBoard), checkpoint cadence, atomic
+checkpoints and resume from ``<exp>/checkpoints/last.ckpt``, precision (bf16
+autocast where the hardware has it), and length-bucketed batching that shards
+itself over distributed ranks and resumes mid-epoch in the same order.
+
+The same config trains on one CPU, one GPU, or many GPUs on many nodes with no
+code change: ``devices``/``num_nodes``/``strategy`` come from the config or the
+shared command-line options (:func:`add_trainer_args`), and Lightning reads the
+launcher's environment (``torchrun``, ``srun``) or starts the processes itself.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
+import os
 import random
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from torch.utils.data import Sampler
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch.utils.data import DataLoader, Sampler
 
 
 @dataclass
@@ -28,10 +37,10 @@ class TrainerConfig:
     val_every: int = 500  # steps
     log_every: int = 20  # steps
     precision: str = "auto"  # "auto": bf16-mixed where supported, else 32
-    accelerator: str = "auto"
-    devices: int | str = "auto"
+    accelerator: str = "auto"  # "cpu", "gpu", "auto"
+    devices: int | str = "auto"  # per node: a count, "auto", or a list string like "0,1"
     num_nodes: int = 1
-    strategy: str = "auto"
+    strategy: str = "auto"  # "auto" (ddp when devices > 1), "ddp", "fsdp" (sharded; large LLMs)
     grad_clip: float | None = 1.0
     accumulate_grad_batches: int = 1
     seed: int = 1234
@@ -69,15 +78,112 @@ def warmup_cosine(warmup_steps: int, total_steps: int, final_ratio: float):
     return factor
 
 
+def _step_of(path: Path) -> int:
+    digits = "".join(c for c in path.stem if c.isdigit())
+    return int(digits) if digits else -1
+
+
 def last_checkpoint(exp_dir: str | Path) -> Path | None:
-    path = Path(exp_dir) / "checkpoints" / "last.ckpt"
-    return path if path.is_file() else None
+    """The checkpoint to resume from: ``last.ckpt``, else the newest ``step*.ckpt``; None when none.
+
+    A file that is not a whole zip archive (a torn write from before checkpoints were
+    atomic) is passed over for the next one.
+    """
+    ckpt_dir = Path(exp_dir) / "checkpoints"
+    if not ckpt_dir.is_dir():
+        return None
+    steps = sorted(ckpt_dir.glob("step*.ckpt"), key=_step_of, reverse=True)
+    for path in [ckpt_dir / "last.ckpt", *steps]:
+        if path.is_file() and zipfile.is_zipfile(path):
+            return path
+    return None
 
 
-def build_trainer(cfg: TrainerConfig, exp_dir: str | Path, **kwargs) -> L.Trainer:
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to ``<name>.tmp`` in its own directory, fsync, then rename over the name.
+
+    A run killed mid-write leaves the previous checkpoint whole (a rename is atomic
+    on one filesystem); a stale ``.tmp`` is overwritten by the next save.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+def add_trainer_args(parser: argparse.ArgumentParser) -> None:
+    """The options every trainer shares; they override the config's ``trainer`` section."""
+    g = parser.add_argument_group("distributed / trainer overrides (default: the config's trainer section)")
+    g.add_argument("--accelerator", help="cpu, gpu or auto")
+    g.add_argument("--devices", help="devices per node: a count, 'auto', or ids like '0,1'")
+    g.add_argument("--num-nodes", type=int, help="nodes (each runs --devices processes)")
+    g.add_argument("--strategy", help="auto, ddp, fsdp (sharded, for the LLM), ...")
+    g.add_argument("--precision", help="auto, 32-true, bf16-mixed, 16-mixed")
+    g.add_argument("--max-steps", type=int, help="override trainer.max_steps")
+
+
+def apply_trainer_args(cfg: TrainerConfig, args: argparse.Namespace) -> TrainerConfig:
+    """Copy the :func:`add_trainer_args` options that were given onto ``cfg`` (in place; returned)."""
+    if getattr(args, "accelerator", None):
+        cfg.accelerator = args.accelerator
+    if getattr(args, "devices", None):
+        d = args.devices
+        cfg.devices = int(d) if d.isdigit() else d
+    if getattr(args, "num_nodes", None):
+        cfg.num_nodes = args.num_nodes
+    if getattr(args, "strategy", None):
+        cfg.strategy = args.strategy
+    if getattr(args, "precision", None):
+        cfg.precision = args.precision
+    if getattr(args, "max_steps", None):
+        cfg.max_steps = args.max_steps
+    return cfg
+
+
+def make_strategy(name: str, wrap: set[type] | None = None):
+    """Lightning strategy for ``name``; "fsdp" shards parameters, gradients and optimizer state,
+    wrapping each module of a class in ``wrap`` (transformer blocks) as its own unit, and saves
+    full (gathered) checkpoints so resume and export work at any world size."""
+    if name != "fsdp":
+        return name
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    return FSDPStrategy(auto_wrap_policy=wrap, state_dict_type="full")
+
+
+class FinalCheckpoint(L.Callback):
+    """Save ``last.ckpt`` when training ends off the checkpoint cadence, so a finished run
+    resumes as finished (a rerun trains nothing) instead of from the last cadence step."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.global_step > 0 and trainer.global_step != self._saved_step():
+            trainer.save_checkpoint(self.path)  # every rank calls it; rank 0 writes
+
+    def _saved_step(self) -> int:
+        if not (self.path.is_file() and zipfile.is_zipfile(self.path)):
+            return -1
+        return int(torch.load(self.path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+
+
+def build_trainer(cfg: TrainerConfig, exp_dir: str | Path, fsdp_wrap: set[type] | None = None,
+                  **kwargs) -> L.Trainer:
     """A Trainer that logs to ``exp_dir`` and checkpoints every ``cfg.checkpoint_every`` steps.
 
-    ``kwargs`` pass through (e.g. ``callbacks``, ``limit_val_batches``).
+    Checkpoints are written atomically (:class:`AtomicCheckpointIO`): ``step<N>.ckpt``
+    (the newest only) and ``last.ckpt`` (also at the end of training). ``kwargs`` pass through (e.g. ``callbacks``,
+    ``limit_val_batches``). Trainers shard their own data (:class:`BucketBatchSampler`,
+    rank-aware streams), so Lightning's distributed sampler is off unless a caller
+    passes ``use_distributed_sampler=True``. ``fsdp_wrap``: module classes FSDP wraps
+    one by one when ``cfg.strategy == "fsdp"``.
     Manual-optimisation modules (GANs) must clip gradients themselves:
     ``gradient_clip_val`` is dropped for them by passing ``grad_clip=None``.
     """
@@ -88,7 +194,8 @@ def build_trainer(cfg: TrainerConfig, exp_dir: str | Path, **kwargs) -> L.Traine
         save_last=True, save_top_k=1, monitor="step", mode="max",
         filename="step{step:07d}", auto_insert_metric_name=False,
     )
-    callbacks = [ckpt, *kwargs.pop("callbacks", [])]
+    callbacks = [ckpt, FinalCheckpoint(exp_dir / "checkpoints" / "last.ckpt"), *kwargs.pop("callbacks", [])]
+    kwargs.setdefault("use_distributed_sampler", False)
     return L.Trainer(
         default_root_dir=exp_dir,
         max_steps=cfg.max_steps,
@@ -100,14 +207,22 @@ def build_trainer(cfg: TrainerConfig, exp_dir: str | Path, **kwargs) -> L.Traine
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy,
+        strategy=make_strategy(cfg.strategy, fsdp_wrap),
         gradient_clip_val=cfg.grad_clip,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
         logger=[CSVLogger(exp_dir, name="logs"), TensorBoardLogger(exp_dir, name="tb")],
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         enable_progress_bar=cfg.progress_bar,
         **kwargs,
     )
+
+
+def dist_rank_world() -> tuple[int, int]:
+    """(rank, world size) of the initialised process group, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 class BucketBatchSampler(Sampler[list[int]]):
@@ -115,22 +230,35 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     lengths: any per-item size (frames, tokens). A batch holds at most
     ``max_batch`` items and at most ``max_frames`` summed length (padding
-    counted as the longest item times the batch size). Deterministic per epoch
-    given ``seed``; ``set_epoch`` reshuffles (Lightning calls it).
+    counted as the longest item times the batch size).
+
+    Deterministic per epoch given ``seed``: ``set_epoch`` (Lightning calls it)
+    reshuffles. Every epoch has the same number of batches (epoch 0's count;
+    other epochs wrap around or stop short by a few batches), so resumed and
+    uninterrupted runs agree on epoch boundaries. Under ``torch.distributed``
+    every rank builds the same global list and takes every ``world``-th batch
+    (padded by wrap-around to equal counts), so no distributed sampler is
+    needed. :meth:`resume` skips the batches an interrupted epoch already
+    consumed (:class:`ResumableLoader` calls it from the checkpoint).
     """
 
     def __init__(self, lengths: list[int], max_frames: int, max_batch: int = 64,
                  shuffle: bool = True, seed: int = 0, pool: int = 50):
         self.lengths, self.max_frames, self.max_batch = lengths, max_frames, max_batch
         self.shuffle, self.seed, self.pool, self.epoch = shuffle, seed, pool, 0
-        self._batches = self._make_batches()
+        self._per_epoch = len(self._make_batches(0))
+        self._skip: tuple[int, int] | None = None  # (epoch, batches already consumed)
+        self.started_at = 0  # batches of the current epoch skipped by the running iteration
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        self._batches = self._make_batches()
 
-    def _make_batches(self) -> list[list[int]]:
-        rng = random.Random(self.seed + self.epoch)
+    def resume(self, epoch: int, consumed: int) -> None:
+        """The next iteration of ``epoch`` starts after its first ``consumed`` batches (of this rank)."""
+        self._skip = (epoch, consumed)
+
+    def _make_batches(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(self.seed + epoch)
         order = list(range(len(self.lengths)))
         if self.shuffle:
             rng.shuffle(order)
@@ -151,9 +279,51 @@ class BucketBatchSampler(Sampler[list[int]]):
             rng.shuffle(batches)
         return batches
 
+    def rank_batches(self, epoch: int) -> list[list[int]]:
+        """This rank's batches of ``epoch``, in order."""
+        rank, world = dist_rank_world()
+        batches = self._make_batches(epoch)
+        total = -(-self._per_epoch // world) * world  # a fixed count, a multiple of the world size
+        if not batches:
+            return []
+        batches = [batches[i % len(batches)] for i in range(total)]
+        return batches[rank::world]
+
     def __iter__(self):
-        return iter(self._batches)
+        # a generator: the epoch's batches are built on the first next(), after Lightning's
+        # set_epoch, even though Lightning creates the iterator earlier
+        epoch = self.epoch
+        batches = self.rank_batches(epoch)
+        self.started_at = 0
+        if self._skip is not None and self._skip[0] == epoch:
+            self.started_at = min(self._skip[1], len(batches))
+        self._skip = None
+        yield from batches[self.started_at:]
 
     def __len__(self) -> int:
-        return len(self._batches)
+        _, world = dist_rank_world()
+        return -(-self._per_epoch // world)
 
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over a :class:`BucketBatchSampler` whose position Lightning checkpoints.
+
+    Lightning saves ``state_dict()`` in every checkpoint (epoch and batches consumed
+    in it) and hands it back to ``load_state_dict`` on resume, so an interrupted
+    epoch continues with the batch after the last one trained, not from its start.
+    """
+
+    def __init__(self, dataset, batch_sampler: BucketBatchSampler, **kwargs):
+        super().__init__(dataset, batch_sampler=batch_sampler, **kwargs)
+        self._live = None
+
+    def __iter__(self):
+        self._live = super().__iter__()
+        return self._live
+
+    def state_dict(self) -> dict:
+        yielded = getattr(self._live, "_num_yielded", 0) if self._live is not None else 0
+        return {"epoch": self.batch_sampler.epoch, "consumed": self.batch_sampler.started_at + yielded}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batch_sampler.resume(int(state["epoch"]), int(state["consumed"]))

@@ -4,7 +4,9 @@
 
 Writes <exp>/model/ (config.json + model.safetensors, refreshed at every
 validation and at the end), <exp>/samples/stepN/ (wavs + spectrogram PNGs),
-<exp>/logs (CSV) and <exp>/tb (TensorBoard).
+<exp>/logs (CSV) and <exp>/tb (TensorBoard). Batches come from a seeded per-epoch
+sampler that Lightning checkpoints, so a resumed run sees the same utterances in
+the same order; ``--devices``/``--num-nodes``/``--strategy`` train it on many GPUs.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ from torch.utils.data import DataLoader
 
 from tts.config import load_yaml
 from tts.mel import MelConfig
-from tts.training import TrainerConfig, build_trainer, last_checkpoint
+from tts.training import (
+    BucketBatchSampler,
+    ResumableLoader,
+    TrainerConfig,
+    add_trainer_args,
+    apply_trainer_args,
+    build_trainer,
+    last_checkpoint,
+)
 from vocoder.data import SegmentDataset
 from vocoder.experiment import OptimConfig, VocoderExperiment
 from vocoder.model import VocoderConfig
@@ -55,38 +65,50 @@ def load_config(path: str | Path | None) -> TrainConfig:
     return cfg
 
 
+def train(cfg: TrainConfig, train_dir: str | Path, dev_dir: str | Path, exp: str | Path,
+          **trainer_kwargs) -> VocoderExperiment:
+    """Train (or resume) into ``exp``; ``<exp>/model`` holds the generator at the end."""
+    torch.set_num_threads(cfg.num_threads)
+    L.seed_everything(cfg.trainer.seed, workers=True)
+    exp = Path(exp)
+    exp.mkdir(parents=True, exist_ok=True)
+    (exp / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+
+    mc = cfg.model.mel_config
+    train_ds = SegmentDataset(train_dir, mc.sample_rate, mc.hop_length, cfg.optim.segment_frames * mc.hop_length,
+                              seed=cfg.trainer.seed)
+    dev = SegmentDataset(dev_dir, mc.sample_rate, mc.hop_length, None,
+                         max_utts=cfg.validation.max_utts, max_seconds=cfg.validation.max_seconds)
+    if len(train_ds) < cfg.optim.batch_size:
+        raise SystemExit(f"{train_dir}: {len(train_ds)} utterances, fewer than batch_size {cfg.optim.batch_size}")
+    b = cfg.optim.batch_size  # equal-size segments: every batch holds batch_size of them (pool tails fewer)
+    sampler = BucketBatchSampler([1] * len(train_ds), max_frames=b, max_batch=b, seed=cfg.trainer.seed)
+    train_dl = ResumableLoader(train_ds, sampler, num_workers=cfg.optim.num_workers,
+                               persistent_workers=cfg.optim.num_workers > 0)
+    dev_dl = DataLoader(dev, batch_size=1, num_workers=0)
+
+    module = VocoderExperiment(cfg.model, cfg.optim, cfg.trainer.max_steps, exp)
+    if cfg.optim.max_minutes:
+        trainer_kwargs.setdefault("max_time", timedelta(minutes=cfg.optim.max_minutes))
+    trainer = build_trainer(cfg.trainer, exp, **trainer_kwargs)
+    trainer.fit(module, train_dl, dev_dl, ckpt_path=last_checkpoint(exp))
+    if trainer.is_global_zero:
+        out = module.generator.save_pretrained(exp / "model")
+        print(f"vocoder saved to {out}")
+    return module
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
     ap.add_argument("--train", required=True, help="Kaldi data dir with wav.scp")
     ap.add_argument("--dev", required=True, help="Kaldi data dir for validation")
     ap.add_argument("--exp", required=True, help="experiment dir")
+    add_trainer_args(ap)
     args = ap.parse_args(argv)
-
     cfg = load_config(args.config)
-    torch.set_num_threads(cfg.num_threads)
-    L.seed_everything(cfg.trainer.seed, workers=True)
-    exp = Path(args.exp)
-    exp.mkdir(parents=True, exist_ok=True)
-    (exp / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-
-    mc = cfg.model.mel_config
-    train = SegmentDataset(args.train, mc.sample_rate, mc.hop_length, cfg.optim.segment_frames * mc.hop_length,
-                           seed=cfg.trainer.seed)
-    dev = SegmentDataset(args.dev, mc.sample_rate, mc.hop_length, None,
-                         max_utts=cfg.validation.max_utts, max_seconds=cfg.validation.max_seconds)
-    train_dl = DataLoader(train, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True,
-                          num_workers=cfg.optim.num_workers, persistent_workers=cfg.optim.num_workers > 0)
-    dev_dl = DataLoader(dev, batch_size=1, num_workers=0)
-    if len(train_dl) == 0:
-        raise SystemExit(f"{args.train}: {len(train)} utterances, fewer than batch_size {cfg.optim.batch_size}")
-
-    module = VocoderExperiment(cfg.model, cfg.optim, cfg.trainer.max_steps, exp)
-    extra = {"max_time": timedelta(minutes=cfg.optim.max_minutes)} if cfg.optim.max_minutes else {}
-    trainer = build_trainer(cfg.trainer, exp, **extra)
-    trainer.fit(module, train_dl, dev_dl, ckpt_path=last_checkpoint(exp))
-    out = module.generator.save_pretrained(exp / "model")
-    print(f"vocoder saved to {out}")
+    apply_trainer_args(cfg.trainer, args)
+    train(cfg, args.train, args.dev, args.exp)
     return 0
 
 
