@@ -149,6 +149,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Serve the gradio voice-cloning page until interrupted."""
+    from tts.demo import launch
+
+    launch(args.model, host=args.host, port=args.port, share=args.share == "on", concurrency=args.concurrency)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voxlm", description="VoxLM: LLM-based zero-shot text-to-speech toolkit.")
@@ -184,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("demo", help="gradio voice-cloning page: prompt audio + text -> speech")
+    p.add_argument("--model", required=True, help="VoxLM model directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", choices=["off", "on"], default="off", help="a public gradio share link")
+    p.add_argument("--concurrency", type=int, default=1, help="requests synthesized at once (others queue)")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
