@@ -73,22 +73,36 @@ class Synthesizer:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, backend: str = "torch") -> Synthesizer:
-        """Load a model directory (see :mod:`tts.model_dir`); nothing is downloaded."""
-        if backend != "torch":
-            raise ValueError(f"backend {backend!r} is not available; use 'torch'")
+        """Load a model directory (see :mod:`tts.model_dir`); nothing is downloaded.
+
+        ``backend="onnx"``: every network runs on onnxruntime from ``path/onnx`` (written by
+        ``voxlm export onnx``) behind adapters with the torch components' signatures
+        (:mod:`tts.onnx_backend`); everything else is this class's code either way.
+        """
+        if backend not in ("torch", "onnx"):
+            raise ValueError(f"backend {backend!r} is not available; use 'torch' or 'onnx'")
         manifest = check_model_dir(path)
         root = Path(path)
         try:
             mel = MelConfig(**manifest["mel"])
         except TypeError as err:
             raise ModelDirError(f"{root}: bad mel config in the manifest: {err}") from err
-        flow = FlowModel.from_pretrained(root / "flow").eval()
-        vocoder = Vocoder.from_pretrained(root / "vocoder").eval()
+        if backend == "onnx":
+            from tts.onnx_backend import load_onnx_components
+
+            parts = load_onnx_components(root)
+        else:
+            parts = {"flow": FlowModel.from_pretrained(root / "flow").eval(),
+                     "vocoder": Vocoder.from_pretrained(root / "vocoder").eval()}
+        flow, vocoder = parts["flow"], parts["vocoder"]
         for name, cfg in (("flow", flow.config.mel_config), ("vocoder", vocoder.config.mel_config)):
             if cfg != mel:
                 raise ModelDirError(f"{root}: the {name}'s mel settings differ from the manifest's")
-        return cls(SpeechTokenizer.from_pretrained(root / "tokenizer"), SpeechLM.from_pretrained(root / "llm"),
-                   flow, vocoder, SpeakerEncoder.from_pretrained(root / "speaker"), mel)
+        if backend == "torch":
+            parts |= {"tokenizer": SpeechTokenizer.from_pretrained(root / "tokenizer"),
+                      "llm": SpeechLM.from_pretrained(root / "llm"),
+                      "speaker": SpeakerEncoder.from_pretrained(root / "speaker")}
+        return cls(parts["tokenizer"], parts["llm"], flow, vocoder, parts["speaker"], mel)
 
     # ---- the prompt ----------------------------------------------------------------------
     def prepare_prompt(self, audio: np.ndarray | str | Path, sample_rate: int | None = None,

@@ -1,0 +1,175 @@
+"""``voxlm export onnx --model DIR``: every network of the chain to ``DIR/onnx/``, checked and measured.
+
+    DIR/onnx/
+      tokenizer_encoder.onnx  tokenizer_ctc.onnx  llm_prefill.onnx  llm_decode.onnx
+      flow_estimator.onnx     vocoder.onnx        speaker.onnx
+      manifest.json   the sha256 of every file of the component folders each graph was traced
+                      from: a stale export (weights or configs changed since) is refused at load
+      report.json     file sizes, opset, export seconds, parity against torch eager
+
+Exporter: ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript) for
+every graph, the LLM included. The legacy TorchScript exporter fails on
+transformers' Llama; optimum would export the LLM too, but it adds a dependency
+and its own cache layout for one graph, while the dynamo exporter traces the
+stock HF model with an explicit, stacked KV cache (see :mod:`tts.onnx_graphs`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.export import Dim
+
+from tts import onnx_graphs as g
+from tts.model_dir import COMPONENTS, check_model_dir
+
+ONNX_DIR, MANIFEST, REPORT = "onnx", "manifest.json", "report.json"
+MANIFEST_VERSION = 1
+OPSET = 18
+GRAPHS = {  # graph -> the component folder it is traced from
+    "tokenizer_encoder": "tokenizer", "tokenizer_ctc": "tokenizer", "llm_prefill": "llm",
+    "llm_decode": "llm", "flow_estimator": "flow", "vocoder": "vocoder", "speaker": "speaker",
+}
+
+
+@dataclass
+class GraphSpec:
+    name: str
+    module: torch.nn.Module
+    args: tuple  # example inputs (sizes chosen apart from every model size, never 0 or 1)
+    dynamic: tuple  # one {axis: Dim} (or None) per input
+    inputs: list[str]
+    outputs: list[str]
+
+
+def _specs(parts: dict) -> list[GraphSpec]:
+    """The seven graphs with example inputs and dynamic axes, from loaded torch components."""
+    batch = Dim("batch", min=1, max=1024)
+    tok, lm, flow, voc, spk = (parts[c] for c in ("tokenizer", "llm", "flow", "vocoder", "speaker"))
+    n_mels = tok.config.n_mels
+    tokens = Dim("tokens", min=2, max=100_000)
+    seq, past = Dim("seq", min=2, max=lm.max_positions), Dim("past", min=1, max=lm.max_positions)
+    frames = Dim("frames", min=2, max=100_000)
+    hf = lm.model
+    layers, heads = hf.config.num_hidden_layers, hf.config.num_key_value_heads
+    head_dim = getattr(hf.config, "head_dim", None) or hf.config.hidden_size // hf.config.num_attention_heads
+    kv = torch.randn(layers, 2, heads, 7, head_dim)
+    c_mel, t = flow.n_mels, 23
+    return [
+        GraphSpec("tokenizer_encoder", g.TokenizerEncoderGraph(tok.model),
+                  (torch.randn(2, 36, n_mels), torch.tensor([36, 28])),
+                  ({0: batch, 1: 4 * tokens}, {0: batch}), ["feats", "feat_lengths"], ["ids", "lengths"]),
+        GraphSpec("tokenizer_ctc", g.TokenizerCTCGraph(tok.model),
+                  (torch.randint(0, tok.codebook_size, (2, 9)), torch.tensor([9, 7])),
+                  ({0: batch, 1: tokens}, {0: batch}), ["ids", "lengths"], ["logits"]),
+        GraphSpec("llm_prefill", g.LLMPrefillGraph(hf), (torch.randint(0, lm.layout.vocab_size, (2, 7)),),
+                  ({0: batch, 1: seq},), ["input_ids"], ["logits", "present_keys", "present_values"]),
+        GraphSpec("llm_decode", g.LLMDecodeGraph(hf), (torch.randint(0, lm.layout.vocab_size, (2, 1)), kv, kv),
+                  ({0: batch}, {1: batch, 3: past}, {1: batch, 3: past}),
+                  ["input_ids", "past_keys", "past_values"], ["logits", "present_keys", "present_values"]),
+        GraphSpec("flow_estimator", g.FlowEstimatorGraph(flow),
+                  (torch.randn(2, c_mel, t), torch.rand(2), torch.tensor([1.0, 0.0]),
+                   torch.randint(0, flow.config.vocab_size, (2, t)), torch.randn(2, c_mel, t),
+                   torch.arange(t).expand(2, t) < 9, torch.ones(2, 1, t, t, dtype=torch.bool)),
+                  ({0: batch, 2: frames}, {0: batch}, {0: batch}, {0: batch, 1: frames}, {0: batch, 2: frames},
+                   {0: batch, 1: frames}, {0: batch, 2: frames, 3: frames}),
+                  ["x", "t", "keep", "tokens", "cond", "prompt_mask", "mask"], ["v"]),
+        GraphSpec("vocoder", g.VocoderGraph(voc), (torch.randn(2, voc.mel_config.n_mels, 19) - 4,),
+                  ({0: batch, 2: frames},), ["mel"], ["wav"]),
+        GraphSpec("speaker", g.SpeakerGraph(spk), (torch.randn(2, spk.mel_config.n_mels, 41) - 4,),
+                  ({0: batch, 2: frames},), ["mel"], ["embedding"]),
+    ]
+
+
+def sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def source_hashes(root: Path, component: str) -> dict[str, str]:
+    """sha256 of every file of a component folder (weights and configs): what its graphs depend on."""
+    return {f"{component}/{p.name}": sha256(p) for p in sorted((root / component).iterdir()) if p.is_file()}
+
+
+def _load_torch_parts(root: Path) -> dict:
+    from flow.model import FlowModel
+    from tokenizer.api import SpeechTokenizer
+    from tts.llm import SpeechLM
+    from tts.speaker import SpeakerEncoder
+    from vocoder.model import Vocoder
+
+    loaders = {"tokenizer": SpeechTokenizer, "llm": SpeechLM, "flow": FlowModel, "vocoder": Vocoder,
+               "speaker": SpeakerEncoder}
+    parts = {name: cls.from_pretrained(root / name) for name, cls in loaders.items()}
+    for name in ("llm", "flow", "vocoder", "speaker"):
+        parts[name].eval()
+    return parts
+
+
+def export_graph(spec: GraphSpec, path: Path, opset: int = OPSET) -> None:
+    """Trace one graph with the dynamo exporter, save it and run onnx.checker on the file."""
+    import onnx
+
+    with torch.no_grad():
+        program = torch.onnx.export(spec.module.eval(), spec.args, dynamo=True, opset_version=opset,
+                                    input_names=spec.inputs, output_names=spec.outputs,
+                                    dynamic_shapes=spec.dynamic, verbose=False)
+    tmp = path.with_suffix(".tmp.onnx")
+    program.save(tmp)
+    onnx.checker.check_model(str(tmp), full_check=True)
+    tmp.replace(path)
+
+
+def export_onnx(model_dir: str | Path, opset: int = OPSET, parity: bool = True, log=print) -> dict:
+    """Export every graph of a model directory to ``model_dir/onnx``; return the report."""
+    root = Path(model_dir)
+    check_model_dir(root)
+    out = root / ONNX_DIR
+    out.mkdir(exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # a half-finished export must never look current
+    torch.manual_seed(0)
+    parts = _load_torch_parts(root)
+    hashes = {c: source_hashes(root, c) for c in COMPONENTS}
+    graphs = {}
+    for spec in _specs(parts):
+        t0 = time.perf_counter()
+        path = out / f"{spec.name}.onnx"
+        export_graph(spec, path, opset)
+        graphs[spec.name] = {"file": path.name, "component": GRAPHS[spec.name], "inputs": spec.inputs,
+                             "outputs": spec.outputs, "bytes": path.stat().st_size,
+                             "export_s": round(time.perf_counter() - t0, 2)}
+        log(f"exported {path.name} ({path.stat().st_size / 1e6:.2f} MB, {graphs[spec.name]['export_s']} s)")
+    manifest = {"version": MANIFEST_VERSION, "opset": opset, "exporter": "torch.onnx.export(dynamo=True)",
+                "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "graphs": graphs, "sources": {k: v for c in COMPONENTS for k, v in hashes[c].items()}}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    report = {"model": str(root), "opset": opset, "torch": torch.__version__,
+              "total_mb": round(sum(x["bytes"] for x in graphs.values()) / 1e6, 3),
+              "graphs": {k: {"mb": round(v["bytes"] / 1e6, 3), "export_s": v["export_s"]} for k, v in graphs.items()}}
+    if parity:
+        from tts.onnx_parity import parity_report
+
+        report["parity"] = parity_report(root, parts)
+    (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description="Export a VoxLM model directory to ONNX (DIR/onnx).")
+    p.add_argument("--model", required=True)
+    p.add_argument("--opset", type=int, default=OPSET)
+    p.add_argument("--no-parity", action="store_true", help="skip the torch-vs-onnxruntime parity check")
+    a = p.parse_args(argv)
+    print(json.dumps(export_onnx(a.model, a.opset, parity=not a.no_parity), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

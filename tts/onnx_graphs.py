@@ -1,0 +1,172 @@
+"""The exportable graphs of the VoxLM chain: thin ``nn.Module`` wrappers with plain tensor I/O.
+
+Each wrapper calls the component's own modules (no copy of model code) and fixes
+the boundary the ONNX file will have. ``voxlm export onnx`` traces them with
+``torch.onnx.export(..., dynamo=True)``; :mod:`tts.onnx_backend` feeds the same
+names to onnxruntime.
+
+    graph               inputs -> outputs
+    tokenizer_encoder   feats (B, 4T, n_mels), feat_lengths (B,) -> ids (B, T), lengths (B,)
+    tokenizer_ctc       ids (B, T), lengths (B,) -> logits (B, T * up, V)
+    llm_prefill         input_ids (B, S) -> logits (B, V), present_keys/values (L, B, H, S, hd)
+    llm_decode          input_ids (B, 1), past_keys/values (L, B, H, P, hd)
+                        -> logits (B, V), present_keys/values (L, B, H, P + 1, hd)
+    flow_estimator      x (B, C, T), t (B,), keep (B,), tokens (B, T), cond (B, C, T),
+                        prompt_mask (B, T), mask (B, 1, T, T) -> v (B, C, T)   (one ODE field call)
+    vocoder             mel (B, C, T) -> wav (B, T * hop)
+    speaker             mel (B, C, T) -> embedding (B, D)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import DynamicCache
+
+from flow.backbone import timestep_embedding
+
+
+class TokenizerEncoderGraph(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats: torch.Tensor, feat_lengths: torch.Tensor):
+        # feats: (B, 4T, n_mels), feat_lengths: (B,) -> ids (B, T), lengths (B,)
+        out = self.model.tokens(feats, feat_lengths)
+        return out.ids, out.lengths
+
+
+class TokenizerCTCGraph(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # ids: (B, T), lengths: (B,) -> CTC logits (B, T * up, V)
+        return self.model.logits_from_tokens(ids, lengths)
+
+
+def _run_llm(hf, input_ids: torch.Tensor, past: list | None):
+    """One cached forward of a stock HF causal LM; the cache goes in and out as stacked tensors."""
+    cache = DynamicCache(ddp_cache_data=past, config=hf.config)
+    out = hf(input_ids=input_ids, use_cache=True, logits_to_keep=1, **{_cache_name(hf): cache})
+    layers = getattr(out, _cache_name(hf)).layers
+    return out.logits[:, -1], torch.stack([x.keys for x in layers]), torch.stack([x.values for x in layers])
+
+
+def _cache_name(hf) -> str:
+    from tts.sampling import _cache_kwarg
+
+    return _cache_kwarg(type(hf))
+
+
+class LLMPrefillGraph(nn.Module):
+    def __init__(self, hf):
+        super().__init__()
+        self.hf = hf
+
+    def forward(self, input_ids: torch.Tensor):
+        # input_ids: (B, S) -> logits (B, V), present_keys/values (L, B, H, S, hd)
+        return _run_llm(self.hf, input_ids, None)
+
+
+class LLMDecodeGraph(nn.Module):
+    def __init__(self, hf):
+        super().__init__()
+        self.hf = hf
+
+    def forward(self, input_ids: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor):
+        # input_ids: (B, 1), past_*: (L, B, H, P, hd) -> logits (B, V), present_* (L, B, H, P + 1, hd)
+        return _run_llm(self.hf, input_ids, list(zip(past_keys.unbind(0), past_values.unbind(0), strict=True)))
+
+
+class FlowEstimatorGraph(nn.Module):
+    """FlowModel.estimator's field with its conditions as inputs; tokens come at the frame rate."""
+
+    def __init__(self, flow):
+        super().__init__()
+        if flow.config.speaker == "external":
+            raise ValueError("flow models with speaker='external' are not exportable yet")
+        self.flow = flow
+
+    def forward(self, x, t, keep, tokens, cond, prompt_mask, mask):
+        # x: (B, C, T) noisy normalised mel, t: (B,), keep: (B,) 1 = conditional, 0 = dropped (CFG),
+        # tokens: (B, T) ids per frame, cond: (B, C, T) normalised prompt mel (0 past the prompt),
+        # prompt_mask: (B, T) bool, mask: (B, 1, T, T) bool -> v (B, C, T)
+        f, k = self.flow, keep.to(x.dtype)
+        c = f.time_mlp(timestep_embedding(t, 256))
+        spk = f.speaker_vector(cond, prompt_mask, None)
+        if spk is not None:
+            c = c + spk * k[:, None]
+        c_tok = f.token_emb(tokens) * k[:, None, None]
+        return f.backbone(torch.cat([x, cond * k[:, None, None]], dim=1), c, mask, extra=c_tok)
+
+
+class RealISTFT(nn.Module):
+    """torch.istft(center=True, hann window) with real ops only: inverse rDFT matrices + overlap-add.
+
+    ONNX has no inverse STFT and exporters handle complex tensors poorly, so the
+    vocoder graph uses this; it equals ``HeadSTFT.istft`` to float rounding.
+    """
+
+    def __init__(self, n_fft: int, hop: int):
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        n, k = torch.arange(n_fft, dtype=torch.float64), torch.arange(n_fft // 2 + 1, dtype=torch.float64)
+        w = torch.full_like(k, 2.0)
+        w[0] = 1.0
+        if n_fft % 2 == 0:
+            w[-1] = 1.0  # DC and Nyquist appear once in the inverse real DFT
+        ang = 2 * math.pi * k[:, None] * n[None, :] / n_fft  # (bins, n_fft)
+        window = torch.hann_window(n_fft, dtype=torch.float64)
+        self.register_buffer("cos", (w[:, None] * torch.cos(ang) / n_fft * window).float(), persistent=False)
+        self.register_buffer("sin", (-w[:, None] * torch.sin(ang) / n_fft * window).float(), persistent=False)
+        self.register_buffer("win_sq", (window ** 2).float().view(1, n_fft, 1), persistent=False)
+        self.register_buffer("eye", torch.eye(n_fft).view(n_fft, 1, n_fft), persistent=False)
+
+    def forward(self, mag: torch.Tensor, phase: torch.Tensor, length: int) -> torch.Tensor:
+        # mag, phase: (B, bins, J) -> (B, length)
+        re, im = mag * torch.cos(phase), mag * torch.sin(phase)
+        frames = (re.transpose(1, 2) @ self.cos + im.transpose(1, 2) @ self.sin).transpose(1, 2)  # (B, n_fft, J)
+        y = F.conv_transpose1d(frames, self.eye, stride=self.hop)[:, 0]  # overlap-add
+        env = F.conv_transpose1d(self.win_sq.expand(1, -1, frames.shape[2]), self.eye, stride=self.hop)[:, 0]
+        start = self.n_fft // 2
+        return y[:, start:start + length] / env[:, start:start + length]
+
+
+class VocoderGraph(nn.Module):
+    def __init__(self, vocoder):
+        super().__init__()
+        if vocoder.config.source != "none":
+            raise ValueError("vocoders with source='harmonic' are not exportable yet")
+        self.vocoder = vocoder
+        self.istft = RealISTFT(vocoder.stft.n_fft, vocoder.stft.hop)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        # mel: (B, n_mels, T) -> wav (B, T * hop)
+        v = self.vocoder
+        h, _, _ = v.encode(mel)
+        x = v.out(v.backbone.decode(h)).transpose(1, 2)  # (B, 6 * bins, T * up), as Vocoder.decode
+        log_mag, adv, re, im, _, _ = x.chunk(6, dim=1)
+        if v.config.amp_prior:
+            prior = torch.log(torch.clamp(v.pinv @ mel.float().exp(), min=1e-5))
+            log_mag = log_mag + prior.repeat_interleave(v.config.up, dim=2)
+        phase = torch.atan2(im, re + 1e-7)  # the local phase: Vocoder.decode's atan2 of the phasor
+        if v.config.phase_mode == "cumsum":
+            adv = adv + v.advance[:, None]
+            phase = phase + torch.remainder(torch.cumsum(adv, dim=2), 2 * math.pi)
+        return self.istft(log_mag.clamp(max=8.0).exp(), phase, mel.shape[2] * v.hop)
+
+
+class SpeakerGraph(nn.Module):
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        # mel: (B, n_mels, T) -> (B, D) unit-norm embedding
+        return self.encoder(mel)
