@@ -45,6 +45,8 @@ class Prompt:
     mel: np.ndarray  # (n_mels, 2 * len(tokens)) log-mel
     embedding: np.ndarray  # VoxLM speaker-encoder embedding (for the speaker verifier)
     text_was_transcribed: bool = False
+    # the flow's solved prompt block per solver options, filled by streaming (tts.streaming)
+    flow_contexts: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -137,21 +139,11 @@ class Synthesizer:
         :class:`tts.sampling.SamplingConfig` (temperature, top_k, top_p, ras_window, ...).
         """
         t0 = time.perf_counter()
-        if not isinstance(text, str):
-            raise TextError(f"text must be a string, got {type(text).__name__}")
         if n_candidates < 1:
             raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
-        unknown = set(sampling) - {f.name for f in fields(SamplingConfig)} - {"num_candidates", "seed"}
-        if unknown:
-            raise TypeError(f"unknown sampling option(s): {sorted(unknown)}")
-        sentences = self.lm.frontend.normalize(text)  # raises TextError for empty/unspeakable text
-        if prompt_audio is None:
-            raise AudioError("a prompt (a few seconds of the voice to clone) is required")
-        prompt = prompt_audio if isinstance(prompt_audio, Prompt) else \
-            self.prepare_prompt(prompt_audio, prompt_sample_rate, prompt_text)
+        sentences, prompt, seed, prompt_ids = self._begin(text, prompt_audio, prompt_sample_rate, prompt_text,
+                                                          seed, sampling)
         t_prompt = time.perf_counter()
-        seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
-        prompt_ids = self.lm.frontend.encode_normalized(" ".join(self.lm.frontend.normalize(prompt.text)))
         request_cands, chosen, pieces = [], [], []
         for i, sentence in enumerate(sentences):
             cfg = SamplingConfig(**{**sampling, "num_candidates": n_candidates, "seed": seed + i})
@@ -177,6 +169,39 @@ class Synthesizer:
                    "rtf": (t_end - t_prompt) / max(len(audio) / self.sample_rate, 1e-6)}
         return SynthesisResult(audio, self.sample_rate, request_cands, chosen, sentences, prompt.text, timings)
 
+    def stream(self, text: str, prompt_audio: np.ndarray | str | Path | Prompt | None = None,
+               prompt_sample_rate: int | None = None, prompt_text: str | None = None, **options):
+        """Speak ``text`` as a stream of float32 chunks, yielded as soon as each is ready.
+
+        Options and the reference behaviour: :func:`tts.streaming.stream`. Pass a
+        :class:`Prompt` from :meth:`prepare_prompt` to analyse the voice once per speaker.
+        """
+        from tts.streaming import stream
+        return stream(self, text, prompt_audio, prompt_sample_rate, prompt_text, **options)
+
+    def _begin(self, text, prompt_audio, prompt_sample_rate, prompt_text, seed, sampling):
+        """Checks shared by synthesize and stream -> (sentences, prompt, seed, prompt text ids)."""
+        if not isinstance(text, str):
+            raise TextError(f"text must be a string, got {type(text).__name__}")
+        unknown = set(sampling) - {f.name for f in fields(SamplingConfig)} - {"num_candidates", "seed"}
+        if unknown:
+            raise TypeError(f"unknown sampling option(s): {sorted(unknown)}")
+        sentences = self.lm.frontend.normalize(text)  # raises TextError for empty/unspeakable text
+        if prompt_audio is None:
+            raise AudioError("a prompt (a few seconds of the voice to clone) is required")
+        prompt = prompt_audio if isinstance(prompt_audio, Prompt) else \
+            self.prepare_prompt(prompt_audio, prompt_sample_rate, prompt_text)
+        seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
+        prompt_ids = self.lm.frontend.encode_normalized(" ".join(self.lm.frontend.normalize(prompt.text)))
+        return sentences, prompt, seed, prompt_ids
+
+    def flow_prompt(self, prompt: Prompt) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt tokens and mel the flow sees: at most its max_prompt_frames (the last ones,
+        tokens and mel cut together); the LLM has already used the whole prompt."""
+        keep = self.flow.config.max_prompt_frames // self.flow.config.upsample
+        p_mel = prompt.mel[:, -keep * self.flow.config.upsample:]
+        return torch.tensor(prompt.tokens[-keep:]), torch.from_numpy(p_mel.copy())
+
     @staticmethod
     def _score(verifier, request: VerifyRequest, cands: list[Candidate]) -> None:
         for c, s in zip(cands, verifier.score(request, cands), strict=True):
@@ -185,12 +210,8 @@ class Synthesizer:
     @torch.no_grad()
     def _vocode(self, tokens: list[int], prompt: Prompt, steps: int | None, guidance: float | None,
                 seed: int) -> np.ndarray:
-        # The flow sees at most its max_prompt_frames of prompt (the last ones, tokens and mel
-        # cut together); the LLM has already used the whole prompt.
-        keep = self.flow.config.max_prompt_frames // self.flow.config.upsample
-        p_tokens, p_mel = prompt.tokens[-keep:], prompt.mel[:, -keep * self.flow.config.upsample:]
-        mel = self.flow.generate(torch.tensor(tokens), torch.tensor(p_tokens), torch.from_numpy(p_mel.copy()),
-                                 steps=steps, guidance=guidance, seed=seed)
+        mel = self.flow.generate(torch.tensor(tokens), *self.flow_prompt(prompt), steps=steps, guidance=guidance,
+                                 seed=seed)
         return self.vocoder(mel[None].float())[0].numpy().astype(np.float32)
 
 
