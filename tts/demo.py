@@ -138,7 +138,8 @@ def build_demo(synth: Synthesizer, examples: list[tuple[str, str, Path, str]] | 
                 text = gr.Textbox(label="Text to speak", lines=3, elem_id="target-text",
                                   placeholder=f"up to {MAX_TEXT_CHARS} characters")
                 with gr.Row():
-                    n_candidates = gr.Slider(1, MAX_CANDIDATES, value=2, step=1, label="Candidates (best-of-N)")
+                    n_candidates = gr.Slider(1, MAX_CANDIDATES, value=2, step=1, label="Candidates (best-of-N)",
+                                             elem_id="n-candidates")
                     seed = gr.Number(value=0, precision=0, label="Seed")
                 stream = gr.Checkbox(value=False, label="Stream (play while synthesizing)",
                                      interactive=streaming, elem_id="stream",
@@ -170,7 +171,7 @@ def build_demo(synth: Synthesizer, examples: list[tuple[str, str, Path, str]] | 
         if examples:
             gr.Examples([[str(wav), ptext, target] for _, ptext, wav, target in examples],
                         inputs=[prompt_audio, prompt_text, text],
-                        label="Held-out speakers (never heard in training)")
+                        label="Held-out speakers (never heard in training)", elem_id="examples")
         candidates = gr.State([])
         button.click(make_handler(synth),
                      inputs=[prompt_audio, prompt_text, text, n_candidates, seed, temperature, top_k, top_p,
