@@ -1,0 +1,136 @@
+# Stages 1-7 shared by every VoxLM recipe; stage 0 (data prep) is the corpus's own.
+#   . ../../recipes/stages.sh     (after utils.sh; it only defines functions)
+# The recipe sets its variables, parses its options, defines
+#   stage0          corpus data prep -> $data/{train,dev,test}, validated
+#   stage0_summary  optional: printed after stage 0 (e.g. a corpus card)
+# and calls `run_stages`. Variables the stages read (every recipe sets them):
+#   stage stop_stage nj data exp stage0_desc mel_preset ngpu num_nodes launcher
+#   tokenizer_conf llm_conf llm_align_conf flow_conf vocoder_conf
+#   llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker
+# Each stage leaves a .done sentinel (run_once): a rerun skips it; a killed stage reruns and its
+# commands resume (trainers from their last atomic checkpoint with the same data order,
+# extraction from its parts).
+#
+# Many GPUs: --ngpu N trains on N GPUs per node (Lightning starts the processes; DDP, or FSDP
+# where a config says strategy: fsdp); --num_nodes M with --launcher "srun" (inside a SLURM
+# allocation of M nodes x N tasks) starts every rank, and Lightning reads the environment.
+# Token extraction runs sharded under the same launcher, then merges on this node.
+
+py() { "$VOXLM_PY" "$@"; }
+# trainers and extraction: under $launcher when one is set (word-split on purpose: "srun -N 2")
+# shellcheck disable=SC2086
+launch() { ${launcher:-} "$VOXLM_PY" "$@"; }
+
+_voxlm_train_opts() {  # the distributed options every trainer takes; none on CPU (the configs decide)
+  train_opts=()
+  if [ "${ngpu:-0}" -gt 0 ]; then train_opts+=(--accelerator gpu --devices "$ngpu"); fi
+  if [ "${num_nodes:-1}" -gt 1 ]; then train_opts+=(--num-nodes "$num_nodes"); fi
+  extract_opts=()
+  if [ "${ngpu:-0}" -gt 0 ]; then extract_opts+=(--device cuda); fi
+}
+
+# stage 1: the tokenizer (ASR encoder with FSQ inside, CTC on transcripts)
+stage1() {
+  OMP_WAIT_POLICY=PASSIVE launch -m tokenizer.train --config "$tokenizer_conf" \
+    --train "$data/train" --dev "$data/dev" --exp "$exp/tokenizer" "${train_opts[@]}"
+}
+# stage 2: speech tokens of every split (sharded over $nj workers, and over the launcher's ranks)
+stage2() {
+  if [ -n "${launcher:-}" ]; then
+    launch -m tokenizer.extract --model "$exp/tokenizer/model" --nj "$nj" --no-merge "${extract_opts[@]}" \
+      --data "$data/train" "$data/dev" "$data/test"
+  fi
+  py -m tokenizer.extract --model "$exp/tokenizer/model" --nj "$nj" "${extract_opts[@]}" \
+    --data "$data/train" "$data/dev" "$data/test"
+  py -m tokenizer.report --model "$exp/tokenizer/model" --data "$data/dev" \
+    --out "$exp/tokenizer/report.json"
+}
+# stage 3: the text-to-speech-token LLM
+stage3() {
+  local init=()
+  if [ "$llm_align_conf" != none ]; then  # alignment warm-up on text-only synthetic tokens
+    OMP_WAIT_POLICY=PASSIVE launch -m tts.llm_train --config "$llm_align_conf" --synthetic-tokens \
+      --train "$data/train" --dev "$data/dev" --exp "$exp/llm_align" --tokenizer "$exp/tokenizer/model" \
+      "${train_opts[@]}"
+    init=(--init-from "$exp/llm_align/model")
+  fi
+  OMP_WAIT_POLICY=PASSIVE launch -m tts.llm_train --config "$llm_conf" "${init[@]}" \
+    --train "$data/train" --dev "$data/dev" --exp "$exp/llm" --tokenizer "$exp/tokenizer/model" \
+    "${train_opts[@]}"
+  py -m tts.llm_report --model "$exp/llm/model" --tokenizer "$exp/tokenizer/model" \
+    --data "$data/dev" --max-utts "$llm_report_utts" --out "$exp/llm/report.json"
+}
+# stage 4: flow matching, speech tokens -> mel, trained on ground-truth tokens of $data/train.
+# The report resynthesises dev tokens with a same-speaker prompt (mel L1, WER, SIM; the
+# trained vocoder when $exp/vocoder/model exists, else Griffin-Lim).
+stage4() {
+  launch -m flow.train --config "$flow_conf" --train "$data/train" --dev "$data/dev" \
+    --exp "$exp/flow" --tokenizer "$exp/tokenizer/model" --threads 1 "${train_opts[@]}"
+}
+stage4_report() {
+  py -m flow.report --model "$exp/flow/model" --data "$data/dev" --out "$exp/flow/report" \
+    --vocoder "$exp/vocoder/model" --steps 10 --chunk 50 --threads 1 \
+    --max-utts "$flow_report_utts"
+}
+# stage 5: the vocoder
+stage5() {
+  OMP_WAIT_POLICY=PASSIVE launch -m vocoder.train --config "$vocoder_conf" \
+    --train "$data/train" --dev "$data/dev" --exp "$exp/vocoder" "${train_opts[@]}"
+  py -m vocoder.report --model "$exp/vocoder/model" --data "$data/dev" \
+    --max-utts "$vocoder_report_utts" --out "$exp/vocoder/report.json"
+}
+# stage 6: VoxLM's own speaker verifier, then one self-contained model directory
+stage6() {
+  OMP_WAIT_POLICY=PASSIVE launch -m tts.speaker_train --train "$data/train" --dev "$data/test" \
+    --exp "$exp/speaker" --max-steps "$speaker_steps" "${train_opts[@]}"
+  py -m tts.model_dir --tokenizer "$exp/tokenizer/model" --llm "$exp/llm/model" --flow "$exp/flow/model" \
+    --vocoder "$exp/vocoder/model" --speaker "$exp/speaker/model" --out "$exp/model" \
+    --mel-preset "$mel_preset" \
+    --examples "$data/test"  # one demo example per held-out speaker
+}
+# stage 7: zero-shot clones of the held-out test speakers, judged (WER, SIM, RTF)
+stage7() {
+  py -m tts.cli eval --model "$exp/model" --data "$data/test" --per-speaker "$eval_per_speaker" \
+    --n-candidates "$n_candidates" --out "$exp/eval"
+}
+
+run_stages() {
+  _voxlm_train_opts
+  if stage_enabled 0; then
+    log "stage 0: $stage0_desc -> $data/{train,dev,test}"
+    run_once "$data/.stage0.done" stage0
+    if declare -F stage0_summary >/dev/null; then stage0_summary; fi
+  fi
+  if stage_enabled 1; then
+    log "stage 1: tokenizer (ASR encoder + FSQ inside, CTC) on $data/train -> $exp/tokenizer/model"
+    run_once "$exp/tokenizer/.stage1.done" stage1
+  fi
+  if stage_enabled 2; then
+    log "stage 2: speech tokens -> $data/{train,dev,test}/tokens; scores -> $exp/tokenizer/report.json"
+    run_once "$exp/tokenizer/.stage2.done" stage2
+  fi
+  if stage_enabled 3; then
+    log "stage 3: llm -> $exp/llm/{model,report.json}"
+    run_once "$exp/llm/.stage3.done" stage3
+  fi
+  if stage_enabled 4; then
+    log "stage 4: flow matching -> $exp/flow"
+    run_once "$exp/flow/.stage4.done" stage4
+    run_once "$exp/flow/report/.done" stage4_report
+    cat "$exp/flow/report/report.md"
+  fi
+  if stage_enabled 5; then
+    log "stage 5: vocoder -> $exp/vocoder/{model,report.json}"
+    run_once "$exp/vocoder/.stage5.done" stage5
+  fi
+  if stage_enabled 6; then
+    log "stage 6: speaker verifier -> $exp/speaker; package -> $exp/model"
+    run_once "$exp/model/.stage6.done" stage6
+  fi
+  if stage_enabled 7; then
+    log "stage 7: synthesize + evaluate -> $exp/eval"
+    run_once "$exp/eval/.stage7.done" stage7
+    cat "$exp/eval/table.md"
+  fi
+  log "done (stages $stage..$stop_stage)"
+}
