@@ -201,11 +201,11 @@ def test_train_resume_and_extract(corpus, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(corpus, data)
     tok = SpeechTokenizer.from_pretrained(exp / "model")
-    (data / "tokens.parts").mkdir()
-    (data / "tokens.model").write_text(f"{model_fingerprint(exp / 'model')} {exp / 'model'}\n")
+    parts = data / "tokens.parts" / model_fingerprint(exp / "model")
+    parts.mkdir(parents=True)
     first = sorted(read_table(data / "wav.scp").items())[0]
     done = " ".join(map(str, tok.encode(sf.read(first[1], dtype="float32")[0], 16000)))
-    (data / "tokens.parts" / "0.of1").write_text(f"{first[0]} {done}\nrms-001 1 2")  # torn line
+    (parts / "part.0of1").write_text(f"{first[0]} {done}\nrms-001 1 2")  # torn line
     extract(exp / "model", data, nj=1)
     table = read_table(data / "tokens")
     assert sorted(table) == sorted(read_table(data / "wav.scp"))

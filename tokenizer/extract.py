@@ -1,13 +1,20 @@
 """Extract speech tokens for a data dir (recipe stage 2): ``<data>/tokens``, sharded and resumable.
 
     python -m tokenizer.extract --model exp/tokenizer/model --data data/train --nj 2
+    srun -N 4 python -m tokenizer.extract --model ... --data data/train --nj 4 --device cuda --no-merge
+    python -m tokenizer.extract --model ... --data data/train     # merges (and fills any gap)
 
 Output is a Kaldi table, one ``<utt> <id> <id> ...`` line per utterance (25 ids
-per second). Each of the ``nj`` workers appends to ``<data>/tokens.parts/<j>``
-as it goes; a rerun skips utterances already there (or the whole dir when
-``<data>/tokens`` is complete), then the parts are merged and sorted.
-``<data>/tokens.model`` records which weights made them (sha256): tokens of
-another model are extracted anew, never mixed.
+per second). The work is split over ``shards x nj`` workers: ``nj`` local
+processes per shard, and one shard per rank of a launcher (``RANK``/``WORLD_SIZE``
+from torchrun, ``SLURM_PROCID``/``SLURM_NTASKS`` from srun, or ``--shard``/
+``--num-shards``). Worker ``k`` appends to ``<data>/tokens.parts/<model>/part.<k>of<K>``
+as it goes; every run skips the utterances any part already holds, so a killed
+run (or a rerun with other sizes) resumes. A single-shard run merges the parts
+into ``<data>/tokens`` once they cover every utterance; sharded runs leave the
+merge to one plain run afterwards. ``<data>/tokens.model`` records which
+weights made the tokens (sha256): tokens of another model are extracted anew,
+never mixed.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import hashlib
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -45,16 +53,15 @@ def _read_part(path: Path) -> dict[str, str]:
 
 
 def _worker(model_dir: str, items: list[tuple[str, str]], part: str, position: int, threads: int,
-            batch_size: int) -> int:
+            batch_size: int, device: str = "cpu") -> int:
     torch.set_num_threads(threads)
-    tok = SpeechTokenizer.from_pretrained(model_dir)
+    tok = SpeechTokenizer.from_pretrained(model_dir, device=device)
     done = _read_part(Path(part))
-    todo = [(u, w) for u, w in items if u not in done]
     with open(part, "w") as f:  # rewrite the clean lines, then append
         f.writelines(f"{u} {ids}\n" for u, ids in done.items())
-        bar = tqdm(total=len(todo), position=position, desc=f"tokens part {position}", mininterval=5)
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
+        bar = tqdm(total=len(items), position=position, desc=f"tokens {Path(part).name}", mininterval=5)
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
             audios, utts = [], []
             for utt, wav in chunk:
                 try:
@@ -67,7 +74,24 @@ def _worker(model_dir: str, items: list[tuple[str, str]], part: str, position: i
             f.flush()
             bar.update(len(chunk))
         bar.close()
-    return len(todo)
+    return len(items)
+
+
+def launcher_shard() -> tuple[int, int]:
+    """(shard, shards) from a launcher's environment: torchrun's RANK/WORLD_SIZE, srun's
+    SLURM_PROCID/SLURM_NTASKS; (0, 1) when started alone."""
+    for rank, world in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        if rank in os.environ and world in os.environ:
+            return int(os.environ[rank]), int(os.environ[world])
+    return 0, 1
+
+
+def worker_device(device: str, worker: int) -> str:
+    """``cuda`` -> ``cuda:<i>``: the shard's local rank and worker index spread over the node's GPUs."""
+    if device != "cuda":
+        return device
+    local = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
+    return f"cuda:{(local + worker) % max(1, torch.cuda.device_count())}"
 
 
 def model_fingerprint(model_dir: str | Path) -> str:
@@ -76,8 +100,13 @@ def model_fingerprint(model_dir: str | Path) -> str:
 
 
 def extract(model_dir: str | Path, data_dir: str | Path, nj: int = 2, batch_size: int = 16,
-            threads: int = 1) -> Path:
-    """Write ``<data_dir>/tokens`` for every utterance of ``wav.scp``; returns its path."""
+            threads: int = 1, shard: int = 0, shards: int = 1, device: str = "cpu",
+            merge: bool | None = None) -> Path | None:
+    """Extract this shard's part of ``<data_dir>``; merge into ``<data_dir>/tokens`` when complete.
+
+    merge: None merges only a single-shard run (sharded runs race each other otherwise).
+    Returns the tokens path once written, else None (other shards still to finish).
+    """
     data_dir = Path(data_dir)
     wavs = read_table(data_dir / "wav.scp")
     out, stamp = data_dir / "tokens", data_dir / "tokens.model"
@@ -86,34 +115,41 @@ def extract(model_dir: str | Path, data_dir: str | Path, nj: int = 2, batch_size
     if out.is_file() and same_model and set(read_table(out)) >= set(wavs):
         log.info("%s complete (%d utterances): nothing to do", out, len(wavs))
         return out
-    parts_dir = data_dir / "tokens.parts"
-    if not same_model and parts_dir.is_dir():  # parts of another model's tokens: start over
-        for part in parts_dir.iterdir():
-            part.unlink()
-    parts_dir.mkdir(exist_ok=True)
-    stamp.write_text(f"{model_id} {Path(model_dir).resolve()}\n")
+    parts_dir = data_dir / "tokens.parts" / model_id  # another model's parts sit in another folder
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    done: dict[str, str] = {}
+    for part in sorted(parts_dir.glob("part.*")):
+        done.update(_read_part(part))
+    nj = max(1, nj)
+    total = shards * nj
     items = sorted(wavs.items())
-    nj = max(1, min(nj, len(items)))
-    shards = [items[j::nj] for j in range(nj)]
-    parts = [str(parts_dir / f"{j}.of{nj}") for j in range(nj)]
+    workers = [shard * nj + j for j in range(nj)]
+    jobs = [(k, [it for it in items[k::total] if it[0] not in done]) for k in workers]
+    todo = sum(len(w) for _, w in jobs)
+    log.info("%s: %d of %d utterances to extract on shard %d/%d (%d workers)",
+             data_dir, todo, len(items), shard, shards, nj)
     t0 = time.time()
-    if nj == 1:
-        _worker(str(model_dir), shards[0], parts[0], 0, threads, batch_size)
-    else:
-        with mp.get_context("spawn").Pool(nj) as pool:
-            pool.starmap(_worker, [(str(model_dir), shards[j], parts[j], j, threads, batch_size)
-                                   for j in range(nj)])
+    args = [(str(model_dir), w, str(parts_dir / f"part.{k}of{total}"), i, threads, batch_size,
+             worker_device(device, i)) for i, (k, w) in enumerate(jobs) if w]
+    if len(args) == 1:
+        _worker(*args[0])
+    elif args:
+        with mp.get_context("spawn").Pool(len(args)) as pool:
+            pool.starmap(_worker, args)
+    log.info("shard %d: %d utterances in %.0f s", shard, todo, time.time() - t0)
+    if merge is None:
+        merge = shards == 1
+    if not merge:
+        return None
     table: dict[str, str] = {}
-    for part in parts:
-        table.update(_read_part(Path(part)))
+    for part in sorted(parts_dir.glob("part.*")):
+        table.update(_read_part(part))
     write_table(out, {u: table[u] for u in wavs if u in table})
-    missing = len(wavs) - len(table)
-    log.info("wrote %s: %d utterances in %.0f s%s", out, len(table), time.time() - t0,
-             f" ({missing} skipped)" if missing else "")
+    stamp.write_text(f"{model_id} {Path(model_dir).resolve()}\n")  # only now: these tokens are its
+    missing = len(wavs) - sum(u in table for u in wavs)
+    log.info("wrote %s: %d utterances%s", out, len(wavs) - missing, f" ({missing} skipped)" if missing else "")
     if not missing:
-        for part in parts:
-            os.remove(part)
-        parts_dir.rmdir() if not any(parts_dir.iterdir()) else None
+        shutil.rmtree(data_dir / "tokens.parts")
     return out
 
 
@@ -121,13 +157,21 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="tokenizer model dir (config.json + model.safetensors)")
     p.add_argument("--data", required=True, nargs="+", help="one or more Kaldi data dirs")
-    p.add_argument("--nj", type=int, default=2)
+    p.add_argument("--nj", type=int, default=2, help="worker processes (per shard)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=1, help="torch threads per job")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda (workers spread over the node's GPUs)")
+    env_shard, env_shards = launcher_shard()
+    p.add_argument("--shard", type=int, default=env_shard, help="this process's shard (default: launcher rank)")
+    p.add_argument("--num-shards", type=int, default=env_shards, help="shards in all (default: launcher world)")
+    p.add_argument("--no-merge", action="store_true", help="extract this shard only; a plain run merges later")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not 0 <= args.shard < args.num_shards:
+        p.error(f"--shard {args.shard} outside 0..{args.num_shards - 1}")
     for d in args.data:
-        extract(args.model, d, args.nj, args.batch_size, args.threads)
+        extract(args.model, d, args.nj, args.batch_size, args.threads, args.shard, args.num_shards,
+                args.device, merge=False if args.no_merge else None)
     return 0
 
 

@@ -88,6 +88,11 @@ def train(cfg: TrainConfig, train_dir: str | Path, dev_dir: str | Path, exp: str
     dev_dl = DataLoader(dev, batch_size=1, num_workers=0)
 
     module = VocoderExperiment(cfg.model, cfg.optim, cfg.trainer.max_steps, exp)
+    t = cfg.trainer
+    several = str(t.devices) not in ("1", "auto") or t.num_nodes > 1
+    if t.strategy == "ddp" or (t.strategy == "auto" and several):
+        # the discriminators (before gan_start_step) and the F0 head sit out some steps
+        t.strategy = "ddp_find_unused_parameters_true"
     if cfg.optim.max_minutes:
         trainer_kwargs.setdefault("max_time", timedelta(minutes=cfg.optim.max_minutes))
     trainer = build_trainer(cfg.trainer, exp, **trainer_kwargs)
