@@ -8,6 +8,7 @@ import json
 import platform
 import sys
 
+from tts.stream_cli import add_stream_options
 from tts.version import __version__
 
 
@@ -44,6 +45,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _add_synthesis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="VoxLM model directory")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="onnx: every network on onnxruntime (after `voxlm export onnx`)")
     p.add_argument("--n-candidates", type=int, default=1, help="best-of-N search width")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--flow-steps", type=int, default=None, help="ODE steps (default: the model's)")
@@ -64,10 +67,13 @@ def _synthesis_kwargs(args: argparse.Namespace) -> dict:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     """Speak --text in the voice of --prompt; write --out."""
+    if args.stream:  # written as it is synthesized; reports the time to the first audio
+        from tts.stream_cli import synth_stream
+        return synth_stream(args, _synthesis_kwargs(args))
     from tts.audio import save_audio
     from tts.synthesizer import Synthesizer
 
-    synth = Synthesizer.from_pretrained(args.model)
+    synth = Synthesizer.from_pretrained(args.model, backend=args.backend)
     r = synth.synthesize(args.text, args.prompt, prompt_text=args.prompt_text, **_synthesis_kwargs(args))
     save_audio(args.out, r.audio, r.sample_rate)
     print(json.dumps({
@@ -95,7 +101,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         cases = make_meta(args.data, per_speaker=args.per_speaker)
         write_meta(out / "meta.lst", cases)
-    synth = Synthesizer.from_pretrained(args.model)
+    if args.stream:  # offline and streamed side by side: WER, SIM, clicks at the joins
+        from tts.stream_cli import eval_stream
+        return eval_stream(args, cases, _synthesis_kwargs(args))
+    synth = Synthesizer.from_pretrained(args.model, backend=args.backend)
     wav_dir = out / "wavs"
     audio_s = compute_s = 0.0
     for c in tqdm(cases, desc="synthesize"):
@@ -127,6 +136,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from tts.synthesizer import Synthesizer
 
     torch.set_num_threads(args.threads)
+    if args.backend == "onnx":  # onnxruntime vs torch eager, per component and end to end
+        from tts.onnx_bench import bench
+
+        print(json.dumps(bench(args.model, args.text, args.prompt, args.prompt_text, args.n_candidates,
+                               args.repeats, args.threads), indent=2))
+        return 0
     synth = Synthesizer.from_pretrained(args.model)
     if args.prompt:
         prompt_audio = load_audio(args.prompt, synth.sample_rate)
@@ -134,6 +149,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         t = np.arange(3 * synth.sample_rate) / synth.sample_rate
         prompt_audio = (0.3 * np.sign(np.sin(2 * np.pi * 120 * t))).astype(np.float32)
     t0 = time.perf_counter()
+    if args.stream:  # time to first audio (prompt cached or not), RTF, per chunk size
+        from tts.stream_cli import bench_stream
+        return bench_stream(args, synth, prompt_audio, args.prompt_text or "a prompt")
     prompt = synth.prepare_prompt(prompt_audio, synth.sample_rate, args.prompt_text or "a prompt")
     results = {"model": args.model, "threads": args.threads, "prompt_s": time.perf_counter() - t0, "runs": []}
     for n in args.n_candidates:
@@ -146,6 +164,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         results["runs"].append({"n_candidates": n, "rtf": secs / audio, "audio_s": audio / args.repeats,
                                 "compute_s": secs / args.repeats})
     print(json.dumps(results, indent=2))
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    """Export every network of a model directory to DIR/onnx; print the report (JSON)."""
+    from tts.onnx_export import export_onnx
+
+    report = export_onnx(args.model, args.opset, parity=not args.no_parity, log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps(report, indent=2))
     return 0
 
 
@@ -172,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True, help="a few seconds of the voice to clone (audio file)")
     p.add_argument("--prompt-text", default=None, help="its transcript (default: transcribed)")
     p.add_argument("--out", required=True, help="output wav")
+    add_stream_options(p)
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("eval", help="synthesize a zero-shot test list and score it (WER, SIM, RTF)")
@@ -181,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--data", help="data dir of unseen speakers to build the list from")
     p.add_argument("--per-speaker", type=int, default=5, help="targets per speaker (with --data)")
     p.add_argument("--out", required=True, help="output dir: wavs/, report.json, table.md")
+    add_stream_options(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="end-to-end synthesis speed (RTF) as JSON")
@@ -191,7 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-candidates", type=int, nargs="+", default=[1, 4])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="onnx: onnxruntime vs torch eager, each component and end to end")
+    add_stream_options(p, bench=True)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="export a model directory for deployment")
+    fmt = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    p = fmt.add_parser("onnx", help="every network to DIR/onnx (checked, with a parity report)")
+    p.add_argument("--model", required=True, help="VoxLM model directory")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--no-parity", action="store_true", help="skip the torch-vs-onnxruntime parity check")
+    p.set_defaults(func=cmd_export_onnx)
 
     p = sub.add_parser("demo", help="gradio voice-cloning page: prompt audio + text -> speech")
     p.add_argument("--model", required=True, help="VoxLM model directory")

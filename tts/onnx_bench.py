@@ -45,14 +45,23 @@ def _component_calls(synth, prompt, tokens: list[int], mel: torch.Tensor, audio:
     }
 
 
-def bench(model_dir: str, text: str, prompt_audio: np.ndarray, prompt_text: str | None,
+def bench(model_dir: str, text: str, prompt: str | None, prompt_text: str | None,
           n_candidates: list[int], repeats: int = 3, threads: int = 1, seconds: float = 4.0) -> dict:
-    """Time both backends on the same inputs; ``seconds`` of speech for the component figures."""
+    """Time both backends on the same inputs; ``seconds`` of speech for the component figures.
+
+    prompt: an audio file, or None for a 3 s synthetic buzz (timing only).
+    """
+    from tts.audio import load_audio
     from tts.synthesizer import Synthesizer
 
     torch.set_num_threads(threads)  # onnxruntime sessions take the same count (tts.onnx_backend)
     synths = {b: Synthesizer.from_pretrained(model_dir, backend=b) for b in ("torch", "onnx")}
     sr = synths["torch"].sample_rate
+    if prompt:
+        prompt_audio = load_audio(prompt, sr)
+    else:
+        t = np.arange(3 * sr) / sr
+        prompt_audio = (0.3 * np.sign(np.sin(2 * np.pi * 120 * t))).astype(np.float32)
     prompts = {b: s.prepare_prompt(prompt_audio, sr, prompt_text or "a prompt") for b, s in synths.items()}
     n_tok = int(seconds * 25)
     tokens = [int(t) for t in np.resize(prompts["torch"].tokens, n_tok)]

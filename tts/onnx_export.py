@@ -16,8 +16,10 @@ stock HF model with an explicit, stacked KV cache (see :mod:`tts.onnx_graphs`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +117,7 @@ def export_graph(spec: GraphSpec, path: Path, opset: int = OPSET) -> None:
     """Trace one graph with the dynamo exporter, save it and run onnx.checker on the file."""
     import onnx
 
-    with torch.no_grad():
+    with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):  # the exporter prints progress
         program = torch.onnx.export(spec.module.eval(), spec.args, dynamo=True, opset_version=opset,
                                     input_names=spec.inputs, output_names=spec.outputs,
                                     dynamic_shapes=spec.dynamic, verbose=False)

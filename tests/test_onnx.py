@@ -1,0 +1,129 @@
+"""ONNX export and the onnxruntime backend, on tiny untrained components.
+
+One export (through the CLI) serves the module: every graph is checked by
+onnx.checker at export, then compared with torch eager component by component,
+and the ONNX backend synthesises from the exported directory.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from flow.model import FlowModel
+from tts.cli import main
+from tts.onnx_backend import OnnxDirError, check_onnx_dir
+from tts.onnx_export import GRAPHS
+from tts.onnx_graphs import RealISTFT
+from tts.synthesizer import Synthesizer
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(tiny_model_dir, tmp_path_factory):
+    """A copy of the tiny model dir whose flow has random (not zero-initialised) output layers
+    (so the flow parity is not vacuous), exported with `voxlm export onnx`."""
+    root = tmp_path_factory.mktemp("onnx") / "model"
+    shutil.copytree(tiny_model_dir, root)
+    flow = FlowModel.from_pretrained(root / "flow")
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in flow.named_parameters():
+            if "ada" in name or "out_proj" in name:
+                p.normal_(0.0, 0.05)
+        flow.set_mel_stats(torch.linspace(-8, -2, flow.n_mels), torch.linspace(1, 2, flow.n_mels))
+    flow.save_pretrained(root / "flow")
+    assert main(["export", "onnx", "--model", str(root)]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(onnx_dir):
+    return json.loads((onnx_dir / "onnx" / "report.json").read_text())
+
+
+def test_export_writes_every_graph_manifest_and_report(onnx_dir, report):
+    manifest = check_onnx_dir(onnx_dir)
+    assert set(manifest["graphs"]) == set(GRAPHS) and manifest["opset"] == 18
+    assert all((onnx_dir / "onnx" / f"{g}.onnx").stat().st_size > 0 for g in GRAPHS)
+    assert "flow/model.safetensors" in manifest["sources"] and "llm/config.json" in manifest["sources"]
+    assert report["opset"] == 18 and set(report["graphs"]) == set(GRAPHS)
+    assert all(g["mb"] > 0 for g in report["graphs"].values())
+
+
+def test_parity_with_torch(report):
+    p = report["parity"]
+    assert p["tokenizer"]["tokens_identical"] and p["tokenizer"]["ctc_logits_max_abs_err"] <= 1e-3
+    assert p["llm"]["greedy_identical"] and p["llm"]["greedy_prompts"] == 3
+    assert p["flow"]["step_max_abs_err"] <= 1e-3 and p["flow"]["solve_max_abs_err"] <= 1e-3
+    assert p["vocoder"]["max_abs_err"] <= 1e-3 and p["speaker"]["max_abs_err"] <= 1e-3
+
+
+def test_real_istft_matches_torch_istft():
+    torch.manual_seed(0)
+    n_fft, hop, frames = 320, 80, 37
+    spec = torch.randn(2, n_fft // 2 + 1, frames, dtype=torch.complex64)
+    want = torch.istft(spec, n_fft, hop, n_fft, torch.hann_window(n_fft), center=True, length=frames * hop)
+    got = RealISTFT(n_fft, hop)(spec.abs(), spec.angle(), frames * hop)
+    assert got.shape == want.shape and (got - want).abs().max() < 1e-4
+
+
+def test_onnx_backend_synthesises_like_torch(onnx_dir, tone):
+    prompt = tone(2.0, 16000, freq=150.0) + 0.01 * np.random.default_rng(1).standard_normal(32000).astype(np.float32)
+    kw = dict(prompt_text="a voice", flow_steps=3, min_ratio=0.5, max_ratio=1.0, seed=3, greedy=True)
+    a = Synthesizer.from_pretrained(onnx_dir).synthesize("Hi there. Bye.", prompt, 16000, **kw)
+    o = Synthesizer.from_pretrained(onnx_dir, backend="onnx")
+    b = o.synthesize("Hi there. Bye.", prompt, 16000, **kw)
+    assert [c.tokens for c in a.chosen] == [c.tokens for c in b.chosen]
+    assert b.audio.dtype == np.float32 and a.audio.shape == b.audio.shape
+    assert np.abs(a.audio - b.audio).max() < 1e-3
+    r = o.synthesize("Hi there.", prompt, 16000, prompt_text="a voice", n_candidates=3, flow_steps=2, seed=1)
+    assert len(r.candidates) == 3 and r.duration > 0 and np.all(np.isfinite(r.audio))
+    assert sum("speaker_similarity" in c.scores for c in r.candidates) == 2
+
+
+def test_missing_and_stale_exports_are_refused(onnx_dir, tiny_model_dir, tmp_path):
+    with pytest.raises(OnnxDirError, match="no ONNX export.*voxlm export onnx"):
+        Synthesizer.from_pretrained(tiny_model_dir, backend="onnx")
+    stale = tmp_path / "stale"
+    shutil.copytree(onnx_dir, stale)
+    flow = FlowModel.from_pretrained(stale / "flow")
+    with torch.no_grad():
+        flow.token_emb.weight.add_(0.01)
+    flow.save_pretrained(stale / "flow")
+    with pytest.raises(OnnxDirError, match=r"stale: flow/model.safetensors changed"):
+        Synthesizer.from_pretrained(stale, backend="onnx")
+    (stale / "onnx" / "vocoder.onnx").unlink()
+    with pytest.raises(OnnxDirError, match="lacks vocoder.onnx"):
+        check_onnx_dir(stale)
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "tts.cli", *args], capture_output=True, text=True)
+
+
+def test_cli_backend_onnx(onnx_dir, tiny_model_dir, tmp_path, tone):
+    import soundfile as sf
+
+    sf.write(tmp_path / "p.wav", tone(2.0), 16000)
+    args = ["--text", "Hi.", "--prompt", str(tmp_path / "p.wav"), "--prompt-text", "a voice",
+            "--out", str(tmp_path / "o.wav"), "--flow-steps", "2", "--backend", "onnx"]
+    r = run_cli("synth", "--model", str(onnx_dir), *args)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["seconds"] > 0 and "onnxruntime runs on CPUExecutionProvider" in r.stderr
+    r = run_cli("synth", "--model", str(tiny_model_dir), *args)
+    assert r.returncode == 2 and "error:" in r.stderr and "voxlm export onnx" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_bench_compares_backends(onnx_dir):
+    r = run_cli("bench", "--model", str(onnx_dir), "--backend", "onnx", "--text", "Hi.", "--n-candidates", "1",
+                "--repeats", "1")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert {"tokenizer_encode", "llm_generate", "flow_generate", "vocoder", "speaker_embed"} <= set(out["components"])
+    assert all(c["torch_s"] > 0 and c["onnx_s"] > 0 for c in out["components"].values())
+    assert out["end_to_end"][0]["n_candidates"] == 1 and out["end_to_end"][0]["speedup"] > 0
