@@ -7,6 +7,7 @@
 #   stage stop_stage nj data exp stage0_desc mel_preset ngpu num_nodes launcher
 #   tokenizer_conf llm_conf llm_align_conf flow_conf vocoder_conf
 #   llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker
+#   onnx_export (optional, default true: stage 6 also writes $exp/model/onnx, `voxlm export onnx`)
 # Each stage leaves a .done sentinel (run_once): a rerun skips it; a killed stage reruns and its
 # commands resume (trainers from their last atomic checkpoint with the same data order,
 # extraction from its parts).
@@ -87,6 +88,7 @@ stage6() {
     --vocoder "$exp/vocoder/model" --speaker "$exp/speaker/model" --out "$exp/model" \
     --mel-preset "$mel_preset" \
     --examples "$data/test"  # one demo example per held-out speaker
+  rm -f "$exp/model/onnx/.export.done"  # new weights: the ONNX export must run again
 }
 # stage 7: zero-shot clones of the held-out test speakers, judged (WER, SIM, RTF)
 stage7() {
@@ -126,6 +128,10 @@ run_stages() {
   if stage_enabled 6; then
     log "stage 6: speaker verifier -> $exp/speaker; package -> $exp/model"
     run_once "$exp/model/.stage6.done" stage6
+    if [ "${onnx_export:-true}" = true ]; then
+      log "stage 6: ONNX export -> $exp/model/onnx (report.json: sizes, opset, parity)"
+      run_once "$exp/model/onnx/.export.done" py -m tts.cli export onnx --model "$exp/model"
+    fi
   fi
   if stage_enabled 7; then
     log "stage 7: synthesize + evaluate -> $exp/eval"

@@ -32,8 +32,9 @@ ngpu=0              # GPUs per node for training (0: the configs decide; CPU her
 num_nodes=1         # nodes; > 1 needs --launcher
 launcher=""         # e.g. "srun": starts every rank of trainers and extraction
 mel_preset=16k      # the shared mel definition (tts/mel.py) the configs use
+onnx_export=true    # stage 6 also exports every network to $exp/model/onnx (voxlm export onnx)
 recipe_options="stage stop_stage nj train_hours dev_per_spk test_per_spk data exp tokenizer_conf llm_conf llm_align_conf flow_conf vocoder_conf
-  llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker ngpu num_nodes launcher"
+  llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker ngpu num_nodes launcher onnx_export"
 . ../../recipes/parse_options.sh
 
 stage0_desc="toy corpus"
