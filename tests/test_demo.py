@@ -106,7 +106,7 @@ def _audio_of(path: str) -> tuple[np.ndarray, int]:
 def test_api_synthesize(client, wavs):
     out = client.predict(*_args(gradio_client.handle_file(str(wavs["voice"])), "Hello there. How are you?",
                                 n=3), api_name="/synthesize")
-    audio_path, prompt_used, summary, spectrogram, table = out
+    audio_path, prompt_used, summary, spectrogram, table, stream = out
     audio, sr = _audio_of(audio_path)
     assert sr == 16000 and len(audio) > sr // 10
     assert prompt_used == "a short prompt"
@@ -115,6 +115,20 @@ def test_api_synthesize(client, wavs):
     rows = table["data"]
     assert len(rows) == 6 and table["headers"][0] == "#"  # 2 sentences x 3 candidates
     assert sum(r[-1] == "✓" for r in rows) == 2  # one chosen per sentence
+    assert not isinstance(stream, str)  # no file: the streaming player is left alone
+
+
+def test_api_streams(client, wavs):
+    from tts.demo import can_stream
+    from tts.synthesizer import Synthesizer
+
+    if why_not := can_stream(Synthesizer):
+        pytest.skip(f"streaming: {why_not}")
+    out = client.predict(*_args(gradio_client.handle_file(str(wavs["voice"])), "Hello there. Streaming now.",
+                                n=4)[:-1], True, api_name="/synthesize")
+    audio, sr = _audio_of(out[0])
+    assert len(audio) > sr // 10
+    assert "streamed, the first after" in out[2] and out[4]["data"] == []
 
 
 def test_api_transcribes_an_empty_prompt_text(client, wavs):
@@ -212,4 +226,25 @@ def test_browser_empty_text_shows_the_message(browser, demo_url, wavs):
     assert "Traceback" not in page.content()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "demo_empty_text.png"))
+    page.close()
+
+
+def test_browser_streams_when_toggled(browser, demo_url, wavs):
+    from tts.demo import can_stream
+    from tts.synthesizer import Synthesizer
+
+    if why_not := can_stream(Synthesizer):
+        pytest.skip(f"streaming: {why_not}")
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(demo_url)
+    page.locator("#synthesize").wait_for(timeout=60_000)
+    page.locator("#prompt-audio input[type=file]").set_input_files(str(wavs["voice"]))
+    page.locator("#prompt-audio time#duration").wait_for(timeout=30_000)
+    page.locator("#prompt-text textarea").fill("a short prompt")
+    page.locator("#target-text textarea").fill("Streaming in the browser.")
+    page.locator("#stream input[type=checkbox]").check()
+    page.locator("#synthesize").click()
+    page.locator("#output-audio a[data-testid=download-link]").wait_for(
+        state="attached", timeout=REQUEST_TIMEOUT_S * 1000)
+    assert "streamed, the first after" in page.locator("#summary").inner_text()
     page.close()

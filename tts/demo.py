@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +35,13 @@ log = logging.getLogger("voxlm.demo")
 _PROGRESS = gr.Progress()  # gradio gives each request its own tracker in its place
 
 
-def can_stream(synth: Synthesizer) -> bool:
-    """The streaming toggle is live once the Synthesizer has a ``stream`` method."""
-    return callable(getattr(synth, "stream", None))
+def can_stream(synth: Synthesizer) -> str | None:
+    """None when the streaming toggle can work, else why not (shown under the toggle)."""
+    if not callable(getattr(synth, "stream", None)):
+        return "needs Synthesizer.stream (not in this build)"
+    if shutil.which("ffmpeg") is None:
+        return "needs ffmpeg (gradio encodes the audio stream with it)"
+    return None
 
 
 def spectrogram_image(audio: np.ndarray, synth: Synthesizer) -> np.ndarray:
@@ -74,46 +80,67 @@ def _check_inputs(prompt_audio: str | None, text: str | None) -> str:
 
 
 def make_handler(synth: Synthesizer):
-    """The click handler: the form -> chosen audio, prompt text used, summary, spectrogram, score table,
-    and the vocoded candidates (a gr.State that :func:`show_players` puts into players)."""
+    """The click handler, a generator: the form -> chosen audio, prompt text used, summary,
+    spectrogram, score table, the vocoded candidates (a gr.State that :func:`show_players`
+    puts into players) and, with the streaming toggle on, audio chunks as they come."""
 
     def synthesize(prompt_audio, prompt_text, text, n_candidates, seed, temperature, top_k, top_p,
                    flow_steps, guidance, prune_to, speaker_verifier, stream, progress=_PROGRESS):
         text = _check_inputs(prompt_audio, text)
+        options = dict(seed=int(seed or 0), flow_steps=int(flow_steps) if flow_steps else None,
+                       guidance=None if guidance is None else float(guidance),
+                       temperature=float(temperature), top_k=int(top_k), top_p=float(top_p))
         try:
             progress(0.05, desc="analysing the prompt")
             prompt = synth.prepare_prompt(prompt_audio, prompt_text=prompt_text or None)
-            progress(0.3, desc=f"sampling {int(n_candidates)} candidate(s), flow, vocoder")
-            r = synth.synthesize(
-                text, prompt, n_candidates=int(n_candidates), seed=int(seed or 0),
-                prune_to=int(prune_to), use_speaker_verifier=bool(speaker_verifier),
-                flow_steps=int(flow_steps) if flow_steps else None,
-                guidance=None if guidance is None else float(guidance),
-                temperature=float(temperature), top_k=int(top_k), top_p=float(top_p))
+            if stream and can_stream(synth) is None:
+                chunks = []
+                with closing(synth.stream(text, prompt, **options)) as speech:
+                    for chunk in speech:
+                        chunks.append(chunk)
+                        yield *[gr.skip()] * 6, (synth.sample_rate, _pcm16(chunk))
+                audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+                first = speech.first_audio_s or 0.0
+                summary = (f"**{len(audio) / synth.sample_rate:.2f} s** of audio streamed, the first after "
+                           f"{first:.2f} s; {len(speech.sentences)} sentence(s), one candidate each "
+                           "(a stream cannot wait for best-of-N search).")
+                rows, players = [], []
+            else:
+                progress(0.3, desc=f"sampling {int(n_candidates)} candidate(s), flow, vocoder")
+                r = synth.synthesize(text, prompt, n_candidates=int(n_candidates), prune_to=int(prune_to),
+                                     use_speaker_verifier=bool(speaker_verifier), **options)
+                audio, summary = r.audio, (
+                    f"**{r.duration:.2f} s** of audio in {r.timings['total_s']:.2f} s "
+                    f"(RTF {r.timings['rtf']:.3f}); {len(r.sentences)} sentence(s), "
+                    f"{int(n_candidates)} candidate(s) each.")
+                rows, players = _candidates(r)
             progress(0.95, desc="drawing the spectrogram")
-            image = spectrogram_image(r.audio, synth)
+            image = spectrogram_image(audio, synth)
         except USER_ERRORS as err:
             raise gr.Error(str(err), print_exception=False) from err
         except Exception as err:  # a bug: the log gets the traceback, the page one line
             log.exception("synthesis failed")
             raise gr.Error(f"internal error ({type(err).__name__}); the server log has the details",
                            print_exception=False) from err
-        rows, players = [], []
-        for k, c in enumerate(r.candidates, 1):
-            chosen = any(c is x for x in r.chosen)
-            sim = c.scores.get("speaker_similarity")
-            rows.append([k, c.sentence + 1, len(c.tokens), round(c.scores.get("token_intelligibility", 0.0), 3),
-                         "" if sim is None else round(sim, 3), round(c.total, 3), "✓" if chosen else ""])
-            if c.audio is not None:
-                label = f"#{k} · sentence {c.sentence + 1} · total {c.total:.3f}" + (" · chosen" if chosen else "")
-                players.append((label, r.sample_rate, _pcm16(c.audio)))
         source = "transcribed by the tokenizer's ASR" if prompt.text_was_transcribed else "as given"
-        summary = (f"**{r.duration:.2f} s** of audio in {r.timings['total_s']:.2f} s "
-                   f"(RTF {r.timings['rtf']:.3f}); {len(r.sentences)} sentence(s), "
-                   f"{int(n_candidates)} candidate(s) each. Prompt text {source}.")
-        return (r.sample_rate, _pcm16(r.audio)), r.prompt_text, summary, image, rows, players[:MAX_CANDIDATES]
+        yield ((synth.sample_rate, _pcm16(audio)), prompt.text, f"{summary} Prompt text {source}.", image,
+               rows, players, gr.skip())
 
     return synthesize
+
+
+def _candidates(r) -> tuple[list[list], list[tuple[str, int, np.ndarray]]]:
+    """A SynthesisResult's candidates -> score-table rows, and (label, rate, audio) of the vocoded ones."""
+    rows, players = [], []
+    for k, c in enumerate(r.candidates, 1):
+        chosen = any(c is x for x in r.chosen)
+        sim = c.scores.get("speaker_similarity")
+        rows.append([k, c.sentence + 1, len(c.tokens), round(c.scores.get("token_intelligibility", 0.0), 3),
+                     "" if sim is None else round(sim, 3), round(c.total, 3), "✓" if chosen else ""])
+        if c.audio is not None and len(players) < MAX_CANDIDATES:
+            label = f"#{k} · sentence {c.sentence + 1} · total {c.total:.3f}" + (" · chosen" if chosen else "")
+            players.append((label, r.sample_rate, _pcm16(c.audio)))
+    return rows, players
 
 
 def show_players(players: list[tuple[str, int, np.ndarray]]) -> list:
@@ -124,7 +151,7 @@ def show_players(players: list[tuple[str, int, np.ndarray]]) -> list:
 
 def build_demo(synth: Synthesizer, examples: list[tuple[str, str, Path, str]] | None = None,
                title: str = "VoxLM zero-shot voice cloning") -> gr.Blocks:
-    streaming = can_stream(synth)
+    why_not = can_stream(synth)  # None: streaming works
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}\nGive a few seconds of a voice (upload or record), type a text, and hear "
                     "it spoken in that voice. Several candidates are sampled and ranked by VoxLM's "
@@ -141,9 +168,8 @@ def build_demo(synth: Synthesizer, examples: list[tuple[str, str, Path, str]] | 
                     n_candidates = gr.Slider(1, MAX_CANDIDATES, value=2, step=1, label="Candidates (best-of-N)",
                                              elem_id="n-candidates")
                     seed = gr.Number(value=0, precision=0, label="Seed")
-                stream = gr.Checkbox(value=False, label="Stream (play while synthesizing)",
-                                     interactive=streaming, elem_id="stream",
-                                     info=None if streaming else "needs Synthesizer.stream (not in this build)")
+                stream = gr.Checkbox(value=False, label="Stream (play while synthesizing; one candidate)",
+                                     interactive=why_not is None, elem_id="stream", info=why_not)
                 with gr.Accordion("Advanced sampling and flow settings", open=False):
                     temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
                     top_k = gr.Slider(1, 200, value=25, step=1, label="Top-k")
@@ -157,6 +183,8 @@ def build_demo(synth: Synthesizer, examples: list[tuple[str, str, Path, str]] | 
                     speaker_verifier = gr.Checkbox(value=True, label="Rank by speaker similarity too")
                 button = gr.Button("Synthesize", variant="primary", elem_id="synthesize")
             with gr.Column():
+                stream_audio = gr.Audio(label="Stream", streaming=True, autoplay=True, interactive=False,
+                                        visible=why_not is None, elem_id="stream-audio")
                 out_audio = gr.Audio(label="Output (the chosen candidates)", type="numpy",
                                      interactive=False, elem_id="output-audio")
                 used_text = gr.Textbox(label="Prompt text used", interactive=False, elem_id="prompt-text-used")
@@ -176,7 +204,7 @@ def build_demo(synth: Synthesizer, examples: list[tuple[str, str, Path, str]] | 
         button.click(make_handler(synth),
                      inputs=[prompt_audio, prompt_text, text, n_candidates, seed, temperature, top_k, top_p,
                              flow_steps, guidance, prune_to, speaker_verifier, stream],
-                     outputs=[out_audio, used_text, summary, spectrogram, table, candidates],
+                     outputs=[out_audio, used_text, summary, spectrogram, table, candidates, stream_audio],
                      api_name="synthesize",
                      ).success(show_players, candidates, players, queue=False, api_visibility="private")
     return demo
