@@ -1,6 +1,6 @@
 # Bootstrap a VoxLM checkout, idempotently; sourced by the recipes and tests/run.sh.
 #   . recipes/setup.sh     -> exports VOXLM_ROOT, VOXLM_PY (the venv's python)
-# First run: Debian speech tools and chromium (when missing and we may install), a .venv,
+# First run: Debian speech tools, chromium and ffmpeg (when missing and we may install), a .venv,
 # the CPU build of torch (a plain `torch` requirement would pull a multi-GB CUDA
 # build), then `pip install -e .[dev]`. Later runs check a stamp and return in
 # well under a second. VOXLM_SKIP_APT=1 skips the system packages;
@@ -12,7 +12,7 @@ _venv=${VOXLM_VENV:-$VOXLM_ROOT/.venv}
 export VOXLM_PY=$_venv/bin/python
 _voxlm_torch=torch==2.13.0
 
-_voxlm_apt_packages="flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox fortunes chromium"
+_voxlm_apt_packages="flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox fortunes chromium ffmpeg"
 _voxlm_need_apt() {  # prints the packages whose files are missing
   local missing=""
   command -v flite >/dev/null || missing+=" flite"
@@ -23,6 +23,7 @@ _voxlm_need_apt() {  # prints the packages whose files are missing
   command -v sox >/dev/null || missing+=" sox"
   [ -f /usr/share/games/fortunes/fortunes ] || missing+=" fortunes"
   command -v chromium >/dev/null || missing+=" chromium"  # the demo's browser tests
+  command -v ffmpeg >/dev/null || missing+=" ffmpeg"  # gradio encodes the demo's audio stream with it
   echo "$missing"
 }
 
