@@ -160,3 +160,29 @@ def test_click_ratio_sees_a_step():
     for j in joins:
         stepped[j:] += 3.0 * smooth.std()  # a jump at every join
     assert streaming.click_ratio(stepped, joins) > 3
+
+
+def test_cli_synth_and_bench_stream(tiny_model_dir, prompt_wav, tmp_path, capsys):
+    import json
+
+    import soundfile as sf
+
+    from tts.audio import save_audio
+    from tts.cli import main
+
+    wav = tmp_path / "prompt.wav"
+    save_audio(wav, prompt_wav, 16000)
+    out = tmp_path / "out.wav"
+    assert main(["synth", "--model", str(tiny_model_dir), "--text", "Hi there.", "--prompt", str(wav),
+                 "--prompt-text", "a voice", "--out", str(out), "--stream", "--flow-steps", "2",
+                 "--chunk-tokens", "3", "--first-chunk-tokens", "2"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    audio, sr = sf.read(out)
+    assert sr == 16000 and len(audio) / sr == pytest.approx(rep["seconds"], abs=1e-3)
+    assert 0 < rep["first_audio_s"] <= rep["total_s"] and rep["chunks"] >= 1
+    assert main(["bench", "--model", str(tiny_model_dir), "--stream", "--repeats", "1", "--text", "Hi.",
+                 "--chunk-tokens", "3", "5", "--first-chunk-tokens", "2"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert [(r["chunk_tokens"], r["prompt_cached"]) for r in rep["runs"]] == [
+        (3, True), (3, False), (5, True), (5, False)]
+    assert all(r["first_audio_ms_median"] > 0 and r["rtf_median"] > 0 for r in rep["runs"])

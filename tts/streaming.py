@@ -39,13 +39,15 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from flow.model import FlowModel
 from flow.streaming import FlowContext, FlowStream, prompt_context
 from tts.sampling import Generation, SamplingConfig, decode
+from vocoder.model import Vocoder
 from vocoder.streaming import VocoderStream
 
-CHUNK_TOKENS = 25  # 1 s of speech per chunk after the first (the flow trains on 25- and 50-frame chunks)
-FIRST_CHUNK_TOKENS = 8  # 0.32 s: the first audio waits for these
-VOCODER_LOOKAHEAD = 8  # mel frames (0.16 s); see vocoder.streaming
+CHUNK_TOKENS = 12  # 0.48 s per chunk after the first (24 frames: the flow trains on 25- and 50-frame chunks)
+FIRST_CHUNK_TOKENS = 6  # 0.24 s: the first audio waits for these
+VOCODER_LOOKAHEAD = 4  # mel frames (80 ms); see vocoder.streaming
 QUEUE_SIZE = 256  # tokens the LLM may run ahead of the flow
 
 
@@ -199,6 +201,9 @@ def stream(synth, text: str, prompt_audio=None, prompt_sample_rate: int | None =
     if n_candidates != 1:
         raise ValueError(f"streaming needs n_candidates=1 (got {n_candidates}): best-of-N ranks whole "
                          "candidates, which a stream cannot wait for; use synthesize() for search")
+    if not isinstance(synth.flow, FlowModel) or not isinstance(synth.vocoder, Vocoder):
+        raise ValueError("streaming runs on the torch backend (it caches keys/values inside the flow); "
+                         "load the model with backend='torch'")
     first_chunk_tokens = first_chunk_tokens or chunk_tokens
     if chunk_tokens < 1 or first_chunk_tokens < 1:
         raise ValueError(f"chunk sizes must be >= 1 token, got {chunk_tokens} and {first_chunk_tokens}")
