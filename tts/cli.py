@@ -8,6 +8,7 @@ import json
 import platform
 import sys
 
+from tts.stream_cli import add_stream_options
 from tts.version import __version__
 
 
@@ -66,6 +67,9 @@ def _synthesis_kwargs(args: argparse.Namespace) -> dict:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     """Speak --text in the voice of --prompt; write --out."""
+    if args.stream:  # written as it is synthesized; reports the time to the first audio
+        from tts.stream_cli import synth_stream
+        return synth_stream(args, _synthesis_kwargs(args))
     from tts.audio import save_audio
     from tts.synthesizer import Synthesizer
 
@@ -97,6 +101,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         cases = make_meta(args.data, per_speaker=args.per_speaker)
         write_meta(out / "meta.lst", cases)
+    if args.stream:  # offline and streamed side by side: WER, SIM, clicks at the joins
+        from tts.stream_cli import eval_stream
+        return eval_stream(args, cases, _synthesis_kwargs(args))
     synth = Synthesizer.from_pretrained(args.model, backend=args.backend)
     wav_dir = out / "wavs"
     audio_s = compute_s = 0.0
@@ -142,6 +149,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         t = np.arange(3 * synth.sample_rate) / synth.sample_rate
         prompt_audio = (0.3 * np.sign(np.sin(2 * np.pi * 120 * t))).astype(np.float32)
     t0 = time.perf_counter()
+    if args.stream:  # time to first audio (prompt cached or not), RTF, per chunk size
+        from tts.stream_cli import bench_stream
+        return bench_stream(args, synth, prompt_audio, args.prompt_text or "a prompt")
     prompt = synth.prepare_prompt(prompt_audio, synth.sample_rate, args.prompt_text or "a prompt")
     results = {"model": args.model, "threads": args.threads, "prompt_s": time.perf_counter() - t0, "runs": []}
     for n in args.n_candidates:
@@ -189,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True, help="a few seconds of the voice to clone (audio file)")
     p.add_argument("--prompt-text", default=None, help="its transcript (default: transcribed)")
     p.add_argument("--out", required=True, help="output wav")
+    add_stream_options(p)
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("eval", help="synthesize a zero-shot test list and score it (WER, SIM, RTF)")
@@ -198,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--data", help="data dir of unseen speakers to build the list from")
     p.add_argument("--per-speaker", type=int, default=5, help="targets per speaker (with --data)")
     p.add_argument("--out", required=True, help="output dir: wavs/, report.json, table.md")
+    add_stream_options(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="end-to-end synthesis speed (RTF) as JSON")
@@ -210,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="onnx: onnxruntime vs torch eager, each component and end to end")
+    add_stream_options(p, bench=True)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("export", help="export a model directory for deployment")
