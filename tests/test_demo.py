@@ -102,6 +102,33 @@ def _audio_of(path: str) -> tuple[np.ndarray, int]:
     return sf.read(path, dtype="float32")
 
 
+# ---- examples in the model dir --------------------------------------------------------------
+def test_model_dir_examples_reach_the_page(tiny_model_dir, tmp_path):
+    from tts.datadir import write_table
+    from tts.demo import build_demo
+    from tts.model_dir import check_model_dir, main, read_examples
+    from tts.synthesizer import Synthesizer
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    data = tmp_path / "test"
+    data.mkdir()
+    utts = {f"{spk}-{i}": spk for spk in ("spkA", "spkB") for i in range(2)}
+    for u in utts:
+        sf.write(tmp_path / f"{u}.wav", _voice(1.5), 16000)
+    write_table(data / "wav.scp", {u: str(tmp_path / f"{u}.wav") for u in utts})
+    write_table(data / "text", {u: f"sentence {u[-1]} of {spk}" for u, spk in utts.items()})
+    write_table(data / "utt2spk", utts)
+    assert main(["--examples", str(data), "--out", str(model)]) == 0  # added to an existing dir
+    check_model_dir(model)
+    rows = read_examples(model)
+    assert [(r[0], r[1], r[3]) for r in rows] == [("spkA", "sentence 0 of spkA", "sentence 1 of spkA"),
+                                                  ("spkB", "sentence 0 of spkB", "sentence 1 of spkB")]
+    assert all(r[2].is_file() and r[2].parent == model / "examples" for r in rows)
+    page = build_demo(Synthesizer.from_pretrained(model), rows).config
+    assert any(c.get("props", {}).get("elem_id") == "examples" for c in page["components"])
+
+
 # ---- the API ------------------------------------------------------------------------------
 def test_api_synthesize(client, wavs):
     out = client.predict(*_args(gradio_client.handle_file(str(wavs["voice"])), "Hello there. How are you?",
