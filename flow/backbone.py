@@ -64,17 +64,33 @@ def stream_blocks(prompt: int, total: int, chunk: int, first: int | None = None)
 
 
 class KVSlot:
-    """Keys and values of the frames already solved, for one attention layer (streaming)."""
+    """What one block keeps of the frames already solved at one field evaluation (streaming).
 
-    def __init__(self, k: torch.Tensor | None = None, v: torch.Tensor | None = None):
-        self.k, self.v = k, v
+    ``blocks``: their keys, transposed, and values, (B, H, d, T) and (B, H, T, d), contiguous
+    (so attention reads them without a copy), one pair per solved block. They are never
+    concatenated (no copying per step; the prompt's pairs are shared by every
+    stream that starts from the same context). ``mod``: the block's adaLN modulation,
+    which depends only on the conditioning vector, the same for every chunk at this
+    evaluation; computed once.
+    """
 
-    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append (B, H, T, d) keys/values (a new tensor: copies of a slot never share growth)."""
-        if self.k is not None:
-            k, v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
-        self.k, self.v = k, v
-        return k, v
+    def __init__(self, blocks: list | None = None, mod: torch.Tensor | None = None):
+        self.blocks, self.mod = list(blocks or []), mod
+
+    def copy(self) -> KVSlot:
+        return KVSlot(self.blocks, self.mod)
+
+
+def attend_blocks(q: torch.Tensor, blocks: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Full attention of q (B, H, L, d) over (keys^T, values) blocks of a :class:`KVSlot` -> (B, H, L, d)."""
+    q = q.contiguous()
+    scores = torch.cat([q @ kt for kt, _ in blocks], dim=-1) * q.shape[-1] ** -0.5
+    w = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    out, start = 0, 0
+    for kt, v in blocks:
+        out = out + w[..., start:start + kt.shape[3]].contiguous() @ v
+        start += kt.shape[3]
+    return out
 
 
 def attention_mask(lengths: torch.Tensor, max_len: int, chunk: int | None) -> torch.Tensor:
@@ -110,9 +126,12 @@ class Attention(nn.Module):
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = apply_rotary_pos_emb(q, k, *rope)
-        if kv is not None:  # streaming: the new frames also see every cached past frame
-            k, v = kv.extend(k, v)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if kv is not None:  # streaming: the new frames see every past block and themselves
+            kv.blocks = kv.blocks + [(k.transpose(-1, -2).contiguous(), v.contiguous())]
+        if kv is not None and len(kv.blocks) > 1:
+            y = attend_blocks(q, kv.blocks)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -132,7 +151,10 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
                 mask: torch.Tensor | None, kv: KVSlot | None = None) -> torch.Tensor:
         # x: (B, T, D), c: (B, D) -> (B, T, D)
-        sh1, sc1, g1, sh2, sc2, g2 = self.ada(F.silu(c)).chunk(6, dim=-1)
+        mod = kv.mod if kv is not None and kv.mod is not None else self.ada(F.silu(c))
+        if kv is not None:
+            kv.mod = mod
+        sh1, sc1, g1, sh2, sc2, g2 = mod.chunk(6, dim=-1)
         x = x + g1.unsqueeze(1) * self.attn(modulate(self.norm1(x), sh1, sc1), rope, mask, kv)
         return x + g2.unsqueeze(1) * self.mlp(modulate(self.norm2(x), sh2, sc2))
 

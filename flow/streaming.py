@@ -6,7 +6,7 @@ ones), and a frame sees its own block and every earlier one. So a finished chunk
 never changes, and solving chunk ``k`` needs only chunk ``k``'s frames plus the keys
 and values the earlier blocks left at *the same* field evaluation (ODE step). Those
 are kept, one :class:`~flow.backbone.KVSlot` per block per evaluation, so each chunk
-costs the same however far the stream has got: linear in the length, not quadratic.
+is solved once, over its own frames only: linear in the length, not quadratic.
 
 The prompt's share of that cache does not depend on the target. :func:`prompt_context`
 solves it once (per speaker and solver options) and every stream starts from a copy.
@@ -101,7 +101,7 @@ class FlowStream:
         if chunk < 1 or (first_chunk is not None and first_chunk < 1):
             raise ValueError(f"chunk sizes must be positive, got chunk={chunk}, first_chunk={first_chunk}")
         self.model, self.ctx, self.chunk = model, context, chunk
-        self.kv = [[KVSlot(s.k, s.v) for s in slots] for slots in context.kv]  # the context stays as it is
+        self.kv = [[s.copy() for s in slots] for slots in context.kv]  # the context stays as it is
         self.noise = NoiseSource(seed, model.n_mels)
         self.tokens: list[int] = []
         self.done, self.next_end = 0, first_chunk or chunk  # target frames solved; end of the next chunk

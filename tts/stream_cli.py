@@ -86,19 +86,21 @@ def bench_stream(args: argparse.Namespace, synth, prompt_audio, prompt_text: str
            "load_average_1min": round(os.getloadavg()[0], 2), "runs": []}
     for chunk in args.chunk_tokens:
         for cached in (True, False):
-            first, rtf, stall, audio = [], [], [], []
+            first, cpu, rtf, stall, audio = [], [], [], [], []
             for i in range(args.repeats):
                 p = prompt if cached else prompt_audio
                 s = synth.stream(args.text, p, sr, prompt_text, seed=i, **{**kw, "chunk_tokens": chunk})
                 times, chunks, total = _timed(s)
                 seconds = sum(len(c) for c in chunks) / sr
                 first.append(times[0])
+                cpu.append(s.first_audio_cpu_s)
                 rtf.append(total / seconds)
                 stall.append(playback_stall(times, chunks, sr))
                 audio.append(seconds)
             out["runs"].append({"chunk_tokens": chunk, "prompt_cached": cached,
                                 "first_audio_ms_median": round(1000 * statistics.median(first), 1),
                                 "first_audio_ms_min": round(1000 * min(first), 1),
+                                "first_audio_cpu_ms_median": round(1000 * statistics.median(cpu), 1),
                                 "rtf_median": round(statistics.median(rtf), 4),
                                 "stall_s_median": round(statistics.median(stall), 3),
                                 "audio_s_mean": round(statistics.mean(audio), 2)})

@@ -109,13 +109,15 @@ class SpeechStream:
     """An iterator of float32 audio chunks at ``sample_rate``; ``close()`` cancels it.
 
     After (or while) iterating: ``first_audio_s`` (seconds from the ``stream`` call to the
-    first chunk), ``joins`` (sample positions where two vocoder windows meet, for click
+    first chunk), ``first_audio_cpu_s`` (CPU seconds this process spent meanwhile, all
+    threads: on a loaded machine the wall time inflates, this does not), ``joins`` (sample positions where two vocoder windows meet, for click
     checks), ``sentences``.
     """
 
-    def __init__(self, sample_rate: int, sentences: list[str], t_start: float):
-        self.sample_rate, self.sentences, self.t_start = sample_rate, sentences, t_start
+    def __init__(self, sample_rate: int, sentences: list[str], t_start: float, cpu_start: float):
+        self.sample_rate, self.sentences, self.t_start, self.cpu_start = sample_rate, sentences, t_start, cpu_start
         self.first_audio_s: float | None = None
+        self.first_audio_cpu_s: float | None = None
         self.joins: list[int] = []
         self._gen: Iterator[np.ndarray] = iter(())
 
@@ -126,6 +128,7 @@ class SpeechStream:
         chunk = next(self._gen)
         if self.first_audio_s is None:
             self.first_audio_s = time.perf_counter() - self.t_start
+            self.first_audio_cpu_s = time.process_time() - self.cpu_start
         return chunk
 
     def close(self) -> None:
@@ -197,7 +200,7 @@ def stream(synth, text: str, prompt_audio=None, prompt_sample_rate: int | None =
            guidance: float | None = None, **sampling) -> SpeechStream:
     """See the module docstring. Inputs are checked (and an uncached prompt analysed) before
     this returns; the LLM starts at once, audio comes as the caller iterates."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     if n_candidates != 1:
         raise ValueError(f"streaming needs n_candidates=1 (got {n_candidates}): best-of-N ranks whole "
                          "candidates, which a stream cannot wait for; use synthesize() for search")
@@ -210,7 +213,7 @@ def stream(synth, text: str, prompt_audio=None, prompt_sample_rate: int | None =
     sentences, prompt, seed, prompt_ids = synth._begin(text, prompt_audio, prompt_sample_rate, prompt_text,
                                                        seed, sampling)
     lookahead = synth.vocoder.context_frames if vocoder_lookahead is None else vocoder_lookahead
-    out = SpeechStream(synth.sample_rate, sentences, t0)
+    out = SpeechStream(synth.sample_rate, sentences, t0, cpu0)
     producer = TokenProducer(_decode_sentences(synth.lm, sentences, prompt_ids, prompt.tokens, seed, sampling))
     out._gen = _run(synth, out, producer, flow_context(synth, prompt, flow_steps, guidance), seed,
                     chunk_tokens, first_chunk_tokens, lookahead)
