@@ -66,7 +66,7 @@ def make_tree(root: Path) -> None:
 TINY = ["--train_sets", "train-clean-100", "--tokenizer_conf", "conf/tokenizer_tiny.yaml",
         "--llm_conf", "conf/llm_tiny.yaml", "--flow_conf", "conf/flow_tiny.yaml",
         "--vocoder_conf", "conf/vocoder_tiny.yaml", "--llm_report_utts", "2", "--vocoder_report_utts", "2",
-        "--flow_report_utts", "2", "--speaker_steps", "10", "--n_candidates", "2", "--eval_per_speaker", "1",
+        "--flow_report_utts", "2", "--speaker_steps", "20", "--n_candidates", "2", "--eval_per_speaker", "1",
         "--nj", "1"]
 
 
