@@ -227,12 +227,11 @@ class OnnxFlow:
     def estimator(self, tok: torch.Tensor, cond: torch.Tensor, prompt_mask: torch.Tensor,
                   mask: torch.Tensor | None, kv=None, offset: int = 0):
         """Bind the conditions: -> ``(x_t, t, drop) -> v`` for flow.cfm, one graph call per evaluation."""
-        if kv is not None or offset:
-            raise NotImplementedError("cached (streaming) flow evaluation runs on the torch backend only")
+        if mask is not None or kv is not None or offset:
+            raise NotImplementedError("chunk-masked (streaming) flow runs on the torch backend only")
         total = cond.shape[-1]
         feeds = {"tokens": tok.numpy(), "cond": cond.float().numpy(),
-                 "prompt_mask": torch.nn.functional.pad(prompt_mask, (0, total - prompt_mask.shape[1])).numpy(),
-                 "mask": (mask if mask is not None else torch.ones(1, 1, total, total, dtype=torch.bool)).numpy()}
+                 "prompt_mask": torch.nn.functional.pad(prompt_mask, (0, total - prompt_mask.shape[1])).numpy()}
 
         def field(x: torch.Tensor, t: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
             # x: (B', C, T) with B' = r * B rows (CFG doubles them); t, drop: (B',)

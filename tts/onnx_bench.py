@@ -3,6 +3,8 @@
 Both backends load the same model directory in the same process with the same
 thread count and get identical inputs; each figure is the best of ``repeats``
 timed calls after one warm-up call. ``speedup`` = torch seconds / onnx seconds.
+End to end, every candidate is held at ``TOKENS_PER_CHAR`` speech tokens per text
+character (min = max length), so both backends do the same work whatever they sample.
 """
 
 from __future__ import annotations
@@ -15,15 +17,20 @@ import torch
 
 from tts.sampling import SamplingConfig, generate
 
+TOKENS_PER_CHAR = 1.7  # ~25 tokens/s of speech over ~15 characters/s of English
 
-def best_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: onnxruntime plans its memory on the first call
-    times = []
+
+def best_seconds(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Best wall time of each call; the calls alternate, so a busy machine slows them alike."""
+    for fn in calls.values():
+        fn()  # warm-up: onnxruntime plans its memory on the first call
+    best = dict.fromkeys(calls, float("inf"))
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for name, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
 
 
 def _component_calls(synth, prompt, tokens: list[int], mel: torch.Tensor, audio: np.ndarray) -> dict:
@@ -71,20 +78,23 @@ def bench(model_dir: str, text: str, prompt: str | None, prompt_text: str | None
                  "providers": synths["onnx"].lm.model.prefill.session.get_providers(), "components": {}}
     calls = {b: _component_calls(s, prompts["torch"], tokens, mel, audio) for b, s in synths.items()}
     for name in calls["torch"]:
-        t = {b: best_seconds(calls[b][name], repeats) for b in synths}
+        t = best_seconds({b: calls[b][name] for b in synths}, repeats)
         out["components"][name] = {"torch_s": round(t["torch"], 5), "onnx_s": round(t["onnx"], 5),
                                    "speedup": round(t["torch"] / t["onnx"], 2)}
-    out["end_to_end"] = []
+    out["end_to_end"], fixed = [], {"min_ratio": TOKENS_PER_CHAR, "max_ratio": TOKENS_PER_CHAR}
+    out["end_to_end_tokens_per_char"] = TOKENS_PER_CHAR
     for n in n_candidates:
-        row = {"n_candidates": n}
+        row, secs, audio_s = {"n_candidates": n}, dict.fromkeys(synths, 0.0), dict.fromkeys(synths, 0.0)
         for b, s in synths.items():
-            secs = audio_s = 0.0
-            s.synthesize(text, prompts[b], n_candidates=n, seed=0)  # warm-up
-            for i in range(repeats):
+            s.synthesize(text, prompts[b], n_candidates=n, seed=0, **fixed)  # warm-up
+        for i in range(repeats):
+            for b, s in synths.items():
                 t0 = time.perf_counter()
-                r = s.synthesize(text, prompts[b], n_candidates=n, seed=i)
-                secs, audio_s = secs + time.perf_counter() - t0, audio_s + r.duration
-            row[f"{b}_rtf"] = round(secs / audio_s, 5)
+                r = s.synthesize(text, prompts[b], n_candidates=n, seed=i, **fixed)
+                secs[b] += time.perf_counter() - t0
+                audio_s[b] += r.duration
+        for b in synths:
+            row[f"{b}_rtf"] = round(secs[b] / audio_s[b], 5)
         row["speedup"] = round(row["torch_rtf"] / row["onnx_rtf"], 2)
         out["end_to_end"].append(row)
     return out

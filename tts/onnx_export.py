@@ -31,7 +31,7 @@ from tts import onnx_graphs as g
 from tts.model_dir import COMPONENTS, check_model_dir
 
 ONNX_DIR, MANIFEST, REPORT = "onnx", "manifest.json", "report.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: flow_estimator without a mask input
 OPSET = 18
 GRAPHS = {  # graph -> the component folder it is traced from
     "tokenizer_encoder": "tokenizer", "tokenizer_ctc": "tokenizer", "llm_prefill": "llm",
@@ -77,10 +77,10 @@ def _specs(parts: dict) -> list[GraphSpec]:
         GraphSpec("flow_estimator", g.FlowEstimatorGraph(flow),
                   (torch.randn(2, c_mel, t), torch.rand(2), torch.tensor([1.0, 0.0]),
                    torch.randint(0, flow.config.vocab_size, (2, t)), torch.randn(2, c_mel, t),
-                   torch.arange(t).expand(2, t) < 9, torch.ones(2, 1, t, t, dtype=torch.bool)),
+                   torch.arange(t).expand(2, t) < 9),
                   ({0: batch, 2: frames}, {0: batch}, {0: batch}, {0: batch, 1: frames}, {0: batch, 2: frames},
-                   {0: batch, 1: frames}, {0: batch, 2: frames, 3: frames}),
-                  ["x", "t", "keep", "tokens", "cond", "prompt_mask", "mask"], ["v"]),
+                   {0: batch, 1: frames}),
+                  ["x", "t", "keep", "tokens", "cond", "prompt_mask"], ["v"]),
         GraphSpec("vocoder", g.VocoderGraph(voc), (torch.randn(2, voc.mel_config.n_mels, 19) - 4,),
                   ({0: batch, 2: frames},), ["mel"], ["wav"]),
         GraphSpec("speaker", g.SpeakerGraph(spk), (torch.randn(2, spk.mel_config.n_mels, 41) - 4,),

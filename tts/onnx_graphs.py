@@ -12,7 +12,7 @@ names to onnxruntime.
     llm_decode          input_ids (B, 1), past_keys/values (L, B, H, P, hd)
                         -> logits (B, V), present_keys/values (L, B, H, P + 1, hd)
     flow_estimator      x (B, C, T), t (B,), keep (B,), tokens (B, T), cond (B, C, T),
-                        prompt_mask (B, T), mask (B, 1, T, T) -> v (B, C, T)   (one ODE field call)
+                        prompt_mask (B, T) -> v (B, C, T)   (one ODE field call, full attention)
     vocoder             mel (B, C, T) -> wav (B, T * hop)
     speaker             mel (B, C, T) -> embedding (B, D)
 """
@@ -85,7 +85,11 @@ class LLMDecodeGraph(nn.Module):
 
 
 class FlowEstimatorGraph(nn.Module):
-    """FlowModel.estimator's field with its conditions as inputs; tokens come at the frame rate."""
+    """FlowModel.estimator's field with its conditions as inputs; tokens come at the frame rate.
+
+    Offline (full) attention only: an explicit (B, 1, T, T) mask input cost ~11% of every
+    call in onnxruntime (measured), and chunk masks serve streaming, which stays on torch.
+    """
 
     def __init__(self, flow):
         super().__init__()
@@ -93,28 +97,31 @@ class FlowEstimatorGraph(nn.Module):
             raise ValueError("flow models with speaker='external' are not exportable yet")
         self.flow = flow
 
-    def forward(self, x, t, keep, tokens, cond, prompt_mask, mask):
+    def forward(self, x, t, keep, tokens, cond, prompt_mask):
         # x: (B, C, T) noisy normalised mel, t: (B,), keep: (B,) 1 = conditional, 0 = dropped (CFG),
         # tokens: (B, T) ids per frame, cond: (B, C, T) normalised prompt mel (0 past the prompt),
-        # prompt_mask: (B, T) bool, mask: (B, 1, T, T) bool -> v (B, C, T)
+        # prompt_mask: (B, T) bool -> v (B, C, T)
         f, k = self.flow, keep.to(x.dtype)
         c = f.time_mlp(timestep_embedding(t, 256))
         spk = f.speaker_vector(cond, prompt_mask, None)
         if spk is not None:
             c = c + spk * k[:, None]
         c_tok = f.token_emb(tokens) * k[:, None, None]
-        return f.backbone(torch.cat([x, cond * k[:, None, None]], dim=1), c, mask, extra=c_tok)
+        return f.backbone(torch.cat([x, cond * k[:, None, None]], dim=1), c, None, extra=c_tok)
 
 
 class RealISTFT(nn.Module):
     """torch.istft(center=True, hann window) with real ops only: inverse rDFT matrices + overlap-add.
 
     ONNX has no inverse STFT and exporters handle complex tensors poorly, so the
-    vocoder graph uses this; it equals ``HeadSTFT.istft`` to float rounding.
+    vocoder graph uses this; it equals ``HeadSTFT.istft`` to float rounding. The
+    overlap-add is ``n_fft / hop`` shifted sums, so ``hop`` must divide ``n_fft``.
     """
 
     def __init__(self, n_fft: int, hop: int):
         super().__init__()
+        if n_fft % hop:
+            raise ValueError(f"the ONNX iSTFT needs hop ({hop}) to divide n_fft ({n_fft})")
         self.n_fft, self.hop = n_fft, hop
         n, k = torch.arange(n_fft, dtype=torch.float64), torch.arange(n_fft // 2 + 1, dtype=torch.float64)
         w = torch.full_like(k, 2.0)
@@ -125,15 +132,21 @@ class RealISTFT(nn.Module):
         window = torch.hann_window(n_fft, dtype=torch.float64)
         self.register_buffer("cos", (w[:, None] * torch.cos(ang) / n_fft * window).float(), persistent=False)
         self.register_buffer("sin", (-w[:, None] * torch.sin(ang) / n_fft * window).float(), persistent=False)
-        self.register_buffer("win_sq", (window ** 2).float().view(1, n_fft, 1), persistent=False)
-        self.register_buffer("eye", torch.eye(n_fft).view(n_fft, 1, n_fft), persistent=False)
+        self.register_buffer("win_sq", (window ** 2).float(), persistent=False)
+
+    def overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
+        # frames: (B, J, n_fft) -> (B, (J - 1) * hop + n_fft): frame j starts at sample j * hop
+        b, j, _ = frames.shape
+        r, hop = self.n_fft // self.hop, self.hop
+        parts = frames.reshape(b, j, r, hop)
+        return sum(F.pad(parts[:, :, k].reshape(b, j * hop), (k * hop, (r - 1 - k) * hop)) for k in range(r))
 
     def forward(self, mag: torch.Tensor, phase: torch.Tensor, length: int) -> torch.Tensor:
         # mag, phase: (B, bins, J) -> (B, length)
         re, im = mag * torch.cos(phase), mag * torch.sin(phase)
-        frames = (re.transpose(1, 2) @ self.cos + im.transpose(1, 2) @ self.sin).transpose(1, 2)  # (B, n_fft, J)
-        y = F.conv_transpose1d(frames, self.eye, stride=self.hop)[:, 0]  # overlap-add
-        env = F.conv_transpose1d(self.win_sq.expand(1, -1, frames.shape[2]), self.eye, stride=self.hop)[:, 0]
+        frames = re.transpose(1, 2) @ self.cos + im.transpose(1, 2) @ self.sin  # (B, J, n_fft), windowed
+        y = self.overlap_add(frames)
+        env = self.overlap_add(self.win_sq.expand(1, frames.shape[1], -1))  # (1, ...) window-square sum
         start = self.n_fft // 2
         return y[:, start:start + length] / env[:, start:start + length]
 
