@@ -186,3 +186,30 @@ def test_cli_synth_and_bench_stream(tiny_model_dir, prompt_wav, tmp_path, capsys
     assert [(r["chunk_tokens"], r["prompt_cached"]) for r in rep["runs"]] == [
         (3, True), (3, False), (5, True), (5, False)]
     assert all(r["first_audio_ms_median"] > 0 and r["rtf_median"] > 0 for r in rep["runs"])
+
+
+def test_cli_eval_stream_reports_clicks_and_latency(tiny_model_dir, prompt_wav, tmp_path, monkeypatch, capsys):
+    import json
+
+    from tts import evaluate
+    from tts.audio import save_audio
+    from tts.cli import main
+
+    wav = tmp_path / "p.wav"
+    save_audio(wav, prompt_wav, 16000)
+    meta = tmp_path / "meta.lst"
+    meta.write_text(f"u1|a voice|{wav}|Hi there.\nu2|a voice|{wav}|Good morning to you.\n")
+    seen = {}
+
+    def judges(cases, systems, progress=True):  # the real judges are tested in test_judges.py
+        seen.update(systems)
+        return {n: {"wer": 0.0, "sim": 1.0, "utterances": len(cases)} for n in ["ground_truth", *systems]}
+    monkeypatch.setattr(evaluate, "score_rows", judges)
+    assert main(["eval", "--model", str(tiny_model_dir), "--meta", str(meta), "--out", str(tmp_path / "ev"),
+                 "--stream", "--flow-steps", "2", "--chunk-tokens", "3", "--first-chunk-tokens", "2"]) == 0
+    capsys.readouterr()
+    rep = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert set(seen) == {"offline", "stream"}
+    assert all((tmp_path / "ev" / d / f"{u}.wav").is_file() for d in seen for u in ("u1", "u2"))
+    assert rep["stream"]["first_audio_ms_median"] > 0
+    assert rep["stream"]["click_ratio_at_stream_joins"] is not None

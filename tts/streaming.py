@@ -6,7 +6,9 @@
 * **Producer thread, not an interleaving generator**: torch releases the GIL inside its
   ops, so on two or more cores the LLM keeps decoding the next chunk while the flow and
   the vocoder work on this one; the bounded queue stops a fast LLM from running far
-  ahead. Tokens do not depend on timing (the sampler has its own seeded generator), so a
+  ahead. One exception: once the first chunk's tokens are out, the LLM waits until
+  that chunk is solved, so the first audio never shares a busy CPU with decoding
+  that can wait. Tokens do not depend on timing (the sampler has its own seeded generator), so a
   stream is as reproducible as ``synthesize``. ``close()`` on the stream (or leaving a
   ``with`` block, or dropping a half-read generator) stops and joins the thread; an
   exception in the thread is raised to the caller at the point it would have produced.
@@ -62,9 +64,9 @@ _END = object()
 class TokenProducer:
     """Run an iterator in a daemon thread; iterate over its items through a bounded queue."""
 
-    def __init__(self, items: Iterator, maxsize: int | None = None):
+    def __init__(self, items: Iterator, maxsize: int | None = None, stopped: threading.Event | None = None):
         self.queue: queue.Queue = queue.Queue(QUEUE_SIZE if maxsize is None else maxsize)
-        self.stopped = threading.Event()
+        self.stopped = stopped or threading.Event()
         self.thread = threading.Thread(target=self._run, args=(items,), name="voxlm-llm", daemon=True)
         self.thread.start()
 
@@ -180,14 +182,26 @@ def flow_context(synth, prompt, steps: int | None, guidance: float | None) -> Fl
 
 
 def _decode_sentences(lm, sentences: list[str], prompt_ids: list[int], prompt_tokens: list[int],
-                      seed: int, sampling: dict) -> Iterator[tuple[int, list[int] | Generation]]:
-    """(sentence, new tokens) per decoding step; (sentence, Generation) when it ends."""
+                      seed: int, sampling: dict, hold: tuple[int, threading.Event, threading.Event]
+                      ) -> Iterator[tuple[int, list[int] | Generation]]:
+    """(sentence, new tokens) per decoding step; (sentence, Generation) when it ends.
+
+    ``hold = (n, first_chunk_done, stopped)``: after the first ``n`` tokens, wait until the
+    consumer has solved the first chunk, so that on a busy CPU the first audio does not
+    share it with decoding that can wait."""
+    n_hold, first_done, stopped = hold
     for i, sentence in enumerate(sentences):
         cfg = SamplingConfig(**{**sampling, "num_candidates": 1, "seed": seed + i})
         steps = decode(lm, lm.frontend.encode_normalized(sentence), prompt_ids, prompt_tokens, cfg)
+        count = 0
         while True:
             try:
-                yield i, [tok for _, tok in next(steps)]
+                new = [tok for _, tok in next(steps)]
+                yield i, new
+                count += len(new)
+                if i == 0 and count == n_hold:
+                    while not first_done.wait(0.05) and not stopped.is_set():
+                        pass
             except StopIteration as done:
                 yield i, done.value
                 break
@@ -214,15 +228,18 @@ def stream(synth, text: str, prompt_audio=None, prompt_sample_rate: int | None =
                                                        seed, sampling)
     lookahead = synth.vocoder.context_frames if vocoder_lookahead is None else vocoder_lookahead
     out = SpeechStream(synth.sample_rate, sentences, t0, cpu0)
-    producer = TokenProducer(_decode_sentences(synth.lm, sentences, prompt_ids, prompt.tokens, seed, sampling))
+    first_done, stopped = threading.Event(), threading.Event()
+    hold = (first_chunk_tokens, first_done, stopped)
+    producer = TokenProducer(_decode_sentences(synth.lm, sentences, prompt_ids, prompt.tokens, seed, sampling, hold),
+                             stopped=stopped)
     out._gen = _run(synth, out, producer, flow_context(synth, prompt, flow_steps, guidance), seed,
-                    chunk_tokens, first_chunk_tokens, lookahead)
+                    chunk_tokens, first_chunk_tokens, lookahead, first_done)
     return out
 
 
 @torch.no_grad()
 def _run(synth, out: SpeechStream, producer: TokenProducer, ctx: FlowContext, seed: int,
-         chunk_tokens: int, first_tokens: int, lookahead: int) -> Iterator[np.ndarray]:
+         chunk_tokens: int, first_tokens: int, lookahead: int, first_done: threading.Event) -> Iterator[np.ndarray]:
     up = synth.flow.config.upsample
     edges, n = _Edges(synth.sample_rate), len(out.sentences)
     current, emitted, start, voc_done = -1, 0, 0, 0  # sentence; samples out; its first sample; vocoded
@@ -236,7 +253,10 @@ def _run(synth, out: SpeechStream, producer: TokenProducer, ctx: FlowContext, se
             ended = isinstance(item, Generation)
             if ended and not flow.tokens:
                 raise RuntimeError(f"the LLM produced no speech tokens for {out.sentences[i]!r}")
-            pieces = [voc.push(mel) for mel in (flow.finish() if ended else flow.push(item))]
+            mels = flow.finish() if ended else flow.push(item)
+            if mels or ended:
+                first_done.set()  # the LLM may go on (see _decode_sentences)
+            pieces = [voc.push(mel) for mel in mels]
             pieces += [voc.finish()] if ended else []
             for p in pieces:
                 if len(p) and voc_done:
@@ -249,6 +269,7 @@ def _run(synth, out: SpeechStream, producer: TokenProducer, ctx: FlowContext, se
                 emitted += len(audio)
                 yield audio
     finally:
+        first_done.set()
         producer.close()
 
 
