@@ -62,6 +62,20 @@ def test_parity_with_torch(report):
     assert p["vocoder"]["max_abs_err"] <= 1e-3 and p["speaker"]["max_abs_err"] <= 1e-3
 
 
+def test_llm_decode_step_continues_the_prefill_cache(onnx_dir):
+    """prefill(S) then decode(1) gives the logits of a full forward over S + 1 tokens; a
+    swapped or stale KV cache shows here even where greedy tokens of a weak model agree."""
+    t, o = (Synthesizer.from_pretrained(onnx_dir, backend=b).lm for b in ("torch", "onnx"))
+    torch.manual_seed(0)
+    for s in (3, 12):
+        ids = torch.randint(0, t.layout.vocab_size, (2, s + 1))
+        with torch.no_grad():
+            full = t.model(input_ids=ids).logits[:, -1]
+        cache = o.model(ids[:, :s]).cache
+        step = o.model(ids[:, s:], cache=cache).logits[:, -1]
+        assert torch.allclose(step, full, atol=1e-4), (step - full).abs().max()
+
+
 def test_real_istft_matches_torch_istft():
     torch.manual_seed(0)
     n_fft, hop, frames = 320, 80, 37

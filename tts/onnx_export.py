@@ -60,7 +60,8 @@ def _specs(parts: dict) -> list[GraphSpec]:
     hf = lm.model
     layers, heads = hf.config.num_hidden_layers, hf.config.num_key_value_heads
     head_dim = getattr(hf.config, "head_dim", None) or hf.config.hidden_size // hf.config.num_attention_heads
-    kv = torch.randn(layers, 2, heads, 7, head_dim)
+    kv = torch.randn(layers, 2, heads, 7, head_dim)  # keys; values get their own tensor (one object for
+    # both made the exporter swap past_keys and past_values in the decode graph: found on a trained LLM)
     c_mel, t = flow.n_mels, 23
     return [
         GraphSpec("tokenizer_encoder", g.TokenizerEncoderGraph(tok.model),
@@ -71,7 +72,7 @@ def _specs(parts: dict) -> list[GraphSpec]:
                   ({0: batch, 1: tokens}, {0: batch}), ["ids", "lengths"], ["logits"]),
         GraphSpec("llm_prefill", g.LLMPrefillGraph(hf), (torch.randint(0, lm.layout.vocab_size, (2, 7)),),
                   ({0: batch, 1: seq},), ["input_ids"], ["logits", "present_keys", "present_values"]),
-        GraphSpec("llm_decode", g.LLMDecodeGraph(hf), (torch.randint(0, lm.layout.vocab_size, (2, 1)), kv, kv),
+        GraphSpec("llm_decode", g.LLMDecodeGraph(hf), (torch.randint(0, lm.layout.vocab_size, (2, 1)), kv, torch.randn_like(kv)),
                   ({0: batch}, {1: batch, 3: past}, {1: batch, 3: past}),
                   ["input_ids", "past_keys", "past_values"], ["logits", "present_keys", "present_values"]),
         GraphSpec("flow_estimator", g.FlowEstimatorGraph(flow),
