@@ -136,21 +136,28 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm decoder block; both norms modulated by the conditioning vector (adaLN-Zero)."""
+    """Pre-norm decoder block; both norms modulated by the conditioning vector (adaLN-Zero).
 
-    def __init__(self, dim: int, heads: int, mlp: LlamaConfig, eps: float = 1e-6):
+    ``conditioned=False`` (the flow's token encoder): plain pre-norm with learned gains, no ``c``.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp: LlamaConfig, eps: float = 1e-6, conditioned: bool = True):
         super().__init__()
-        self.norm1 = nn.RMSNorm(dim, eps=eps, elementwise_affine=False)
+        self.norm1 = nn.RMSNorm(dim, eps=eps, elementwise_affine=not conditioned)
         self.attn = Attention(dim, heads)
-        self.norm2 = nn.RMSNorm(dim, eps=eps, elementwise_affine=False)
+        self.norm2 = nn.RMSNorm(dim, eps=eps, elementwise_affine=not conditioned)
         self.mlp = LlamaMLP(mlp)
-        self.ada = nn.Linear(dim, 6 * dim)
-        nn.init.zeros_(self.ada.weight)
-        nn.init.zeros_(self.ada.bias)
+        self.ada = nn.Linear(dim, 6 * dim) if conditioned else None
+        if conditioned:
+            nn.init.zeros_(self.ada.weight)
+            nn.init.zeros_(self.ada.bias)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None, rope: tuple[torch.Tensor, torch.Tensor],
                 mask: torch.Tensor | None, kv: KVSlot | None = None) -> torch.Tensor:
-        # x: (B, T, D), c: (B, D) -> (B, T, D)
+        # x: (B, T, D), c: (B, D) or None when unconditioned -> (B, T, D)
+        if self.ada is None:
+            x = x + self.attn(self.norm1(x), rope, mask, kv)
+            return x + self.mlp(self.norm2(x))
         mod = kv.mod if kv is not None and kv.mod is not None else self.ada(F.silu(c))
         if kv is not None:
             kv.mod = mod
@@ -160,10 +167,15 @@ class Block(nn.Module):
 
 
 class Backbone(nn.Module):
-    """(B, in_dim, T) features + (B, D) condition -> (B, out_dim, T) velocity."""
+    """(B, in_dim, T) features + (B, D) condition -> (B, out_dim, T) velocity.
+
+    ``conditioned=False`` builds the same stack without any conditioning vector (``c=None``):
+    the flow's token encoder.
+    """
 
     def __init__(self, in_dim: int, out_dim: int, dim: int, layers: int, heads: int,
-                 mlp_ratio: float = 2.75, rope_theta: float = 10000.0, max_positions: int = 8192):
+                 mlp_ratio: float = 2.75, rope_theta: float = 10000.0, max_positions: int = 8192,
+                 conditioned: bool = True):
         super().__init__()
         llama = LlamaConfig(
             hidden_size=dim, intermediate_size=int(dim * mlp_ratio), num_attention_heads=heads,
@@ -173,15 +185,16 @@ class Backbone(nn.Module):
         self.dim = dim
         self.in_proj = nn.Linear(in_dim, dim)
         self.rope = LlamaRotaryEmbedding(llama)
-        self.blocks = nn.ModuleList(Block(dim, heads, llama) for _ in range(layers))
-        self.norm = nn.RMSNorm(dim, eps=1e-6, elementwise_affine=False)
-        self.final_ada = nn.Linear(dim, 2 * dim)
+        self.blocks = nn.ModuleList(Block(dim, heads, llama, conditioned=conditioned) for _ in range(layers))
+        self.norm = nn.RMSNorm(dim, eps=1e-6, elementwise_affine=not conditioned)
+        self.final_ada = nn.Linear(dim, 2 * dim) if conditioned else None
         self.out_proj = nn.Linear(dim, out_dim)
         for layer in (self.final_ada, self.out_proj):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None,
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None, mask: torch.Tensor | None,
                 extra: torch.Tensor | None = None, kv: list[KVSlot] | None = None,
                 offset: int = 0) -> torch.Tensor:
         # x: (B, in_dim, T), c: (B, D), mask: (B, 1, T, T) bool, extra: (B, T, D) added after in_proj
@@ -193,5 +206,7 @@ class Backbone(nn.Module):
         rope = self.rope(h, pos)
         for i, block in enumerate(self.blocks):
             h = block(h, c, rope, mask, kv[i] if kv is not None else None)
-        shift, scale = self.final_ada(F.silu(c)).chunk(2, dim=-1)
-        return self.out_proj(modulate(self.norm(h), shift, scale)).transpose(1, 2)  # (B, out_dim, T)
+        h = self.norm(h)
+        if self.final_ada is not None:
+            h = modulate(h, *self.final_ada(F.silu(c)).chunk(2, dim=-1))
+        return self.out_proj(h).transpose(1, 2)  # (B, out_dim, T)

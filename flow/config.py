@@ -21,6 +21,11 @@ class FlowConfig:
     layers: int = 6
     heads: int = 4
     mlp_ratio: float = 2.75
+    # token encoder (Matcha-TTS / CosyVoice): ``encoder_layers`` unconditioned blocks over the
+    # frame-rate token embeddings predict a mel prior ``mu`` (trained by regression, weight
+    # ``prior_weight``) that joins the estimator's conditions; 0 = embeddings only
+    encoder_layers: int = 0
+    prior_weight: float = 1.0
     # speaker vector added to the time conditioning: "none"; "prompt" = learned
     # attention-pooling of the prompt mel (inside VoxLM); "external" = a given
     # embedding of size speaker_dim from a VoxLM speaker encoder (never a judge's)
@@ -57,6 +62,8 @@ class FlowConfig:
             raise ValueError("speaker='external' needs speaker_dim > 0")
         if self.vocab_size < 1 or self.dim % self.heads or (self.dim // self.heads) % 2:
             raise ValueError("need vocab_size >= 1 and dim divisible by heads into an even head size")
+        if self.encoder_layers < 0 or self.prior_weight < 0:
+            raise ValueError("encoder_layers and prior_weight must be >= 0")
         if any(c <= 0 for c in self.chunk_sizes) or not 0 <= self.chunk_prob <= 1:
             raise ValueError("chunk_sizes must be positive and chunk_prob in [0, 1]")
         if not 0 <= self.prompt_min <= self.prompt_max < 1:

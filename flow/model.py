@@ -1,10 +1,14 @@
 """Speech tokens -> mel by conditional flow matching, with an in-context prompt.
 
 Conditioning (CosyVoice-style): token embeddings repeated from the token rate to
-the mel frame rate; the prompt's mel as an in-context condition (its frames are
-visible, the target region is zero and masked); a speaker vector added to the
-time conditioning. The prompt's tokens and mel come first in the sequence, the
-target follows, and only the target is generated and returned.
+the mel frame rate; with ``encoder_layers > 0`` a small transformer over them
+predicts a mel prior ``mu`` (Matcha-TTS: an L2 regression to the target mel, the
+part of the mapping that is learned fastest), projected back and added to the
+embeddings; the prompt's mel as an in-context condition (its frames are visible,
+the target region is zero and masked); a speaker vector added to the time
+conditioning. The prompt's tokens and mel come first in the sequence, the target
+follows, and only the target is generated and returned. The encoder uses the
+same attention mask as the estimator (full, or the streaming chunk mask).
 
     model = FlowModel.from_pretrained("exp/flow/model")
     mel = model.generate(tokens, prompt_tokens, prompt_mel, steps=10)   # (n_mels, 2 * len(tokens))
@@ -75,6 +79,11 @@ class FlowModel(nn.Module):
             self.speaker = nn.Linear(config.speaker_dim, dim)
         self.backbone = Backbone(2 * n_mels, n_mels, dim, config.layers, config.heads,
                                  config.mlp_ratio, max_positions=config.max_frames)
+        self.encoder = self.mu_proj = None
+        if config.encoder_layers:
+            self.encoder = Backbone(dim, n_mels, dim, config.encoder_layers, config.heads, config.mlp_ratio,
+                                    max_positions=config.max_frames, conditioned=False)
+            self.mu_proj = nn.Linear(n_mels, dim)
         # per-bin log-mel statistics; the trainer sets them from the training data
         self.register_buffer("mel_mean", torch.zeros(n_mels))
         self.register_buffer("mel_std", torch.ones(n_mels))
@@ -90,12 +99,22 @@ class FlowModel(nn.Module):
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.mel_std.view(-1, 1) + self.mel_mean.view(-1, 1)
 
+    def frame_ids(self, tokens: torch.Tensor, frames: int) -> torch.Tensor:
+        """(B, N) ids -> (B, frames) ids: each repeated to the frame rate, then cut or edge-padded."""
+        ids = tokens.repeat_interleave(self.config.upsample, dim=1)[:, :frames]
+        return torch.cat([ids, ids[:, -1:].expand(-1, frames - ids.shape[1])], dim=1)
+
+    def features(self, ids: torch.Tensor, mask: torch.Tensor | None = None):
+        """(B, T) frame ids [+ (B, 1, T, T) mask] -> (token features (B, T, D), prior mu (B, C, T) or None)."""
+        h = self.token_emb(ids)
+        if self.encoder is None:
+            return h, None
+        mu = self.encoder(h.transpose(1, 2), None, mask)  # normalised-mel space
+        return h + self.mu_proj(mu.transpose(1, 2)), mu
+
     def token_features(self, tokens: torch.Tensor, frames: int) -> torch.Tensor:
-        """(B, N) ids -> (B, frames, D): embeddings repeated to the frame rate, then cut or edge-padded."""
-        h = self.token_emb(tokens).repeat_interleave(self.config.upsample, dim=1)
-        if h.shape[1] >= frames:
-            return h[:, :frames]
-        return F.pad(h.transpose(1, 2), (0, frames - h.shape[1]), mode="replicate").transpose(1, 2)
+        """(B, N) ids -> (B, frames, D) features under full attention."""
+        return self.features(self.frame_ids(tokens, frames))[0]
 
     def speaker_vector(self, cond: torch.Tensor, prompt_mask: torch.Tensor,
                        spk: torch.Tensor | None) -> torch.Tensor | None:
@@ -146,8 +165,14 @@ class FlowModel(nn.Module):
         if torch.rand(1, generator=generator).item() < cfg.chunk_prob:
             chunk = cfg.chunk_sizes[int(torch.randint(len(cfg.chunk_sizes), (1,), generator=generator))]
         mask = attention_mask(mel_lens, t, chunk)
-        field = self.estimator(self.token_features(tokens, t), cond, self.speaker_vector(cond, prompt, spk), mask)
-        return cfm_loss(field, x1, valid & ~prompt, cfg.cfm, generator)
+        tok, mu = self.features(self.frame_ids(tokens, t), mask)
+        field = self.estimator(tok, cond, self.speaker_vector(cond, prompt, spk), mask)
+        loss = cfm_loss(field, x1, valid & ~prompt, cfg.cfm, generator)
+        if mu is None:
+            return loss
+        m = valid.unsqueeze(1).to(mu.dtype)
+        prior = (((mu.float() - x1.float()) ** 2) * m).sum() / (m.sum() * mu.shape[1]).clamp(min=1.0)
+        return loss + cfg.prior_weight * prior
 
     # ---- inference ---------------------------------------------------------------------------
     def _check_tokens(self, tokens: torch.Tensor, what: str) -> torch.Tensor:
@@ -168,21 +193,21 @@ class FlowModel(nn.Module):
             raise FlowInputError(f"prompt + target is {total} frames, over max_frames={self.config.max_frames}")
 
     def prepare(self, tokens, prompt_tokens=None, prompt_mel=None, spk=None):
-        """Check inputs; -> (token features (1, T, D), cond (1, C, T), speaker vector, prompt frames)."""
+        """Check inputs; -> (frame ids (1, T), cond (1, C, T), speaker vector, prompt frames)."""
         tokens = self._check_tokens(tokens, "tokens")
-        tok, cond, spk_vec, tp = self.prepare_prompt(prompt_tokens, prompt_mel, spk)
+        ids, cond, spk_vec, tp = self.prepare_prompt(prompt_tokens, prompt_mel, spk)
         target = tokens.numel() * self.config.upsample
         self.check_total_frames(tp + target)
-        return torch.cat([tok, self.token_features(tokens[None], target)], 1), F.pad(cond, (0, target)), spk_vec, tp
+        return torch.cat([ids, self.frame_ids(tokens[None], target)], 1), F.pad(cond, (0, target)), spk_vec, tp
 
     def prepare_prompt(self, prompt_tokens=None, prompt_mel=None, spk=None):
-        """Check the prompt; -> (token features (1, Tp, D), cond (1, C, Tp), speaker vector, Tp)."""
+        """Check the prompt; -> (frame ids (1, Tp), cond (1, C, Tp), speaker vector, Tp)."""
         cfg = self.config
         if (prompt_tokens is None) != (prompt_mel is None):
             raise FlowInputError("give both prompt_tokens and prompt_mel, or neither")
         dev = self.mel_mean.device
         if prompt_mel is None:
-            tp, p_mel, tok = 0, torch.zeros(self.n_mels, 0, device=dev), torch.zeros(1, 0, cfg.dim, device=dev)
+            tp, p_mel, ids = 0, torch.zeros(self.n_mels, 0, device=dev), torch.zeros(1, 0, dtype=torch.long, device=dev)
         else:
             prompt_tokens = self._check_tokens(prompt_tokens, "prompt_tokens")
             p_mel = torch.as_tensor(prompt_mel, dtype=torch.float32, device=dev)
@@ -197,17 +222,17 @@ class FlowModel(nn.Module):
             if abs(prompt_tokens.numel() * cfg.upsample - tp) > 2 * cfg.upsample:
                 raise FlowInputError(f"prompt_tokens ({prompt_tokens.numel()}) do not match prompt_mel "
                                      f"({tp} frames at {cfg.upsample} frames per token)")
-            tok = self.token_features(prompt_tokens[None], tp)
+            ids = self.frame_ids(prompt_tokens[None], tp)
         cond = self.normalize(p_mel).unsqueeze(0)
         prompt = torch.ones(1, tp, dtype=torch.bool, device=dev)
         if spk is not None:
             spk = torch.as_tensor(spk, dtype=torch.float32, device=dev).view(1, -1)
             if cfg.speaker == "external" and spk.shape[1] != cfg.speaker_dim:
                 raise FlowInputError(f"speaker embedding has size {spk.shape[1]}, expected {cfg.speaker_dim}")
-        return tok, cond, self.speaker_vector(cond, prompt, spk), tp
+        return ids, cond, self.speaker_vector(cond, prompt, spk), tp
 
-    def _run(self, tok, cond, spk_vec, noise, mask, steps, solver, schedule, guidance) -> torch.Tensor:
-        field = self.estimator(tok, cond, spk_vec, mask)
+    def _run(self, ids, cond, spk_vec, noise, mask, steps, solver, schedule, guidance) -> torch.Tensor:
+        field = self.estimator(self.features(ids, mask)[0], cond, spk_vec, mask)
         return solve(field, noise, steps, solver, schedule, guidance, self.config.cfm.sway)
 
     def _options(self, steps, solver, schedule, guidance):
@@ -229,13 +254,13 @@ class FlowModel(nn.Module):
         What :meth:`stream` yields piece by piece. Deterministic for a given ``seed``.
         """
         opts = self._options(steps, solver, schedule, guidance)
-        tok, cond, spk_vec, tp = self.prepare(tokens, prompt_tokens, prompt_mel, spk)
+        ids, cond, spk_vec, tp = self.prepare(tokens, prompt_tokens, prompt_mel, spk)
         total = cond.shape[-1]
         noise = initial_noise(tp, total - tp, seed, self.n_mels).to(cond.device)
         mask = None
         if chunk:
             mask = block_mask(stream_blocks(tp, total, chunk, first_chunk), cond.device)[None, None]
-        x = self._run(tok, cond, spk_vec, noise, mask, *opts)
+        x = self._run(ids, cond, spk_vec, noise, mask, *opts)
         return self.denormalize(x[0, :, tp:])
 
     @torch.no_grad()

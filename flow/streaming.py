@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from flow.backbone import KVSlot
+from flow.backbone import KVSlot, block_mask, stream_blocks
 from flow.cfm import solve
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class FlowContext:
     """The prompt block solved once: reuse it for every stream of the same speaker and options."""
 
     prompt_frames: int
+    prompt_ids: torch.Tensor  # (1, Tp) the prompt's frame-rate token ids (the token encoder's context)
     spk: torch.Tensor | None  # the speaker vector the model conditions on
     options: tuple  # (steps, solver, schedule, guidance)
     kv: list[list[KVSlot]]  # per field evaluation, one slot per backbone block
@@ -81,13 +82,13 @@ def prompt_context(model: FlowModel, prompt_tokens=None, prompt_mel=None, spk=No
                    guidance: float | None = None) -> FlowContext:
     """Solve the prompt block; -> a context that :class:`FlowStream` starts from (never modified)."""
     options = model._options(steps, solver, schedule, guidance)
-    tok, cond, spk_vec, tp = model.prepare_prompt(prompt_tokens, prompt_mel, spk)
+    ids, cond, spk_vec, tp = model.prepare_prompt(prompt_tokens, prompt_mel, spk)
     evals = options[0] * (2 if options[1] == "midpoint" else 1)
     kv = [[KVSlot() for _ in model.backbone.blocks] for _ in range(evals)]
     if tp:
         x0 = initial_noise(tp, 0, 0, model.n_mels).to(cond.device)
-        _solve_block(model, tok, cond, spk_vec, x0, kv, 0, options)
-    return FlowContext(tp, spk_vec, options, kv)
+        _solve_block(model, model.features(ids)[0], cond, spk_vec, x0, kv, 0, options)
+    return FlowContext(tp, ids, spk_vec, options, kv)
 
 
 class FlowStream:
@@ -100,7 +101,7 @@ class FlowStream:
                  seed: int = 0):
         if chunk < 1 or (first_chunk is not None and first_chunk < 1):
             raise ValueError(f"chunk sizes must be positive, got chunk={chunk}, first_chunk={first_chunk}")
-        self.model, self.ctx, self.chunk = model, context, chunk
+        self.model, self.ctx, self.chunk, self.first_chunk = model, context, chunk, first_chunk
         self.kv = [[s.copy() for s in slots] for slots in context.kv]  # the context stays as it is
         self.noise = NoiseSource(seed, model.n_mels)
         self.tokens: list[int] = []
@@ -128,9 +129,27 @@ class FlowStream:
     def _solve(self, end: int) -> torch.Tensor:
         m, start = self.model, self.done
         dev = m.mel_mean.device
-        tok = m.token_features(torch.tensor(self.tokens, device=dev)[None], self.frames)[:, start:end]
+        tok = self._features(start, end)
         cond = torch.zeros(1, m.n_mels, end - start, device=dev)
         x0 = self.noise.take(end)[None, :, start:].to(dev)
         x = _solve_block(m, tok, cond, self.ctx.spk, x0, self.kv, self.ctx.prompt_frames + start, self.ctx.options)
         self.done = end
         return m.denormalize(x[0])
+
+    def _features(self, start: int, end: int) -> torch.Tensor:
+        """(1, end - start, D) token features of target frames [start, end).
+
+        Without a token encoder they are the embeddings of those frames' ids; with one, the
+        encoder reruns over the prompt and target so far under the blocks' mask (a block
+        sees itself and the past), so earlier frames' features never change. Its cost is
+        one encoder pass per chunk, small beside the chunk's ODE evaluations.
+        """
+        m, tp = self.model, self.ctx.prompt_frames
+        dev = m.mel_mean.device
+        ids = m.frame_ids(torch.tensor(self.tokens, device=dev)[None], self.frames)[:, :end]
+        if m.encoder is None:
+            return m.features(ids[:, start:])[0]
+        ids = torch.cat([self.ctx.prompt_ids.to(dev), ids], dim=1)
+        mask = block_mask(stream_blocks(tp, tp + end, self.chunk, self.first_chunk), dev)[None, None]
+        return m.features(ids, mask)[0][:, tp + start:]
+

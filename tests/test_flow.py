@@ -61,8 +61,9 @@ def test_chunk_mask_shape_and_causality():
     assert torch.equal(am[0, 0], chunk_mask(5, 2))
 
 
-def test_chunked_generation_is_causal_and_streams():
-    model = tiny()
+@pytest.mark.parametrize("encoder_layers", [0, 2])
+def test_chunked_generation_is_causal_and_streams(encoder_layers):
+    model = tiny(encoder_layers=encoder_layers)
     g = torch.Generator().manual_seed(1)
     tokens = torch.randint(0, 32, (30,), generator=g)
     p_tok, p_mel = torch.randint(0, 32, (10,), generator=g), torch.randn(80, 20, generator=g)
@@ -78,6 +79,35 @@ def test_chunked_generation_is_causal_and_streams():
     pieces = list(model.stream(tokens, p_tok, p_mel, chunk=10, steps=3))
     assert [p.shape[1] for p in pieces] == [10] * 6
     assert torch.allclose(torch.cat(pieces, 1), a, atol=1e-4)
+    odd = list(model.stream(tokens[:27], p_tok, p_mel, chunk=10, first_chunk=4, steps=3))  # short first, last
+    assert [p.shape[1] for p in odd] == [4, 10, 10, 10, 10, 10]
+    ref = model.generate(tokens[:27], p_tok, p_mel, chunk=10, first_chunk=4, steps=3)
+    assert torch.allclose(torch.cat(odd, 1), ref, atol=1e-4)
+
+
+def test_token_encoder_prior():
+    model = tiny(encoder_layers=1)
+    assert tiny().encoder is None and model.encoder is not None
+    ids = (torch.arange(40) % 32)[None]
+    feats, mu = model.features(ids)
+    assert feats.shape == (1, 40, 32) and mu.shape == (1, 80, 40)
+    changed = ids.clone()
+    changed[0, 30] = (changed[0, 30] + 1) % 32
+    assert not torch.allclose(model.features(changed)[1][..., :30], mu[..., :30])  # full attention: context
+    mask = chunk_mask(40, 10)[None, None]
+    a, b = model.features(ids, mask)[1], model.features(changed, mask)[1]
+    assert torch.allclose(a[..., :30], b[..., :30], atol=1e-6)  # chunk mask: never the future
+    # the prior loss joins the CFM loss: it falls when mu is pulled onto the target
+    mel, lens = torch.randn(1, 80, 40) * 2 - 5, torch.tensor([40])
+    opt = torch.optim.Adam(model.encoder.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(60):
+        loss = model(ids[:, ::2], mel, lens, generator=torch.Generator().manual_seed(0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses[::10]
 
 
 # ---- flow matching maths ---------------------------------------------------------------------
@@ -108,8 +138,8 @@ def test_cfg_scale_zero_is_the_conditional_path():
     model = tiny()
     tokens = torch.arange(20) % 32
     a = model.generate(tokens, steps=4, guidance=0.0, seed=3)
-    tok, cond, spk, tp = model.prepare(tokens)
-    field = model.estimator(tok, cond, spk, attention_mask(torch.tensor([40]), 40, None))
+    ids, cond, spk, tp = model.prepare(tokens)
+    field = model.estimator(model.features(ids)[0], cond, spk, attention_mask(torch.tensor([40]), 40, None))
     x = initial_noise(0, 40, 3, 80)  # the flow's noise: frame by frame from the seed
     ts = time_grid(4, model.config.cfm.schedule)
     with torch.no_grad():

@@ -7,7 +7,7 @@ backend's own code; only the networks run on onnxruntime:
 
     SpeechTokenizer(OnnxTokenizerModel)  tokens(), logits_from_tokens(): tokenizer_encoder/_ctc
     OnnxLM.model                         an HF-like causal LM with an explicit KV cache: llm_prefill/_decode
-    OnnxFlow.generate()                  the ODE loop in Python, one flow_estimator call per field evaluation
+    OnnxFlow.generate()                  flow_tokens once, then the ODE loop in Python, one flow_estimator call per field evaluation
     OnnxVocoder(mel)                     vocoder
     OnnxSpeaker.embed()                  speaker
 
@@ -186,9 +186,9 @@ class OnnxLM:
 class OnnxFlow:
     """FlowModel's own inference code (borrowed below, not copied) around the flow_estimator graph.
 
-    The torch model turns tokens into embeddings and the prompt into a speaker vector
-    before the ODE; here those weights live in the graph, so this class hands it the
-    frame-rate token ids and the prompt mask instead, and the graph does the rest.
+    The torch model turns tokens into features and the prompt into a speaker vector
+    before the ODE; here the features come from the flow_tokens graph (once per
+    utterance), and the estimator graph pools the prompt itself from the prompt mask.
     """
 
     generate = FlowModel.generate  # checks, noise, masks, flow.cfm.solve, denormalisation
@@ -200,7 +200,8 @@ class OnnxFlow:
     normalize = FlowModel.normalize
     denormalize = FlowModel.denormalize
 
-    def __init__(self, path: Path, estimator: OrtGraph):
+    def __init__(self, path: Path, tokens: OrtGraph, estimator: OrtGraph):
+        self.tokens_graph = tokens
         self.config = FlowConfig.from_dict(json.loads((path / "config.json").read_text()))
         if self.config.speaker == "external":
             raise OnnxDirError(f"{path}: flow models with speaker='external' have no ONNX export")
@@ -209,10 +210,13 @@ class OnnxFlow:
             self.mel_mean = torch.from_numpy(f.get_tensor("mel_mean"))
             self.mel_std = torch.from_numpy(f.get_tensor("mel_std"))
 
-    def token_features(self, tokens: torch.Tensor, frames: int) -> torch.Tensor:
-        """(B, N) ids -> (B, frames) ids: FlowModel.token_features' repeat, cut and edge padding, on ids."""
-        ids = tokens.repeat_interleave(self.config.upsample, dim=1)[:, :frames]
-        return torch.cat([ids, ids[:, -1:].expand(-1, frames - ids.shape[1])], dim=1)
+    frame_ids = FlowModel.frame_ids
+
+    def features(self, ids: torch.Tensor, mask=None) -> tuple[torch.Tensor, None]:
+        """(B, T) frame ids -> (token features (B, T, D), None) from the flow_tokens graph."""
+        if mask is not None:
+            raise NotImplementedError("chunk-masked (streaming) flow runs on the torch backend only")
+        return torch.from_numpy(self.tokens_graph(ids=ids.numpy())[0]), None
 
     def speaker_vector(self, cond: torch.Tensor, prompt_mask: torch.Tensor, spk) -> torch.Tensor:
         return prompt_mask  # (B, Tp) bool: the graph pools the prompt into the speaker vector itself
@@ -230,7 +234,7 @@ class OnnxFlow:
         if mask is not None or kv is not None or offset:
             raise NotImplementedError("chunk-masked (streaming) flow runs on the torch backend only")
         total = cond.shape[-1]
-        feeds = {"tokens": tok.numpy(), "cond": cond.float().numpy(),
+        feeds = {"feats": tok.float().numpy(), "cond": cond.float().numpy(),
                  "prompt_mask": torch.nn.functional.pad(prompt_mask, (0, total - prompt_mask.shape[1])).numpy()}
 
         def field(x: torch.Tensor, t: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
@@ -297,7 +301,7 @@ def load_onnx_components(root: str | Path) -> dict:
     normalize = json.loads((root / "tokenizer" / "config.json").read_text()).get("normalize", "rms")
     return {"tokenizer": SpeechTokenizer(tok_model, normalize=normalize),
             "llm": OnnxLM(root / "llm", graphs["llm_prefill"], graphs["llm_decode"]),
-            "flow": OnnxFlow(root / "flow", graphs["flow_estimator"]),
+            "flow": OnnxFlow(root / "flow", graphs["flow_tokens"], graphs["flow_estimator"]),
             "vocoder": OnnxVocoder(root / "vocoder", graphs["vocoder"]),
             "speaker": OnnxSpeaker(root / "speaker", graphs["speaker"])}
 

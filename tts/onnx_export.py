@@ -2,7 +2,7 @@
 
     DIR/onnx/
       tokenizer_encoder.onnx  tokenizer_ctc.onnx  llm_prefill.onnx  llm_decode.onnx
-      flow_estimator.onnx     vocoder.onnx        speaker.onnx
+      flow_tokens.onnx  flow_estimator.onnx  vocoder.onnx  speaker.onnx
       manifest.json   the sha256 of every file of the component folders each graph was traced
                       from: a stale export (weights or configs changed since) is refused at load
       report.json     file sizes, opset, export seconds, parity against torch eager
@@ -31,11 +31,11 @@ from tts import onnx_graphs as g
 from tts.model_dir import COMPONENTS, check_model_dir
 
 ONNX_DIR, MANIFEST, REPORT = "onnx", "manifest.json", "report.json"
-MANIFEST_VERSION = 2  # 2: flow_estimator without a mask input
+MANIFEST_VERSION = 3  # 2: flow_estimator without a mask input; 3: flow_tokens (token encoder) graph
 OPSET = 18
 GRAPHS = {  # graph -> the component folder it is traced from
     "tokenizer_encoder": "tokenizer", "tokenizer_ctc": "tokenizer", "llm_prefill": "llm",
-    "llm_decode": "llm", "flow_estimator": "flow", "vocoder": "vocoder", "speaker": "speaker",
+    "llm_decode": "llm", "flow_tokens": "flow", "flow_estimator": "flow", "vocoder": "vocoder", "speaker": "speaker",
 }
 
 
@@ -50,7 +50,7 @@ class GraphSpec:
 
 
 def _specs(parts: dict) -> list[GraphSpec]:
-    """The seven graphs with example inputs and dynamic axes, from loaded torch components."""
+    """The eight graphs with example inputs and dynamic axes, from loaded torch components."""
     batch = Dim("batch", min=1, max=1024)
     tok, lm, flow, voc, spk = (parts[c] for c in ("tokenizer", "llm", "flow", "vocoder", "speaker"))
     n_mels = tok.config.n_mels
@@ -75,13 +75,15 @@ def _specs(parts: dict) -> list[GraphSpec]:
         GraphSpec("llm_decode", g.LLMDecodeGraph(hf), (torch.randint(0, lm.layout.vocab_size, (2, 1)), kv, torch.randn_like(kv)),
                   ({0: batch}, {1: batch, 3: past}, {1: batch, 3: past}),
                   ["input_ids", "past_keys", "past_values"], ["logits", "present_keys", "present_values"]),
+        GraphSpec("flow_tokens", g.FlowTokensGraph(flow), (torch.randint(0, flow.config.vocab_size, (2, t)),),
+                  ({0: batch, 1: frames},), ["ids"], ["feats"]),
         GraphSpec("flow_estimator", g.FlowEstimatorGraph(flow),
                   (torch.randn(2, c_mel, t), torch.rand(2), torch.tensor([1.0, 0.0]),
-                   torch.randint(0, flow.config.vocab_size, (2, t)), torch.randn(2, c_mel, t),
+                   torch.randn(2, t, flow.config.dim), torch.randn(2, c_mel, t),
                    torch.arange(t).expand(2, t) < 9),
                   ({0: batch, 2: frames}, {0: batch}, {0: batch}, {0: batch, 1: frames}, {0: batch, 2: frames},
                    {0: batch, 1: frames}),
-                  ["x", "t", "keep", "tokens", "cond", "prompt_mask"], ["v"]),
+                  ["x", "t", "keep", "feats", "cond", "prompt_mask"], ["v"]),
         GraphSpec("vocoder", g.VocoderGraph(voc), (torch.randn(2, voc.mel_config.n_mels, 19) - 4,),
                   ({0: batch, 2: frames},), ["mel"], ["wav"]),
         GraphSpec("speaker", g.SpeakerGraph(spk), (torch.randn(2, spk.mel_config.n_mels, 41) - 4,),

@@ -11,7 +11,9 @@ names to onnxruntime.
     llm_prefill         input_ids (B, S) -> logits (B, V), present_keys/values (L, B, H, S, hd)
     llm_decode          input_ids (B, 1), past_keys/values (L, B, H, P, hd)
                         -> logits (B, V), present_keys/values (L, B, H, P + 1, hd)
-    flow_estimator      x (B, C, T), t (B,), keep (B,), tokens (B, T), cond (B, C, T),
+    flow_tokens         ids (B, T) frame-rate token ids -> feats (B, T, D)   (embedding + token
+                        encoder, full attention: once per utterance)
+    flow_estimator      x (B, C, T), t (B,), keep (B,), feats (B, T, D), cond (B, C, T),
                         prompt_mask (B, T) -> v (B, C, T)   (one ODE field call, full attention)
     vocoder             mel (B, C, T) -> wav (B, T * hop)
     speaker             mel (B, C, T) -> embedding (B, D)
@@ -84,8 +86,20 @@ class LLMDecodeGraph(nn.Module):
         return _run_llm(self.hf, input_ids, list(zip(past_keys.unbind(0), past_values.unbind(0), strict=True)))
 
 
+class FlowTokensGraph(nn.Module):
+    """FlowModel.features under full attention: frame-rate ids -> token features (run once, not per step)."""
+
+    def __init__(self, flow):
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, ids):
+        # ids: (B, T) token ids at the frame rate -> feats (B, T, D)
+        return self.flow.features(ids)[0]
+
+
 class FlowEstimatorGraph(nn.Module):
-    """FlowModel.estimator's field with its conditions as inputs; tokens come at the frame rate.
+    """FlowModel.estimator's field with its conditions as inputs; token features from flow_tokens.
 
     Offline (full) attention only: an explicit (B, 1, T, T) mask input cost ~11% of every
     call in onnxruntime (measured), and chunk masks serve streaming, which stays on torch.
@@ -97,16 +111,16 @@ class FlowEstimatorGraph(nn.Module):
             raise ValueError("flow models with speaker='external' are not exportable yet")
         self.flow = flow
 
-    def forward(self, x, t, keep, tokens, cond, prompt_mask):
+    def forward(self, x, t, keep, feats, cond, prompt_mask):
         # x: (B, C, T) noisy normalised mel, t: (B,), keep: (B,) 1 = conditional, 0 = dropped (CFG),
-        # tokens: (B, T) ids per frame, cond: (B, C, T) normalised prompt mel (0 past the prompt),
+        # feats: (B, T, D) token features, cond: (B, C, T) normalised prompt mel (0 past the prompt),
         # prompt_mask: (B, T) bool -> v (B, C, T)
         f, k = self.flow, keep.to(x.dtype)
         c = f.time_mlp(timestep_embedding(t, 256))
         spk = f.speaker_vector(cond, prompt_mask, None)
         if spk is not None:
             c = c + spk * k[:, None]
-        c_tok = f.token_emb(tokens) * k[:, None, None]
+        c_tok = feats * k[:, None, None]
         return f.backbone(torch.cat([x, cond * k[:, None, None]], dim=1), c, None, extra=c_tok)
 
 
