@@ -71,3 +71,19 @@ def test_tokenizer_roundtrip_and_save(tmp_path):
     unified = CharTokenizer().unified(10)
     assert unified.get_vocab_size() == len(CharTokenizer()) + 10
     assert unified.token_to_id("<|s_0|>") == len(CharTokenizer())
+
+
+def test_phone_units_lexicon_spelling_and_save(tmp_path):
+    fe = Frontend(FrontendConfig(units="phones"))
+    assert fe.symbols("hello, world.") == ["HH", "AH", "L", "OW", ",", "_", "W", "ER", "L", "D", "."]
+    assert fe.symbols("zzyzx go!") == ["z", "z", "y", "z", "x", "_", "G", "OW", "!"]  # not in CMUdict: spelled
+    (ids,) = fe.encode("Hello, 2 worlds!")
+    assert fe.tokenizer.decode(ids) == "HH AH L OW , _ T UW _ W ER L D Z !"
+    assert fe.tokenizer.vocab["<unk>"] not in ids and min(ids) >= len(fe.tokenizer.specials)
+    fe.save_pretrained(tmp_path)
+    again = Frontend.from_pretrained(tmp_path)
+    assert again.cfg.units == "phones" and again.encode("Hello, 2 worlds!") == [ids]
+    # the saved unified vocabulary encodes a unit string the same way (stock tokenizers tooling)
+    assert fe.tokenizer.unified(10).encode(fe.tokenizer.decode(ids)).ids == ids
+    with pytest.raises(ValueError, match="units"):
+        FrontendConfig(units="bpe")

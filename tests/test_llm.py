@@ -127,7 +127,8 @@ def _fake_data(d: Path, utts: dict[str, tuple[str, list[int]]]) -> None:
     write_table(d / "utt2spk", {u: u.split("-")[0] for u in utts})
 
 
-def test_overfit_two_utterances_greedy_reproduces(tmp_path):
+@pytest.mark.parametrize("units", ["chars", "phones"])
+def test_overfit_two_utterances_greedy_reproduces(tmp_path, units):
     utts = {
         "a-1": ("Dr. Smith paid $5.", [3, 3, 7, 1, 9, 9, 12, 4, 4, 4, 30, 2, 8, 15, 15, 6]),
         "a-2": ("Hello, 2 worlds!", [20, 21, 22, 5, 5, 5, 0, 11, 11, 13, 27, 27, 19, 31]),
@@ -135,8 +136,10 @@ def test_overfit_two_utterances_greedy_reproduces(tmp_path):
     _fake_data(tmp_path / "train", utts)
     cfg = load_config(CONF / "llm_tiny.yaml")
     cfg.trainer.max_steps, cfg.trainer.val_every = 120, 1000
+    cfg.llm.frontend.units = units
     lm = train(cfg, tmp_path / "train", None, tmp_path / "exp", enable_model_summary=False)
     lm = SpeechLM.from_pretrained(tmp_path / "exp" / "model")
+    assert lm.frontend.cfg.units == units
     for text, speech in utts.values():
         ids = lm.frontend.encode(text)[0]
         gen = generate(lm, ids, cfg=SamplingConfig(greedy=True, num_candidates=2))

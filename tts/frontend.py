@@ -8,11 +8,19 @@ breaks become ``,`` and each sentence ends in ``.``, ``?`` or ``!``.
     >>> normalize_for_tts("Dr. Smith paid $5.50, on May 3rd, 1984!")
     'doctor smith paid five dollars fifty cents, on may third, nineteen eighty four!'
 
-The text tokenizer is character level (a HF ``tokenizers`` WordLevel model over
-single characters), so it needs no training and never meets an unseen word.
-Its vocabulary is the first part of the LLM's unified vocabulary: specials,
-then characters; ``tts.llm`` appends the speech tokens after it and saves the
-whole thing as ``tokenizer.json`` next to the model weights.
+The text units are characters (``units: chars``, a HF ``tokenizers`` WordLevel
+model over single characters) or phones (``units: phones``): stressless ARPAbet
+from CMUdict (:mod:`tts.g2p`), ``_`` between words, punctuation kept, and words
+CMUdict lacks spelled in letters. Neither needs training or meets an unseen
+word; phones spare a small LLM on a small corpus from learning English
+spelling (the toy recipe uses them). The vocabulary is the first part of the
+LLM's unified vocabulary: specials, then the units; ``tts.llm`` appends the
+speech tokens after it and saves the whole thing as ``tokenizer.json`` next to
+the model weights (for phones its pre-tokenizer splits on spaces, so stock
+tooling encodes unit strings such as ``"HH AH L OW _ W ER L D ."``).
+
+    >>> Frontend(FrontendConfig(units="phones")).symbols("hello, world.")
+    ['HH', 'AH', 'L', 'OW', ',', '_', 'W', 'ER', 'L', 'D', '.']
 """
 
 from __future__ import annotations
@@ -24,12 +32,16 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
+from tts.g2p import ARPABET, word_phones
 from tts.text_norm import ABBREVIATIONS, DOTTED, normalize_text
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPEECH_START, SPEECH_END = "<|speech_start|>", "<|speech_end|>"
 SPECIALS = [PAD, UNK, BOS, EOS, SPEECH_START, SPEECH_END]
 CHARS = " abcdefghijklmnopqrstuvwxyz',.?!"
+WORD_BREAK, PUNCT, LETTERS = "_", list(",.?!"), list("abcdefghijklmnopqrstuvwxyz")
+PHONE_UNITS = [WORD_BREAK, *PUNCT, *ARPABET, *LETTERS]  # letters spell words CMUdict lacks
+UNITS = ("chars", "phones")
 FRONTEND_FILE = "frontend.json"
 
 
@@ -41,6 +53,11 @@ class TextError(ValueError):
 class FrontendConfig:
     max_chars: int = 200  # longest chunk (normalised chars) handed to the LLM at once
     punctuation: bool = True  # keep clause/sentence marks as tokens
+    units: str = "chars"  # text units the LLM reads: "chars" or "phones" (CMUdict, see above)
+
+    def __post_init__(self):
+        if self.units not in UNITS:
+            raise ValueError(f"frontend units must be one of {UNITS}, got {self.units!r}")
 
 
 # Sentence ends: ., ! or ? (plus closing quotes/brackets), whitespace, then a capital/digit/quote.
@@ -110,16 +127,21 @@ def _chunk(text: str, max_chars: int) -> list[str]:
 
 
 class CharTokenizer:
-    """Specials + characters, as a HF ``tokenizers`` WordLevel model over single chars."""
+    """Specials + text units, as a HF ``tokenizers`` WordLevel model.
 
-    def __init__(self, chars: str = CHARS, specials: list[str] | None = None):
+    ``chars`` a string: single characters (split character by character); a list:
+    multi-character units such as phones (split on spaces).
+    """
+
+    def __init__(self, chars: str | list[str] = CHARS, specials: list[str] | None = None):
         self.chars, self.specials = chars, list(specials or SPECIALS)
         vocab = {tok: i for i, tok in enumerate(self.specials)}
         for c in chars:
             vocab.setdefault(c, len(vocab))
         self.vocab = vocab
         self.tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
-        self.tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+        self.tokenizer.pre_tokenizer = (pre_tokenizers.Split(Regex("."), behavior="isolated")
+                                        if isinstance(chars, str) else pre_tokenizers.WhitespaceSplit())
         self.tokenizer.decoder = decoders.Fuse()
         self.tokenizer.add_special_tokens(self.specials)
 
@@ -129,11 +151,21 @@ class CharTokenizer:
     def token_id(self, token: str) -> int:
         return self.vocab[token]
 
+    @property
+    def word_break_id(self) -> int:
+        """The unit between words: a space, or ``_`` among phones."""
+        return self.vocab[" " if " " in self.vocab else WORD_BREAK]
+
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
+    def encode_units(self, units: list[str]) -> list[int]:
+        unk = self.vocab[UNK]
+        return [self.vocab.get(u, unk) for u in units]
+
     def decode(self, ids: list[int]) -> str:
-        return "".join(self.tokenizer.id_to_token(i) or UNK for i in ids if i >= len(self.specials))
+        sep = "" if isinstance(self.chars, str) else " "
+        return sep.join(self.tokenizer.id_to_token(i) or UNK for i in ids if i >= len(self.specials))
 
     def unified(self, speech_vocab_size: int) -> Tokenizer:
         """The LLM's whole vocabulary: this one plus ``<|s_0|>..`` speech tokens after it."""
@@ -147,7 +179,7 @@ class Frontend:
 
     def __init__(self, cfg: FrontendConfig | None = None, tokenizer: CharTokenizer | None = None):
         self.cfg = cfg or FrontendConfig()
-        self.tokenizer = tokenizer or CharTokenizer()
+        self.tokenizer = tokenizer or CharTokenizer(CHARS if self.cfg.units == "chars" else PHONE_UNITS)
 
     def normalize(self, text: str) -> list[str]:
         """Written text -> speakable chunks, each at most ``cfg.max_chars`` long.
@@ -166,13 +198,29 @@ class Frontend:
             raise TextError(f"nothing speakable in text {text[:60]!r}")
         return chunks
 
+    def symbols(self, text: str) -> list[str]:
+        """Normalised text -> its units: characters, or phones with ``_`` between words."""
+        if self.cfg.units == "chars":
+            return list(text)
+        out: list[str] = []
+        for item in re.findall(r"[a-z']+|[,.?!]", text):
+            if item in PUNCT:
+                out.append(item)
+                continue
+            if out:
+                out.append(WORD_BREAK)
+            out += word_phones(item) or [c for c in item if c.isalpha()]
+        return out
+
     def encode(self, text: str) -> list[list[int]]:
         """Text -> one id list per chunk."""
-        return [self.tokenizer.encode(c) for c in self.normalize(text)]
+        return [self.encode_normalized(c) for c in self.normalize(text)]
 
     def encode_normalized(self, text: str) -> list[int]:
         """Ids of text already normalised (one chunk, no splitting), e.g. a training transcript."""
-        return self.tokenizer.encode(text)
+        if self.cfg.units == "chars":
+            return self.tokenizer.encode(text)
+        return self.tokenizer.encode_units(self.symbols(text))
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
@@ -187,6 +235,7 @@ class Frontend:
             raise FileNotFoundError(f"no {FRONTEND_FILE} in {path}")
         try:
             meta = json.loads(file.read_text())
-            return cls(FrontendConfig(**meta["config"]), CharTokenizer(meta["chars"], meta["specials"]))
+            cfg = FrontendConfig(**meta["config"])
+            return cls(cfg, CharTokenizer(meta["chars"], meta["specials"]))
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"corrupt {file}: {e}") from e

@@ -1,6 +1,6 @@
 """The text-to-speech-token LLM: a stock ``transformers`` causal LM with one unified vocabulary.
 
-Vocabulary (ids in this order): the frontend's specials and characters
+Vocabulary (ids in this order): the frontend's specials and text units (characters or phones)
 (``<pad> <unk> <bos> <eos> <|speech_start|> <|speech_end|>`` then ``" a..z',.?!"``),
 then speech token ``k`` at id ``speech_offset + k``.
 
@@ -113,7 +113,7 @@ class Layout:
 def make_layout(frontend: Frontend, speech_vocab_size: int) -> Layout:
     tok = frontend.tokenizer
     return Layout(len(tok), speech_vocab_size, tok.token_id(PAD), tok.token_id(BOS),
-                  tok.token_id(SPEECH_START), tok.token_id(SPEECH_END), tok.token_id(" "))
+                  tok.token_id(SPEECH_START), tok.token_id(SPEECH_END), tok.word_break_id)
 
 
 def build_hf_model(cfg: LLMConfig, layout: Layout) -> PreTrainedModel:

@@ -65,7 +65,7 @@ def report(lm: SpeechLM, tokenizer, data_dir: str | Path, sampling: SamplingConf
         gen_time += time.perf_counter() - t0
         tokens = gen.tokens[0]
         gen_tokens += len(tokens)
-        ref = lm.frontend.tokenizer.decode(p.text_ids)
+        ref = p.text
         hyp = tokenizer.transcribe_tokens(tokens) if tokens else ""
         real = tokenizer.transcribe_tokens(p.speech)
         rows.append({"utt": p.utt, "prompt": prompt.utt if prompt else "", "tf_acc": acc,

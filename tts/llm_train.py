@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -85,22 +86,25 @@ class Pair:
     spk: str
     text_ids: list[int]
     speech: list[int]
+    text: str = ""  # the normalised transcript (what the report scores against)
 
 
-def synthetic_tokens(text: str, speech_vocab_size: int) -> list[int]:
-    """Stand-in speech tokens made from normalised text alone (an alignment warm-up).
+def synthetic_tokens(units: Sequence[str], speech_vocab_size: int) -> list[int]:
+    """Stand-in speech tokens made from the text's units alone (an alignment warm-up).
 
-    Each character becomes 1-3 tokens (vowels longer), punctuation a 4-token pause.
-    A model trained on them learns to read text monotonically at ~2 tokens/char,
-    before any real speech tokens exist; ``llm.init_from`` then starts from it.
+    Each unit (a character or a phone, see ``Frontend.symbols``) becomes 1-3 tokens
+    (vowels longer), punctuation a 4-token pause. A model trained on them learns to
+    read its text monotonically at ~2 tokens per unit, before any real speech tokens
+    exist; ``llm.init_from`` then starts from it.
     """
     pause, out = speech_vocab_size - 1, []
-    for c in text:
-        if c in ",.?!":
+    for u in units:
+        if u in ",.?!":
             out += [pause] * 4
             continue
-        dur = 1 + (ord(c) % 3 == 0) + (c in "aeiou")
-        out += [(ord(c) * 37 + j * 101) % pause for j in range(dur)]
+        code = sum(ord(ch) * 257 ** i for i, ch in enumerate(u))  # ord(u) for a character
+        dur = 1 + (code % 3 == 0) + (u[0].lower() in "aeiou")
+        out += [(code * 37 + j * 101) % pause for j in range(dur)]
     return out
 
 
@@ -120,8 +124,8 @@ def load_pairs(data_dir: str | Path, frontend: Frontend, max_positions: int,
             norm = " ".join(frontend.normalize(texts[utt]))
         except TextError:
             continue
-        speech = tokens[utt] if synthetic_vocab is None else synthetic_tokens(norm, synthetic_vocab)
-        pair = Pair(utt, utt2spk.get(utt, utt), frontend.encode_normalized(norm), speech)
+        speech = tokens[utt] if synthetic_vocab is None else synthetic_tokens(frontend.symbols(norm), synthetic_vocab)
+        pair = Pair(utt, utt2spk.get(utt, utt), frontend.encode_normalized(norm), speech, norm)
         if pair.speech and len(pair.text_ids) + len(pair.speech) + 3 <= max_positions:
             pairs.append(pair)
     if not pairs:
