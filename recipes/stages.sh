@@ -8,6 +8,7 @@
 #   tokenizer_conf llm_conf llm_align_conf flow_conf vocoder_conf
 #   llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker
 #   onnx_export (optional, default true: stage 6 also writes $exp/model/onnx, `voxlm export onnx`)
+#   parallel (optional, default false): independent stages side by side, see run_stages
 # Each stage leaves a .done sentinel (run_once): a rerun skips it; a killed stage reruns and its
 # commands resume (trainers from their last atomic checkpoint with the same data order,
 # extraction from its parts).
@@ -81,9 +82,12 @@ stage5() {
     --max-utts "$vocoder_report_utts" --out "$exp/vocoder/report.json"
 }
 # stage 6: VoxLM's own speaker verifier, then one self-contained model directory
-stage6() {
+stage6_speaker() {
   OMP_WAIT_POLICY=PASSIVE launch -m tts.speaker_train --train "$data/train" --dev "$data/test" \
     --exp "$exp/speaker" --max-steps "$speaker_steps" "${train_opts[@]}"
+}
+stage6() {
+  run_once "$exp/speaker/.done" stage6_speaker
   py -m tts.model_dir --tokenizer "$exp/tokenizer/model" --llm "$exp/llm/model" --flow "$exp/flow/model" \
     --vocoder "$exp/vocoder/model" --speaker "$exp/speaker/model" --out "$exp/model" \
     --mel-preset "$mel_preset" \
@@ -96,12 +100,47 @@ stage7() {
     --n-candidates "$n_candidates" --out "$exp/eval"
 }
 
+# Background stages (parallel=true): _bg NAME CMD... runs CMD with its output in $exp/logs/NAME.log;
+# _wait_bg waits for all of them and fails when one failed.
+_voxlm_bg_pids=()
+_bg() {
+  if [ "${#_voxlm_bg_pids[@]}" = 0 ]; then  # the recipe stops (error, Ctrl-C): so do its background stages
+    trap 'kill "${_voxlm_bg_pids[@]}" 2>/dev/null || true' EXIT
+  fi
+  mkdir -p "$exp/logs"
+  log "$1 runs in the background, log: $exp/logs/$1.log"
+  "${@:2}" > "$exp/logs/$1.log" 2>&1 &
+  _voxlm_bg_pids+=("$!")
+}
+_wait_bg() {
+  local pid failed=0
+  for pid in "${_voxlm_bg_pids[@]}"; do wait "$pid" || failed=1; done
+  _voxlm_bg_pids=()
+  if [ "$failed" = 1 ]; then log "a background stage failed: see $exp/logs/"; return 1; fi
+}
+_stage5_and_speaker() {  # what needs only the data: the vocoder and the speaker verifier
+  if stage_enabled 5; then run_once "$exp/vocoder/.stage5.done" stage5; fi
+  if stage_enabled 6; then run_once "$exp/speaker/.done" stage6_speaker; fi
+}
+
+# With parallel=true, stages that do not depend on each other train side by side, one
+# process each (what a 2-core machine does best: small models scale poorly over threads):
+#   background: stage 5 (vocoder) then the speaker verifier of stage 6   (need only data)
+#   foreground: stage 1 -> stage 2 -> stage 3 (LLM), with stage 4's training in the background
+#   then, all joined: stage 4's report (it vocodes with the trained vocoder), stages 6 and 7.
 run_stages() {
   _voxlm_train_opts
+  if [ "${parallel:-false}" = true ] && [ -n "${launcher:-}" ]; then
+    log "parallel=true is ignored under a launcher ($launcher): stages run one by one"
+    parallel=false
+  fi
   if stage_enabled 0; then
     log "stage 0: $stage0_desc -> $data/{train,dev,test}"
     run_once "$data/.stage0.done" stage0
     if declare -F stage0_summary >/dev/null; then stage0_summary; fi
+  fi
+  if [ "${parallel:-false}" = true ] && { stage_enabled 5 || stage_enabled 6; }; then
+    _bg stage5_speaker _stage5_and_speaker
   fi
   if stage_enabled 1; then
     log "stage 1: tokenizer (ASR encoder + FSQ inside, CTC) on $data/train -> $exp/tokenizer/model"
@@ -111,19 +150,31 @@ run_stages() {
     log "stage 2: speech tokens -> $data/{train,dev,test}/tokens; scores -> $exp/tokenizer/report.json"
     run_once "$exp/tokenizer/.stage2.done" stage2
   fi
+  if stage_enabled 4 && [ "${parallel:-false}" = true ]; then
+    log "stage 4: flow matching -> $exp/flow"
+    _bg stage4 run_once "$exp/flow/.stage4.done" stage4
+  fi
   if stage_enabled 3; then
     log "stage 3: llm -> $exp/llm/{model,report.json}"
     run_once "$exp/llm/.stage3.done" stage3
   fi
-  if stage_enabled 4; then
-    log "stage 4: flow matching -> $exp/flow"
-    run_once "$exp/flow/.stage4.done" stage4
+  if [ "${parallel:-false}" = true ]; then
+    _wait_bg
+  fi
+  if [ "${parallel:-false}" != true ]; then
+    if stage_enabled 4; then
+      log "stage 4: flow matching -> $exp/flow"
+      run_once "$exp/flow/.stage4.done" stage4
+    fi
+    if stage_enabled 5; then
+      log "stage 5: vocoder -> $exp/vocoder/{model,report.json}"
+      run_once "$exp/vocoder/.stage5.done" stage5
+    fi
+  fi
+  if stage_enabled 4; then  # after stage 5: the report vocodes with the trained vocoder when there is one
+    log "stage 4: flow report -> $exp/flow/report"
     run_once "$exp/flow/report/.done" stage4_report
     cat "$exp/flow/report/report.md"
-  fi
-  if stage_enabled 5; then
-    log "stage 5: vocoder -> $exp/vocoder/{model,report.json}"
-    run_once "$exp/vocoder/.stage5.done" stage5
   fi
   if stage_enabled 6; then
     log "stage 6: speaker verifier -> $exp/speaker; package -> $exp/model"

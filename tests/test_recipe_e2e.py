@@ -40,6 +40,8 @@ def test_recipe_stages_0_to_7(tmp_path):
         assert (data / split / "tokens").is_file()  # stage 2
     for part in ("tokenizer", "llm", "flow", "vocoder", "speaker"):
         assert (exp / "model" / part / "model.safetensors").is_file()  # stage 6 packaged it
+    for name in ("stage5_speaker", "stage4"):  # parallel=true (the default): side by side, logged apart
+        assert (exp / "logs" / f"{name}.log").is_file()
     report = json.loads((exp / "eval" / "report.json").read_text())
     assert set(report) == {"ground_truth", "voxlm"}
     assert report["voxlm"]["utterances"] == report["ground_truth"]["utterances"] > 0

@@ -33,8 +33,9 @@ num_nodes=1         # nodes; > 1 needs --launcher
 launcher=""         # e.g. "srun": starts every rank of trainers and extraction
 mel_preset=16k      # the shared mel definition (tts/mel.py) the configs use
 onnx_export=true    # stage 6 also exports every network to $exp/model/onnx (voxlm export onnx)
+parallel=true       # independent stages side by side, one process each (recipes/stages.sh, run_stages)
 recipe_options="stage stop_stage nj train_hours dev_per_spk test_per_spk data exp tokenizer_conf llm_conf llm_align_conf flow_conf vocoder_conf
-  llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker ngpu num_nodes launcher onnx_export"
+  llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker ngpu num_nodes launcher onnx_export parallel"
 . ../../recipes/parse_options.sh
 
 stage0_desc="toy corpus"
