@@ -97,7 +97,7 @@ stage6() {
 # stage 7: zero-shot clones of the held-out test speakers, judged (WER, SIM, RTF)
 stage7() {
   py -m tts.cli eval --model "$exp/model" --data "$data/test" --per-speaker "$eval_per_speaker" \
-    --n-candidates "$n_candidates" --out "$exp/eval"
+    --n-candidates "1,$n_candidates" --out "$exp/eval"
 }
 
 # Background stages (parallel=true): _bg NAME CMD... runs CMD with its output in $exp/logs/NAME.log;
@@ -187,7 +187,7 @@ run_stages() {
   if stage_enabled 7; then
     log "stage 7: synthesize + evaluate -> $exp/eval"
     run_once "$exp/eval/.stage7.done" stage7
-    cat "$exp/eval/table.md"
+    cat "$exp/eval/summary.md"
   fi
   log "done (stages $stage..$stop_stage)"
 }

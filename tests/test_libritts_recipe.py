@@ -114,8 +114,8 @@ def test_libritts_recipe_stages_0_to_7(tmp_path):
     for part in ("tokenizer", "llm", "flow", "vocoder", "speaker"):
         assert (exp / "model" / part / "model.safetensors").is_file()  # stage 6
     assert json.loads((exp / "model" / "voxlm.json").read_text())["sample_rate"] == SR
-    report = json.loads((exp / "eval" / "report.json").read_text())
-    assert report["voxlm"]["utterances"] == report["ground_truth"]["utterances"] > 0
+    report = json.loads((exp / "eval" / "summary.json").read_text())
+    assert report["voxlm_n2"]["utterances"] == report["ground_truth"]["utterances"] > 0
     again = run(tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stderr.count("skip:") >= 8

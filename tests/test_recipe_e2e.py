@@ -42,10 +42,14 @@ def test_recipe_stages_0_to_7(tmp_path):
         assert (exp / "model" / part / "model.safetensors").is_file()  # stage 6 packaged it
     for name in ("stage5_speaker", "stage4"):  # parallel=true (the default): side by side, logged apart
         assert (exp / "logs" / f"{name}.log").is_file()
-    report = json.loads((exp / "eval" / "report.json").read_text())
-    assert set(report) == {"ground_truth", "voxlm"}
-    assert report["voxlm"]["utterances"] == report["ground_truth"]["utterances"] > 0
+    report = json.loads((exp / "eval" / "summary.json").read_text())
+    assert set(report) == {"ground_truth", "voxlm_n1", "voxlm_n2"}  # N=1 and N=--n_candidates
+    assert report["voxlm_n2"]["utterances"] == report["ground_truth"]["utterances"] > 0
     assert 0.0 <= report["ground_truth"]["wer"] <= 1.0
+    utts = [json.loads(line) for line in (exp / "eval" / "utts.jsonl").read_text().splitlines()]
+    assert {u["system"] for u in utts} == set(report)
+    assert all(len(u["candidates"]) == 2 for u in utts if u["system"] == "voxlm_n2")
+    assert list((exp / "eval" / "png").glob("*.png"))
     # every stage left its sentinel: a rerun skips them all
     again = run(tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]

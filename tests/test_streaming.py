@@ -208,7 +208,7 @@ def test_cli_eval_stream_reports_clicks_and_latency(tiny_model_dir, prompt_wav, 
     assert main(["eval", "--model", str(tiny_model_dir), "--meta", str(meta), "--out", str(tmp_path / "ev"),
                  "--stream", "--flow-steps", "2", "--chunk-tokens", "3", "--first-chunk-tokens", "2"]) == 0
     capsys.readouterr()
-    rep = json.loads((tmp_path / "ev" / "report.json").read_text())
+    rep = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert set(seen) == {"offline", "stream"}
     assert all((tmp_path / "ev" / d / f"{u}.wav").is_file() for d in seen for u in ("u1", "u2"))
     assert rep["stream"]["first_audio_ms_median"] > 0

@@ -8,6 +8,7 @@ audio that no model should see: empty, silent, NaN/inf or absurdly long.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import librosa
@@ -151,6 +152,9 @@ def load_audio(
 
 
 def save_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
-    """Write float32 mono as 16-bit PCM wav (clipped to [-1, 1])."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16")
+    """Write float32 mono as 16-bit PCM wav (clipped to [-1, 1]); atomically: never a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    sf.write(str(tmp), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)

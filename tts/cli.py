@@ -43,11 +43,26 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_synthesis_options(p: argparse.ArgumentParser) -> None:
+def _widths(text: str) -> list[int]:
+    """'1,8' or '1' -> [1, 8]: the best-of-N widths to evaluate."""
+    try:
+        widths = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected widths like 1,8, got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be positive integers, got {text!r}")
+    return widths
+
+
+def _add_synthesis_options(p: argparse.ArgumentParser, widths: bool = False) -> None:
     p.add_argument("--model", required=True, help="VoxLM model directory")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="onnx: every network on onnxruntime (after `voxlm export onnx`)")
-    p.add_argument("--n-candidates", type=int, default=1, help="best-of-N search width")
+    if widths:  # eval: one system row per width
+        p.add_argument("--n-candidates", type=_widths, default=[1],
+                       help="best-of-N widths, comma-separated (e.g. 1,8): one row each")
+    else:
+        p.add_argument("--n-candidates", type=int, default=1, help="best-of-N search width")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--flow-steps", type=int, default=None, help="ODE steps (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
@@ -66,7 +81,14 @@ def _synthesis_kwargs(args: argparse.Namespace) -> dict:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    """Speak --text in the voice of --prompt; write --out."""
+    """Speak --text in the voice of --prompt and write --out; or every line of --meta into --out-dir."""
+    single, batch = (args.text, args.prompt, args.out), (args.meta, args.out_dir)
+    if (any(batch) and (not all(batch) or any(single) or args.stream)) or (not any(batch) and not all(single)):
+        print("voxlm synth: error: give --text, --prompt and --out, or --meta and --out-dir (no --stream)",
+              file=sys.stderr)
+        return 2
+    if any(batch):
+        return synth_batch(args)
     if args.stream:  # written as it is synthesized; reports the time to the first audio
         from tts.stream_cli import synth_stream
         return synth_stream(args, _synthesis_kwargs(args))
@@ -85,14 +107,50 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    """Zero-shot clones of a test list (or of a data dir's speakers), scored by the judges."""
+def synth_batch(args: argparse.Namespace) -> int:
+    """``--meta`` (seed-tts-eval list) -> ``--out-dir/<utt>.wav``; a bad line is reported and skipped."""
     from pathlib import Path
 
     from tqdm import tqdm
 
     from tts.audio import save_audio
-    from tts.evaluate import format_table, make_meta, read_meta, save_report, score_rows, write_meta
+    from tts.errors import USER_ERRORS
+    from tts.evaluate import read_meta
+    from tts.synthesizer import Synthesizer
+
+    cases = read_meta(args.meta)
+    synth = Synthesizer.from_pretrained(args.model, backend=args.backend)
+    prompts, failed = {}, []
+    for c in tqdm(cases, desc="synthesize"):
+        try:
+            key = (c.prompt_wav, c.prompt_text)
+            if key not in prompts:  # one analysis per voice
+                prompts[key] = synth.prepare_prompt(c.prompt_wav, None, c.prompt_text or None)
+            r = synth.synthesize(c.target_text, prompts[key], **_synthesis_kwargs(args))
+        except USER_ERRORS as err:
+            failed.append(c.utt)
+            print(f"voxlm synth: {c.utt}: error: {err}", file=sys.stderr)
+            continue
+        save_audio(Path(args.out_dir) / f"{c.utt}.wav", r.audio, r.sample_rate)
+    print(json.dumps({"out_dir": args.out_dir, "written": len(cases) - len(failed), "failed": failed}))
+    return 2 if failed else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Zero-shot clones of a test list (or of a data dir's speakers) at each best-of-N width, judged."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from tts.audio import save_audio
+    from tts.evaluate import (
+        make_meta,
+        plot_spectrograms,
+        read_meta,
+        save_report,
+        score_rows,
+        write_meta,
+    )
     from tts.synthesizer import Synthesizer
 
     out = Path(args.out)
@@ -101,27 +159,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         cases = make_meta(args.data, per_speaker=args.per_speaker)
         write_meta(out / "meta.lst", cases)
+    widths = args.n_candidates
     if args.stream:  # offline and streamed side by side: WER, SIM, clicks at the joins
         from tts.stream_cli import eval_stream
-        return eval_stream(args, cases, _synthesis_kwargs(args))
+        return eval_stream(args, cases, {**_synthesis_kwargs(args), "n_candidates": 1})
     synth = Synthesizer.from_pretrained(args.model, backend=args.backend)
-    wav_dir = out / "wavs"
-    audio_s = compute_s = 0.0
-    for c in tqdm(cases, desc="synthesize"):
-        path = wav_dir / f"{c.utt}.wav"
-        if path.is_file():  # resumable: finished outputs are kept
-            continue
-        r = synth.synthesize(c.target_text, c.prompt_wav, prompt_text=c.prompt_text, **_synthesis_kwargs(args))
-        save_audio(path, r.audio, r.sample_rate)
-        audio_s += r.duration
-        compute_s += r.timings["total_s"]
-    rows = score_rows(cases, {"voxlm": wav_dir})
-    if audio_s:
-        rows["voxlm"]["rtf"] = compute_s / audio_s
-    save_report(out / "report.json", rows)
-    table = format_table(rows)
-    (out / "table.md").write_text(table + "\n")
-    print(table)
+    systems, timing, choices = {}, {}, {}
+    for n in widths:
+        name, wav_dir = f"voxlm_n{n}", out / f"wavs_n{n}"
+        systems[name], audio_s, compute_s = wav_dir, 0.0, 0.0
+        for c in tqdm(cases, desc=f"synthesize N={n}"):
+            path = wav_dir / f"{c.utt}.wav"
+            if path.is_file():  # resumable: finished outputs are kept
+                continue
+            r = synth.synthesize(c.target_text, c.prompt_wav, prompt_text=c.prompt_text,
+                                 **{**_synthesis_kwargs(args), "n_candidates": n})
+            save_audio(path, r.audio, r.sample_rate)
+            audio_s, compute_s = audio_s + r.duration, compute_s + r.timings["total_s"]
+            choices[(name, c.utt)] = [{"scores": x.scores, "total": x.total, "chosen": any(x is y for y in r.chosen)}
+                                      for x in r.candidates]
+        if audio_s:
+            timing[name] = compute_s / audio_s
+    rows = score_rows(cases, systems)
+    for name, rtf in timing.items():
+        rows[name]["rtf"] = rtf
+    for name, r in rows.items():  # the verifiers' view of each candidate beside the judges' figures
+        for u in r.get("per_utt", []):
+            if (name, u["utt"]) in choices:
+                u["candidates"] = choices[(name, u["utt"])]
+    print(save_report(out, rows))
+    plot_spectrograms(out, cases, systems, synth.mel_config)
     return 0
 
 
@@ -195,20 +262,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="zero-shot synthesis of one text in a prompt's voice")
     _add_synthesis_options(p)
-    p.add_argument("--text", required=True)
-    p.add_argument("--prompt", required=True, help="a few seconds of the voice to clone (audio file)")
+    p.add_argument("--text", help="what to say")
+    p.add_argument("--prompt", "--prompt-wav", dest="prompt", help="a few seconds of the voice to clone (audio file)")
     p.add_argument("--prompt-text", default=None, help="its transcript (default: transcribed)")
-    p.add_argument("--out", required=True, help="output wav")
+    p.add_argument("--out", help="output wav")
+    p.add_argument("--meta", help="batch: a utt|prompt_text|prompt_wav|target_text[|gt_wav] list (paths "
+                                  "relative to it); writes --out-dir/<utt>.wav")
+    p.add_argument("--out-dir", help="batch: output folder")
     add_stream_options(p)
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("eval", help="synthesize a zero-shot test list and score it (WER, SIM, RTF)")
-    _add_synthesis_options(p)
+    _add_synthesis_options(p, widths=True)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--meta", help="utt|prompt_text|prompt_wav|target_text|ground_truth_wav list")
     src.add_argument("--data", help="data dir of unseen speakers to build the list from")
     p.add_argument("--per-speaker", type=int, default=5, help="targets per speaker (with --data)")
-    p.add_argument("--out", required=True, help="output dir: wavs/, report.json, table.md")
+    p.add_argument("--out", required=True,
+                   help="output dir: wavs_n<N>/, summary.json, summary.md, utts.jsonl, png/")
     add_stream_options(p)
     p.set_defaults(func=cmd_eval)
 

@@ -115,7 +115,7 @@ def eval_stream(args: argparse.Namespace, cases: list, kwargs: dict) -> int:
     from tqdm import tqdm
 
     from tts.audio import save_audio
-    from tts.evaluate import format_table, save_report, score_rows
+    from tts.evaluate import save_report, score_rows
     from tts.streaming import click_ratio
     from tts.synthesizer import Synthesizer
 
@@ -143,9 +143,6 @@ def eval_stream(args: argparse.Namespace, cases: list, kwargs: dict) -> int:
     rows["stream"]["first_audio_ms_median"] = round(1000 * statistics.median(first), 1)
     rows["stream"]["stream_options"] = stream_kwargs(args)
     rows["stream"]["load_average_1min"] = round(os.getloadavg()[0], 2)
-    save_report(out / "report.json", rows)
-    table = format_table(rows) + "\n\nclick ratio at the stream's joins (1 = seamless): " + ", ".join(
-        f"{n} {rows[n]['click_ratio_at_stream_joins']}" for n in dirs)
-    (out / "table.md").write_text(table + "\n")
-    print(table)
+    print(save_report(out, rows, "click ratio at the stream's joins (1 = seamless): " + ", ".join(
+        f"{n} {rows[n]['click_ratio_at_stream_joins']}" for n in dirs)))
     return 0

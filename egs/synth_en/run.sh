@@ -26,7 +26,7 @@ llm_report_utts=100      # dev utterances the stage-3 report generates
 vocoder_report_utts=60   # dev utterances the stage-5 report vocodes
 flow_report_utts=30      # dev utterances the stage-4 report resynthesises
 speaker_steps=1500  # speaker-verifier training steps
-n_candidates=4      # best-of-N width at evaluation
+n_candidates=8      # best-of-N width at evaluation (stage 7 scores N=1 and N=n_candidates)
 eval_per_speaker=5  # zero-shot targets per test speaker
 ngpu=0              # GPUs per node for training (0: the configs decide; CPU here)
 num_nodes=1         # nodes; > 1 needs --launcher
