@@ -64,6 +64,8 @@ class FlowConfig:
             raise ValueError("need vocab_size >= 1 and dim divisible by heads into an even head size")
         if self.encoder_layers < 0 or self.prior_weight < 0:
             raise ValueError("encoder_layers and prior_weight must be >= 0")
+        if self.cfm.prior_start and not self.encoder_layers:
+            raise ValueError("cfm.prior_start > 0 needs a mel prior: set encoder_layers > 0")
         if any(c <= 0 for c in self.chunk_sizes) or not 0 <= self.chunk_prob <= 1:
             raise ValueError("chunk_sizes must be positive and chunk_prob in [0, 1]")
         if not 0 <= self.prompt_min <= self.prompt_max < 1:

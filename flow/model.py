@@ -33,7 +33,7 @@ from flow.backbone import (
     stream_blocks,
     timestep_embedding,
 )
-from flow.cfm import cfm_loss, check_solver_options, solve
+from flow.cfm import cfm_loss, check_solver_options, prior_point, solve
 from flow.config import FlowConfig
 from flow.streaming import FlowStream, initial_noise, prompt_context
 
@@ -231,29 +231,35 @@ class FlowModel(nn.Module):
                 raise FlowInputError(f"speaker embedding has size {spk.shape[1]}, expected {cfg.speaker_dim}")
         return ids, cond, self.speaker_vector(cond, prompt, spk), tp
 
-    def _run(self, ids, cond, spk_vec, noise, mask, steps, solver, schedule, guidance) -> torch.Tensor:
-        field = self.estimator(self.features(ids, mask)[0], cond, spk_vec, mask)
-        return solve(field, noise, steps, solver, schedule, guidance, self.config.cfm.sway)
+    def _run(self, ids, cond, spk_vec, noise, mask, steps, solver, schedule, guidance, start) -> torch.Tensor:
+        tok, mu = self.features(ids, mask)
+        x0 = prior_point(noise, mu, start, self.config.cfm.sigma_min)
+        return solve(self.estimator(tok, cond, spk_vec, mask), x0, steps, solver, schedule, guidance,
+                     sway=self.config.cfm.sway, start=start)
 
-    def _options(self, steps, solver, schedule, guidance):
+    def _options(self, steps, solver, schedule, guidance, start=None):
+        """-> (steps, solver, schedule, guidance, prior start): the call's, else the config's."""
         c = self.config.cfm
         steps, solver = steps or c.steps, solver or c.solver
         schedule, guidance = schedule or c.schedule, c.guidance if guidance is None else guidance
-        check_solver_options(steps, solver, schedule)
-        return steps, solver, schedule, float(guidance)
+        start = c.prior_start if start is None else float(start)
+        check_solver_options(steps, solver, schedule, start)
+        return steps, solver, schedule, float(guidance), start
 
     @torch.no_grad()
     def generate(self, tokens, prompt_tokens=None, prompt_mel=None, spk=None, *, steps: int | None = None,
                  solver: str | None = None, schedule: str | None = None, guidance: float | None = None,
-                 chunk: int | None = None, first_chunk: int | None = None, seed: int = 0) -> torch.Tensor:
+                 chunk: int | None = None, first_chunk: int | None = None, seed: int = 0,
+                 prior_start: float | None = None) -> torch.Tensor:
         """Tokens (N,) [+ prompt tokens (Np,) and log-mel (C, Tp)] -> target log-mel (C, upsample * N).
 
         ``chunk``: streaming-mask inference (None = offline, full attention): the prompt is
         one block, the target is cut into chunks of ``chunk`` frames after a first one of
         ``first_chunk`` (default ``chunk``), and a frame sees its own block and the past.
         What :meth:`stream` yields piece by piece. Deterministic for a given ``seed``.
+        ``prior_start``: see :mod:`flow.cfm` (default: the config's ``cfm.prior_start``).
         """
-        opts = self._options(steps, solver, schedule, guidance)
+        opts = self._options(steps, solver, schedule, guidance, prior_start)
         ids, cond, spk_vec, tp = self.prepare(tokens, prompt_tokens, prompt_mel, spk)
         total = cond.shape[-1]
         noise = initial_noise(tp, total - tp, seed, self.n_mels).to(cond.device)
@@ -266,7 +272,8 @@ class FlowModel(nn.Module):
     @torch.no_grad()
     def stream(self, tokens, prompt_tokens=None, prompt_mel=None, spk=None, *, chunk: int = 50,
                first_chunk: int | None = None, steps: int | None = None, solver: str | None = None,
-               schedule: str | None = None, guidance: float | None = None, seed: int = 0) -> Iterator[torch.Tensor]:
+               schedule: str | None = None, guidance: float | None = None, seed: int = 0,
+               prior_start: float | None = None) -> Iterator[torch.Tensor]:
         """Yield the target log-mel chunk by chunk, (C, frames) each, as soon as each chunk is final.
 
         The pieces concatenate to ``generate(..., chunk=chunk, first_chunk=first_chunk)`` up to
@@ -276,7 +283,7 @@ class FlowModel(nn.Module):
         """
         tokens = self._check_tokens(tokens, "tokens")
         ctx = prompt_context(self, prompt_tokens, prompt_mel, spk, steps=steps, solver=solver,
-                             schedule=schedule, guidance=guidance)
+                             schedule=schedule, guidance=guidance, prior_start=prior_start)
         stream = FlowStream(self, ctx, chunk=chunk, first_chunk=first_chunk, seed=seed)
         yield from stream.push(tokens.tolist())
         yield from stream.finish()

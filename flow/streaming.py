@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from flow.backbone import KVSlot, block_mask, stream_blocks
-from flow.cfm import solve
+from flow.cfm import prior_point, solve
 
 if TYPE_CHECKING:
     from flow.model import FlowModel
@@ -65,29 +65,32 @@ class FlowContext:
     prompt_frames: int
     prompt_ids: torch.Tensor  # (1, Tp) the prompt's frame-rate token ids (the token encoder's context)
     spk: torch.Tensor | None  # the speaker vector the model conditions on
-    options: tuple  # (steps, solver, schedule, guidance)
+    options: tuple  # (steps, solver, schedule, guidance, prior start)
     kv: list[list[KVSlot]]  # per field evaluation, one slot per backbone block
 
 
-def _solve_block(model: FlowModel, tok: torch.Tensor, cond: torch.Tensor, spk: torch.Tensor | None,
-                 x0: torch.Tensor, kv: list[list[KVSlot]], offset: int, options: tuple) -> torch.Tensor:
-    # tok (1, L, D), cond and x0 (1, C, L): one block, attending to everything in ``kv``
+def _solve_block(model: FlowModel, feats: tuple, cond: torch.Tensor, spk: torch.Tensor | None,
+                 noise: torch.Tensor, kv: list[list[KVSlot]], offset: int, options: tuple) -> torch.Tensor:
+    # feats: (token features (1, L, D), prior mu (1, C, L) or None), cond and noise (1, C, L):
+    # one block, attending to everything in ``kv``
+    (tok, mu), (steps, solver, schedule, guidance, start), cfm = feats, options, model.config.cfm
     field = model.estimator(tok, cond, spk, None, kv=iter(kv), offset=offset)
-    return solve(field, x0, *options, model.config.cfm.sway)
+    x0 = prior_point(noise, mu, start, cfm.sigma_min)
+    return solve(field, x0, steps, solver, schedule, guidance, sway=cfm.sway, start=start)
 
 
 @torch.no_grad()
 def prompt_context(model: FlowModel, prompt_tokens=None, prompt_mel=None, spk=None, *, steps: int | None = None,
                    solver: str | None = None, schedule: str | None = None,
-                   guidance: float | None = None) -> FlowContext:
+                   guidance: float | None = None, prior_start: float | None = None) -> FlowContext:
     """Solve the prompt block; -> a context that :class:`FlowStream` starts from (never modified)."""
-    options = model._options(steps, solver, schedule, guidance)
+    options = model._options(steps, solver, schedule, guidance, prior_start)
     ids, cond, spk_vec, tp = model.prepare_prompt(prompt_tokens, prompt_mel, spk)
     evals = options[0] * (2 if options[1] == "midpoint" else 1)
     kv = [[KVSlot() for _ in model.backbone.blocks] for _ in range(evals)]
     if tp:
         x0 = initial_noise(tp, 0, 0, model.n_mels).to(cond.device)
-        _solve_block(model, model.features(ids)[0], cond, spk_vec, x0, kv, 0, options)
+        _solve_block(model, model.features(ids), cond, spk_vec, x0, kv, 0, options)
     return FlowContext(tp, ids, spk_vec, options, kv)
 
 
@@ -129,15 +132,15 @@ class FlowStream:
     def _solve(self, end: int) -> torch.Tensor:
         m, start = self.model, self.done
         dev = m.mel_mean.device
-        tok = self._features(start, end)
+        feats = self._features(start, end)
         cond = torch.zeros(1, m.n_mels, end - start, device=dev)
         x0 = self.noise.take(end)[None, :, start:].to(dev)
-        x = _solve_block(m, tok, cond, self.ctx.spk, x0, self.kv, self.ctx.prompt_frames + start, self.ctx.options)
+        x = _solve_block(m, feats, cond, self.ctx.spk, x0, self.kv, self.ctx.prompt_frames + start, self.ctx.options)
         self.done = end
         return m.denormalize(x[0])
 
-    def _features(self, start: int, end: int) -> torch.Tensor:
-        """(1, end - start, D) token features of target frames [start, end).
+    def _features(self, start: int, end: int) -> tuple:
+        """(token features (1, end - start, D), prior mu (1, C, end - start) or None) of target frames [start, end).
 
         Without a token encoder they are the embeddings of those frames' ids; with one, the
         encoder reruns over the prompt and target so far under the blocks' mask (a block
@@ -148,8 +151,9 @@ class FlowStream:
         dev = m.mel_mean.device
         ids = m.frame_ids(torch.tensor(self.tokens, device=dev)[None], self.frames)[:, :end]
         if m.encoder is None:
-            return m.features(ids[:, start:])[0]
+            return m.features(ids[:, start:])
         ids = torch.cat([self.ctx.prompt_ids.to(dev), ids], dim=1)
         mask = block_mask(stream_blocks(tp, tp + end, self.chunk, self.first_chunk), dev)[None, None]
-        return m.features(ids, mask)[0][:, tp + start:]
+        tok, mu = m.features(ids, mask)
+        return tok[:, tp + start:], mu[..., tp + start:]
 

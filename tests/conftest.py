@@ -16,6 +16,7 @@ def tone():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A packaged model directory of tiny untrained components (plumbing tests only)."""
+    from flow.cfm import CFMConfig
     from flow.config import FlowConfig
     from flow.model import FlowModel
     from tokenizer.api import SpeechTokenizer
@@ -36,7 +37,8 @@ def tiny_model_dir(tmp_path_factory):
     SpeechTokenizer(tok).save_pretrained(root / "tokenizer")
     SpeechLM(LLMConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=64,
                        max_positions=512, speech_vocab_size=codes)).save_pretrained(root / "llm")
-    FlowModel(FlowConfig(vocab_size=codes, dim=32, layers=1, heads=2, encoder_layers=1)).save_pretrained(root / "flow")
+    FlowModel(FlowConfig(vocab_size=codes, dim=32, layers=1, heads=2, encoder_layers=1,
+                         cfm=CFMConfig(prior_start=0.5))).save_pretrained(root / "flow")
     Vocoder(VocoderConfig(dim=32, intermediate_dim=64, num_layers=1, sub_dim=16, sub_layers=1)).save_pretrained(root / "vocoder")
     SpeakerEncoder(SpeakerEncoderConfig(channels=16, embed_dim=8)).save_pretrained(root / "speaker")
     mel = MelConfig()

@@ -61,9 +61,9 @@ def test_chunk_mask_shape_and_causality():
     assert torch.equal(am[0, 0], chunk_mask(5, 2))
 
 
-@pytest.mark.parametrize("encoder_layers", [0, 2])
-def test_chunked_generation_is_causal_and_streams(encoder_layers):
-    model = tiny(encoder_layers=encoder_layers)
+@pytest.mark.parametrize("encoder_layers, prior_start", [(0, 0.0), (2, 0.0), (2, 0.5)])
+def test_chunked_generation_is_causal_and_streams(encoder_layers, prior_start):
+    model = tiny(encoder_layers=encoder_layers, cfm=CFMConfig(prior_start=prior_start))
     g = torch.Generator().manual_seed(1)
     tokens = torch.randint(0, 32, (30,), generator=g)
     p_tok, p_mel = torch.randint(0, 32, (10,), generator=g), torch.randn(80, 20, generator=g)
@@ -83,6 +83,26 @@ def test_chunked_generation_is_causal_and_streams(encoder_layers):
     assert [p.shape[1] for p in odd] == [4, 10, 10, 10, 10, 10]
     ref = model.generate(tokens[:27], p_tok, p_mel, chunk=10, first_chunk=4, steps=3)
     assert torch.allclose(torch.cat(odd, 1), ref, atol=1e-4)
+
+
+def test_prior_start_grid_and_point():
+    t = time_grid(4, "cosine", start=0.5)
+    assert t[0] == 0.5 and t[-1] == 1.0 and (t[1:] > t[:-1]).all()
+    model = tiny(encoder_layers=1)
+    tokens = torch.arange(20) % 32
+    a, b = model.generate(tokens, steps=4), model.generate(tokens, steps=4, prior_start=0.6)
+    assert a.shape == b.shape and not torch.allclose(a, b)
+    ids = model.frame_ids(tokens[None], 40)
+    mu = model.denormalize(model.features(ids)[1][0])
+    # an identity-like field (zero velocity) leaves the start point: closer to mu the later it starts
+    for p in model.backbone.out_proj.parameters():
+        torch.nn.init.zeros_(p)
+    near = [float((model.generate(tokens, steps=2, prior_start=s) - mu).abs().mean()) for s in (0.2, 0.8)]
+    assert near[1] < near[0]
+    with pytest.raises(ValueError, match="prior"):
+        tiny().generate(tokens, prior_start=0.5)  # no encoder, no prior
+    with pytest.raises(ValueError, match="prior_start"):
+        FlowConfig(encoder_layers=1, cfm=CFMConfig(prior_start=1.0)).validate()
 
 
 def test_token_encoder_prior():

@@ -212,11 +212,12 @@ class OnnxFlow:
 
     frame_ids = FlowModel.frame_ids
 
-    def features(self, ids: torch.Tensor, mask=None) -> tuple[torch.Tensor, None]:
-        """(B, T) frame ids -> (token features (B, T, D), None) from the flow_tokens graph."""
+    def features(self, ids: torch.Tensor, mask=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T) frame ids -> (token features (B, T, D), prior mu (B, C, T) or None) from flow_tokens."""
         if mask is not None:
             raise NotImplementedError("chunk-masked (streaming) flow runs on the torch backend only")
-        return torch.from_numpy(self.tokens_graph(ids=ids.numpy())[0]), None
+        feats, mu = self.tokens_graph(ids=ids.numpy())
+        return torch.from_numpy(feats), torch.from_numpy(mu) if self.config.encoder_layers else None
 
     def speaker_vector(self, cond: torch.Tensor, prompt_mask: torch.Tensor, spk) -> torch.Tensor:
         return prompt_mask  # (B, Tp) bool: the graph pools the prompt into the speaker vector itself

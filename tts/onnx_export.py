@@ -76,7 +76,7 @@ def _specs(parts: dict) -> list[GraphSpec]:
                   ({0: batch}, {1: batch, 3: past}, {1: batch, 3: past}),
                   ["input_ids", "past_keys", "past_values"], ["logits", "present_keys", "present_values"]),
         GraphSpec("flow_tokens", g.FlowTokensGraph(flow), (torch.randint(0, flow.config.vocab_size, (2, t)),),
-                  ({0: batch, 1: frames},), ["ids"], ["feats"]),
+                  ({0: batch, 1: frames},), ["ids"], ["feats", "mu"]),
         GraphSpec("flow_estimator", g.FlowEstimatorGraph(flow),
                   (torch.randn(2, c_mel, t), torch.rand(2), torch.tensor([1.0, 0.0]),
                    torch.randn(2, t, flow.config.dim), torch.randn(2, c_mel, t),

@@ -11,8 +11,8 @@ names to onnxruntime.
     llm_prefill         input_ids (B, S) -> logits (B, V), present_keys/values (L, B, H, S, hd)
     llm_decode          input_ids (B, 1), past_keys/values (L, B, H, P, hd)
                         -> logits (B, V), present_keys/values (L, B, H, P + 1, hd)
-    flow_tokens         ids (B, T) frame-rate token ids -> feats (B, T, D)   (embedding + token
-                        encoder, full attention: once per utterance)
+    flow_tokens         ids (B, T) frame-rate token ids -> feats (B, T, D), mu (B, C, T)   (embedding +
+                        token encoder and its mel prior, zeros without one; once per utterance)
     flow_estimator      x (B, C, T), t (B,), keep (B,), feats (B, T, D), cond (B, C, T),
                         prompt_mask (B, T) -> v (B, C, T)   (one ODE field call, full attention)
     vocoder             mel (B, C, T) -> wav (B, T * hop)
@@ -94,8 +94,11 @@ class FlowTokensGraph(nn.Module):
         self.flow = flow
 
     def forward(self, ids):
-        # ids: (B, T) token ids at the frame rate -> feats (B, T, D)
-        return self.flow.features(ids)[0]
+        # ids: (B, T) token ids at the frame rate -> feats (B, T, D), mu (B, C, T) normalised mel prior
+        feats, mu = self.flow.features(ids)
+        if mu is None:
+            mu = torch.zeros(ids.shape[0], self.flow.n_mels, ids.shape[1])
+        return feats, mu
 
 
 class FlowEstimatorGraph(nn.Module):
