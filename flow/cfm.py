@@ -105,10 +105,13 @@ def cfm_loss(estimator: Estimator, x1: torch.Tensor, loss_mask: torch.Tensor,
     x_t = (1 - (1 - cfg.sigma_min) * tt) * x0 + tt * x1
     u = x1 - (1 - cfg.sigma_min) * x0
     drop = torch.rand(b, device=x1.device, generator=generator) < cfg.cfg_dropout
-    v = estimator(x_t, t, drop)
-    m = loss_mask.unsqueeze(1).to(v.dtype)
-    denom = (m.sum() * x1.shape[1]).clamp(min=1.0)
-    return (((v.float() - u.float()) ** 2) * m).sum() / denom
+    return masked_mse(estimator(x_t, t, drop), u, loss_mask)
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of (B, C, T) tensors over the frames where ``mask`` (B, T) is True, in fp32."""
+    m = mask.unsqueeze(1).float()
+    return (((pred.float() - target.float()) ** 2) * m).sum() / (m.sum() * pred.shape[1]).clamp(min=1.0)
 
 
 def guided(estimator: Estimator, guidance: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

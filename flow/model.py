@@ -33,7 +33,7 @@ from flow.backbone import (
     stream_blocks,
     timestep_embedding,
 )
-from flow.cfm import cfm_loss, check_solver_options, prior_point, solve
+from flow.cfm import cfm_loss, check_solver_options, masked_mse, prior_point, solve
 from flow.config import FlowConfig
 from flow.streaming import FlowStream, initial_noise, prompt_context
 
@@ -168,11 +168,7 @@ class FlowModel(nn.Module):
         tok, mu = self.features(self.frame_ids(tokens, t), mask)
         field = self.estimator(tok, cond, self.speaker_vector(cond, prompt, spk), mask)
         loss = cfm_loss(field, x1, valid & ~prompt, cfg.cfm, generator)
-        if mu is None:
-            return loss
-        m = valid.unsqueeze(1).to(mu.dtype)
-        prior = (((mu.float() - x1.float()) ** 2) * m).sum() / (m.sum() * mu.shape[1]).clamp(min=1.0)
-        return loss + cfg.prior_weight * prior
+        return loss if mu is None else loss + cfg.prior_weight * masked_mse(mu, x1, valid)
 
     # ---- inference ---------------------------------------------------------------------------
     def _check_tokens(self, tokens: torch.Tensor, what: str) -> torch.Tensor:
@@ -231,11 +227,19 @@ class FlowModel(nn.Module):
                 raise FlowInputError(f"speaker embedding has size {spk.shape[1]}, expected {cfg.speaker_dim}")
         return ids, cond, self.speaker_vector(cond, prompt, spk), tp
 
-    def _run(self, ids, cond, spk_vec, noise, mask, steps, solver, schedule, guidance, start) -> torch.Tensor:
-        tok, mu = self.features(ids, mask)
-        x0 = prior_point(noise, mu, start, self.config.cfm.sigma_min)
-        return solve(self.estimator(tok, cond, spk_vec, mask), x0, steps, solver, schedule, guidance,
-                     sway=self.config.cfm.sway, start=start)
+    def _run(self, ids, cond, spk_vec, noise, mask, *options) -> torch.Tensor:
+        return self.solve_block(self.features(ids, mask), cond, spk_vec, noise, mask, options)
+
+    def solve_block(self, feats: tuple, cond, spk_vec, noise, mask, options: tuple, kv=None, offset: int = 0):
+        """Solve the ODE over one block of frames: offline (the whole sequence) or a streaming chunk.
+
+        feats: (token features (B, T, D), prior mu (B, C, T) or None) from :meth:`features`;
+        cond, noise: (B, C, T); options: :meth:`_options`' tuple; kv/offset: see :meth:`estimator`.
+        """
+        (tok, mu), (steps, solver, schedule, guidance, start), cfm = feats, options, self.config.cfm
+        field = self.estimator(tok, cond, spk_vec, mask, kv=kv, offset=offset)
+        return solve(field, prior_point(noise, mu, start, cfm.sigma_min), steps, solver, schedule, guidance,
+                     sway=cfm.sway, start=start)
 
     def _options(self, steps, solver, schedule, guidance, start=None):
         """-> (steps, solver, schedule, guidance, prior start): the call's, else the config's."""

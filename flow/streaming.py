@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from flow.backbone import KVSlot, block_mask, stream_blocks
-from flow.cfm import prior_point, solve
 
 if TYPE_CHECKING:
     from flow.model import FlowModel
@@ -69,16 +68,6 @@ class FlowContext:
     kv: list[list[KVSlot]]  # per field evaluation, one slot per backbone block
 
 
-def _solve_block(model: FlowModel, feats: tuple, cond: torch.Tensor, spk: torch.Tensor | None,
-                 noise: torch.Tensor, kv: list[list[KVSlot]], offset: int, options: tuple) -> torch.Tensor:
-    # feats: (token features (1, L, D), prior mu (1, C, L) or None), cond and noise (1, C, L):
-    # one block, attending to everything in ``kv``
-    (tok, mu), (steps, solver, schedule, guidance, start), cfm = feats, options, model.config.cfm
-    field = model.estimator(tok, cond, spk, None, kv=iter(kv), offset=offset)
-    x0 = prior_point(noise, mu, start, cfm.sigma_min)
-    return solve(field, x0, steps, solver, schedule, guidance, sway=cfm.sway, start=start)
-
-
 @torch.no_grad()
 def prompt_context(model: FlowModel, prompt_tokens=None, prompt_mel=None, spk=None, *, steps: int | None = None,
                    solver: str | None = None, schedule: str | None = None,
@@ -90,7 +79,7 @@ def prompt_context(model: FlowModel, prompt_tokens=None, prompt_mel=None, spk=No
     kv = [[KVSlot() for _ in model.backbone.blocks] for _ in range(evals)]
     if tp:
         x0 = initial_noise(tp, 0, 0, model.n_mels).to(cond.device)
-        _solve_block(model, model.features(ids), cond, spk_vec, x0, kv, 0, options)
+        model.solve_block(model.features(ids), cond, spk_vec, x0, None, options, kv=iter(kv))
     return FlowContext(tp, ids, spk_vec, options, kv)
 
 
@@ -135,7 +124,8 @@ class FlowStream:
         feats = self._features(start, end)
         cond = torch.zeros(1, m.n_mels, end - start, device=dev)
         x0 = self.noise.take(end)[None, :, start:].to(dev)
-        x = _solve_block(m, feats, cond, self.ctx.spk, x0, self.kv, self.ctx.prompt_frames + start, self.ctx.options)
+        x = m.solve_block(feats, cond, self.ctx.spk, x0, None, self.ctx.options, kv=iter(self.kv),
+                          offset=self.ctx.prompt_frames + start)
         self.done = end
         return m.denormalize(x[0])
 

@@ -197,6 +197,7 @@ class OnnxFlow:
     check_total_frames = FlowModel.check_total_frames
     _options = FlowModel._options
     _run = FlowModel._run
+    solve_block = FlowModel.solve_block
     normalize = FlowModel.normalize
     denormalize = FlowModel.denormalize
 
