@@ -160,8 +160,7 @@ run_stages() {
   fi
   if [ "${parallel:-false}" = true ]; then
     _wait_bg
-  fi
-  if [ "${parallel:-false}" != true ]; then
+  else
     if stage_enabled 4; then
       log "stage 4: flow matching -> $exp/flow"
       run_once "$exp/flow/.stage4.done" stage4

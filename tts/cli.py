@@ -83,11 +83,13 @@ def _synthesis_kwargs(args: argparse.Namespace) -> dict:
 def cmd_synth(args: argparse.Namespace) -> int:
     """Speak --text in the voice of --prompt and write --out; or every line of --meta into --out-dir."""
     single, batch = (args.text, args.prompt, args.out), (args.meta, args.out_dir)
-    if (any(batch) and (not all(batch) or any(single) or args.stream)) or (not any(batch) and not all(single)):
+    is_batch = any(batch)
+    valid = all(batch) and not any(single) and not args.stream if is_batch else all(single)
+    if not valid:
         print("voxlm synth: error: give --text, --prompt and --out, or --meta and --out-dir (no --stream)",
               file=sys.stderr)
         return 2
-    if any(batch):
+    if is_batch:
         return synth_batch(args)
     if args.stream:  # written as it is synthesized; reports the time to the first audio
         from tts.stream_cli import synth_stream
