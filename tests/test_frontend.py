@@ -84,6 +84,8 @@ def test_phone_units_lexicon_spelling_and_save(tmp_path):
     again = Frontend.from_pretrained(tmp_path)
     assert again.cfg.units == "phones" and again.encode("Hello, 2 worlds!") == [ids]
     # the saved unified vocabulary encodes a unit string the same way (stock tokenizers tooling)
-    assert fe.tokenizer.unified(10).encode(fe.tokenizer.decode(ids)).ids == ids
+    unified = fe.tokenizer.unified(10)
+    assert unified.encode(fe.tokenizer.decode(ids)).ids == ids
+    assert unified.decode(ids) == fe.tokenizer.decode(ids)  # and decodes it with the spaces kept
     with pytest.raises(ValueError, match="units"):
         FrontendConfig(units="bpe")

@@ -142,7 +142,8 @@ class CharTokenizer:
         self.tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
         self.tokenizer.pre_tokenizer = (pre_tokenizers.Split(Regex("."), behavior="isolated")
                                         if isinstance(chars, str) else pre_tokenizers.WhitespaceSplit())
-        self.tokenizer.decoder = decoders.Fuse()
+        if isinstance(chars, str):  # characters join with nothing; units (phones) keep their spaces
+            self.tokenizer.decoder = decoders.Fuse()
         self.tokenizer.add_special_tokens(self.specials)
 
     def __len__(self) -> int:
