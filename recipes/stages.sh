@@ -50,6 +50,8 @@ stage2() {
 # stage 3: the text-to-speech-token LLM
 stage3() {
   local init=()
+  # durations of each text unit for the interleaved layout (a no-op for the continuation one)
+  py -m tts.align --tokenizer "$exp/tokenizer/model" --config "$llm_conf" --data "$data/train" "$data/dev"
   if [ "$llm_align_conf" != none ]; then  # alignment warm-up on text-only synthetic tokens
     OMP_WAIT_POLICY=PASSIVE launch -m tts.llm_train --config "$llm_align_conf" --synthetic-tokens \
       --train "$data/train" --dev "$data/dev" --exp "$exp/llm_align" --tokenizer "$exp/tokenizer/model" \

@@ -22,6 +22,7 @@ def tiny_model_dir(tmp_path_factory):
     from tokenizer.api import SpeechTokenizer
     from tokenizer.config import ModelConfig, QuantizerConfig
     from tokenizer.model import TokenizerModel
+    from tts.frontend import FrontendConfig
     from tts.llm import LLMConfig, SpeechLM
     from tts.mel import MelConfig
     from tts.model_dir import package
@@ -36,7 +37,8 @@ def tiny_model_dir(tmp_path_factory):
                                      vocab=list(" 'abcdefghijklmnopqrstuvwxyz")))
     SpeechTokenizer(tok).save_pretrained(root / "tokenizer")
     SpeechLM(LLMConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=64,
-                       max_positions=512, speech_vocab_size=codes)).save_pretrained(root / "llm")
+                       max_positions=512, speech_vocab_size=codes, layout="interleaved",
+                       frontend=FrontendConfig(units="phones"))).save_pretrained(root / "llm")  # as the recipe
     FlowModel(FlowConfig(vocab_size=codes, dim=32, layers=1, heads=2, encoder_layers=1,
                          cfm=CFMConfig(prior_start=0.5))).save_pretrained(root / "flow")
     Vocoder(VocoderConfig(dim=32, intermediate_dim=64, num_layers=1, sub_dim=16, sub_layers=1)).save_pretrained(root / "vocoder")

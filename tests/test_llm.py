@@ -1,12 +1,14 @@
 """The text-to-speech-token LLM: layout, save/load as a stock HF model, training, sampling."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from tts.datadir import write_table
+from tts.datadir import read_table, write_table
 from tts.llm import IGNORE, LLMCheckpointError, LLMConfig, SpeechLM
 from tts.llm_report import report
 from tts.llm_train import ConfigError, from_dict, load_config, synthetic_tokens, train
@@ -38,6 +40,77 @@ def test_layout_and_labels():
         lay.example(text, [16])
     fake = synthetic_tokens("hi, yo.", 16)  # the text-only alignment warm-up tokens
     assert fake[4:8] == [15] * 4 and all(0 <= t < 16 for t in fake)
+
+
+def test_interleaved_layout_puts_each_unit_before_its_speech():
+    lm = tiny_lm(layout="interleaved")
+    lay = lm.layout
+    text, ptext = lm.frontend.encode_normalized("hi."), lm.frontend.encode_normalized("yo.")
+    assert len(text) == 3
+    speech = [lay.speech_offset + t for t in (3, 4, 5)]
+    ids, labels = lay.example(text, [3, 4, 5], ptext, [1, 2], loss_on_prompt=False, durations=[2, 0, 1])
+    ctx = lay.context(text, ptext, [1, 2])
+    assert ids == [*ctx, text[0], *speech[:2], text[1], text[2], speech[2], lay.speech_end_id]
+    assert labels[len(ctx):] == [IGNORE, *speech[:2], lay.advance_id, lay.advance_id, speech[2], lay.speech_end_id]
+    assert lay.start(text, ptext, [1, 2]) == [*ctx, text[0]]  # generation prefills the first unit
+    with pytest.raises(ValueError, match="durations"):
+        lay.example(text, [3, 4, 5], durations=[1, 1])
+    with pytest.raises(ValueError, match="layout"):
+        LLMConfig(layout="zigzag")
+
+
+class ScriptedCache:
+    """Each row's fed ids, with DynamicCache's batch operations."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def batch_repeat_interleave(self, n):
+        self.rows = [list(r) for r in self.rows for _ in range(n)]
+
+    def batch_select_indices(self, idx):
+        self.rows = [self.rows[i] for i in idx.tolist()]
+
+
+class ScriptedModel(torch.nn.Module):
+    """Says every text unit as two copies of (unit id % 16), then wants to advance (or end)."""
+
+    def __init__(self, layout, advance: bool = True):
+        super().__init__()
+        self.layout, self.advance, self.fed = layout, advance, []
+        self.config = SimpleNamespace(max_position_embeddings=256)
+
+    def forward(self, input_ids, use_cache=True, logits_to_keep=1, cache=None):
+        cache = cache or ScriptedCache([[] for _ in range(input_ids.shape[0])])
+        logits = torch.zeros(input_ids.shape[0], 1, self.layout.vocab_size)
+        for b, row in enumerate(cache.rows):
+            row += input_ids[b].tolist()
+            self.fed.append(row[-1])
+            unit = max(i for i, t in enumerate(row) if t < self.layout.speech_offset)
+            said = len(row) - 1 - unit
+            if said < 2 or not self.advance:
+                logits[b, 0, self.layout.speech_offset + row[unit] % 16] = 10.0
+            else:
+                logits[b, 0, self.layout.advance_id] = 10.0
+                logits[b, 0, self.layout.speech_end_id] = 9.0  # wins where advancing is masked
+        return SimpleNamespace(logits=logits, cache=cache)
+
+
+def test_interleaved_decoding_feeds_each_unit_after_an_advance():
+    lm = tiny_lm(layout="interleaved")
+    text = lm.frontend.encode_normalized("hi, yo.")
+    lm.model = ScriptedModel(lm.layout)
+    gen = generate(lm, text, cfg=SamplingConfig(greedy=True, num_candidates=2, min_ratio=0.1, max_ratio=10))
+    expect = [t % 16 for t in text for _ in range(2)]
+    assert gen.tokens == [expect, expect] and gen.hit_max == [False, False]
+    lm.model = ScriptedModel(lm.layout)
+    generate(lm, text, cfg=SamplingConfig(greedy=True, min_ratio=0.1, max_ratio=10))
+    assert [t for t in lm.model.fed if t < lm.layout.speech_offset] == text  # each unit once, in order
+    # a unit that never ends is cut after ratio.max_unit tokens: the next unit is fed anyway
+    lm.ratio.max_unit = 3
+    lm.model = ScriptedModel(lm.layout, advance=False)
+    gen = generate(lm, text, cfg=SamplingConfig(greedy=True, min_ratio=0.1, max_ratio=10))
+    assert gen.tokens == [[t % 16 for t in text for _ in range(3)]] and not gen.hit_max[0]
 
 
 def test_save_load_autoclass_same_logits(tmp_path):
@@ -127,8 +200,20 @@ def _fake_data(d: Path, utts: dict[str, tuple[str, list[int]]]) -> None:
     write_table(d / "utt2spk", {u: u.split("-")[0] for u in utts})
 
 
-@pytest.mark.parametrize("units", ["chars", "phones"])
-def test_overfit_two_utterances_greedy_reproduces(tmp_path, units):
+def _spread_durations(d: Path, frontend) -> None:
+    """A ``durations`` file sharing each utterance's tokens out over its units in order."""
+    texts, tokens = read_table(d / "text"), read_table(d / "tokens")
+    out = {}
+    for utt, text in texts.items():
+        n_units = len(frontend.encode_normalized(" ".join(frontend.normalize(text))))
+        edges = np.linspace(0, len(tokens[utt].split()), n_units + 1).round().astype(int)
+        out[utt] = " ".join(map(str, np.diff(edges)))
+    write_table(d / "durations", out)
+
+
+@pytest.mark.parametrize("units,layout", [("chars", "continuation"), ("phones", "continuation"),
+                                          ("phones", "interleaved")])
+def test_overfit_two_utterances_greedy_reproduces(tmp_path, units, layout):
     utts = {
         "a-1": ("Dr. Smith paid $5.", [3, 3, 7, 1, 9, 9, 12, 4, 4, 4, 30, 2, 8, 15, 15, 6]),
         "a-2": ("Hello, 2 worlds!", [20, 21, 22, 5, 5, 5, 0, 11, 11, 13, 27, 27, 19, 31]),
@@ -136,7 +221,11 @@ def test_overfit_two_utterances_greedy_reproduces(tmp_path, units):
     _fake_data(tmp_path / "train", utts)
     cfg = load_config(CONF / "llm_tiny.yaml")
     cfg.trainer.max_steps, cfg.trainer.val_every = 120, 1000
-    cfg.llm.frontend.units = units
+    cfg.llm.frontend.units, cfg.llm.layout = units, layout
+    if layout == "interleaved":
+        with pytest.raises(FileNotFoundError, match="tts.align"):
+            train(cfg, tmp_path / "train", None, tmp_path / "exp")
+        _spread_durations(tmp_path / "train", SpeechLM(cfg.llm).frontend)
     lm = train(cfg, tmp_path / "train", None, tmp_path / "exp", enable_model_summary=False)
     lm = SpeechLM.from_pretrained(tmp_path / "exp" / "model")
     assert lm.frontend.cfg.units == units

@@ -20,7 +20,7 @@ from tts.synthesizer import Synthesizer, join_with_pauses
 from vocoder.model import Vocoder, VocoderConfig
 from vocoder.streaming import VocoderStream
 
-FAST = dict(flow_steps=2, min_ratio=0.5, max_ratio=1.0, seed=3)
+FAST = dict(flow_steps=2, min_ratio=0.5, max_ratio=2.0, seed=3)
 HOP = 320
 
 

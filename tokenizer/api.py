@@ -115,6 +115,28 @@ class SpeechTokenizer:
             out += [enc.ids[i, : enc.lengths[i]].cpu().numpy().astype(np.int64) for i in range(len(lengths))]
         return out
 
+    @property
+    def has_phone_head(self) -> bool:
+        return self.model.inter_head is not None and self.config.inter_targets == "phones"
+
+    @torch.no_grad()
+    def phone_log_probs_batch(self, audios: list[np.ndarray], sample_rate: int,
+                              batch_size: int = 16) -> list[np.ndarray]:
+        """Clips -> log-posteriors of the auxiliary phone CTC, (num_tokens * ctc_upsample, 1 + len(PHONES))
+        each; index 0 is the blank, phone ``p`` is ``1 + PHONES.index(p)`` (:mod:`tts.align` uses them)."""
+        if not self.has_phone_head:
+            raise ValueError("this tokenizer has no phone CTC head (train it with inter_targets: phones)")
+        if self.config.inter_from != "encoder":
+            raise ValueError("the phone head reads the codes (inter_from: codes); alignment wants the encoder")
+        feats = [self._features(a, sample_rate) for a in audios]
+        up, out = self.config.ctc_upsample, []
+        for start in range(0, len(feats), batch_size):
+            x, lengths = self._batch(feats[start:start + batch_size])
+            h, mask = self.model.encode_continuous(x, lengths)
+            logp = self.model.ctc_logits(self.model.inter_head, h).log_softmax(-1)  # (B, T * up, P)
+            out += [logp[i, : int(mask[i].sum()) * up].cpu().numpy() for i in range(len(h))]
+        return out
+
     # ---- tokens / audio -> text --------------------------------------------------------------
     def _check_ids(self, ids) -> torch.Tensor:
         ids = torch.as_tensor(np.asarray(ids, dtype=np.int64))

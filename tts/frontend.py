@@ -37,7 +37,8 @@ from tts.text_norm import ABBREVIATIONS, DOTTED, normalize_text
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPEECH_START, SPEECH_END = "<|speech_start|>", "<|speech_end|>"
-SPECIALS = [PAD, UNK, BOS, EOS, SPEECH_START, SPEECH_END]
+ADVANCE = "<|advance|>"  # interleaved LLM layout: "this text unit is spoken, feed the next one"
+SPECIALS = [PAD, UNK, BOS, EOS, SPEECH_START, SPEECH_END, ADVANCE]
 CHARS = " abcdefghijklmnopqrstuvwxyz',.?!"
 WORD_BREAK, PUNCT, LETTERS = "_", list(",.?!"), list("abcdefghijklmnopqrstuvwxyz")
 PHONE_UNITS = [WORD_BREAK, *PUNCT, *ARPABET, *LETTERS]  # letters spell words CMUdict lacks

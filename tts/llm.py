@@ -1,20 +1,32 @@
 """The text-to-speech-token LLM: a stock ``transformers`` causal LM with one unified vocabulary.
 
 Vocabulary (ids in this order): the frontend's specials and text units (characters or phones)
-(``<pad> <unk> <bos> <eos> <|speech_start|> <|speech_end|>`` then ``" a..z',.?!"``),
+(``<pad> <unk> <bos> <eos> <|speech_start|> <|speech_end|> <|advance|>`` then the units),
 then speech token ``k`` at id ``speech_offset + k``.
 
-Sequence layout (zero-shot continuation, as in CosyVoice/Llasa)::
+Sequence layouts (``LLMConfig.layout``). ``continuation`` (CosyVoice/Llasa)::
 
     <bos> prompt text ␣ target text <|speech_start|> prompt speech | target speech <|speech_end|>
     \\______________ context, no loss ______________/ \\___ loss on speech tokens only ___/
+
+``interleaved`` (ELLA-V's phone-synchronous layout): the same context, then each
+target text unit followed by the speech tokens it spans (``tts.align``)::
+
+    ... <|speech_start|> prompt speech | u1 s s s u2 s s u3 s ... <|speech_end|>
+
+The label at each unit ``u_k`` (k > 1) is ``<|advance|>``: the model says when a
+unit is spoken, and generation then feeds the next unit itself, so it can
+neither skip nor repeat text, and a small model on a small corpus need not learn
+the text-to-speech alignment by attention. Speech-end is only allowed after the
+last unit. The prompt's speech stays plain (it needs no alignment at inference).
 
 Training sees the same layout, with or without a prompt utterance of the same
 speaker in front. The saved directory is a plain Hugging Face model directory
 (``config.json`` + ``model.safetensors`` + ``tokenizer.json``), so
 ``AutoModelForCausalLM.from_pretrained(dir)`` and stock LLM engines load it with
 no custom code; ``voxlm_llm.json`` and ``frontend.json`` beside it hold the
-layout and the text frontend.
+layout and the text frontend (an engine serving the interleaved layout feeds the
+next unit after each ``<|advance|>``, as :func:`tts.sampling.decode` does).
 """
 
 from __future__ import annotations
@@ -32,9 +44,10 @@ from transformers import (
     Qwen2Config,
 )
 
-from tts.frontend import BOS, PAD, SPEECH_END, SPEECH_START, Frontend, FrontendConfig
+from tts.frontend import ADVANCE, BOS, PAD, SPEECH_END, SPEECH_START, Frontend, FrontendConfig
 
 LAYOUT_FILE = "voxlm_llm.json"
+LAYOUTS = ("continuation", "interleaved")
 IGNORE = -100  # label of positions without loss
 
 
@@ -56,7 +69,12 @@ class LLMConfig:
     tie_embeddings: bool = True
     speech_vocab_size: int = 1000  # codebook size of the speech tokenizer
     init_from: str | None = None  # local HF causal-LM dir: start from its weights (vocab resized)
+    layout: str = "continuation"  # or "interleaved": text units between their speech (module doc)
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
+
+    def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"llm.layout must be one of {LAYOUTS}, got {self.layout!r}")
 
 
 @dataclass
@@ -65,6 +83,7 @@ class LengthRatio:
 
     min_ratio: float = 0.5
     max_ratio: float = 6.0
+    max_unit: int = 40  # interleaved layout: most speech tokens one text unit may take
 
 
 @dataclass
@@ -76,6 +95,8 @@ class Layout:
     speech_start_id: int
     speech_end_id: int
     space_id: int
+    advance_id: int  # -1 where the frontend has no <|advance|> (saved before the interleaved layout)
+    interleaved: bool = False
 
     @property
     def speech_offset(self) -> int:
@@ -99,21 +120,48 @@ class Layout:
             raise ValueError(f"speech token {bad[0]} outside codebook of {self.speech_vocab_size}")
         return [t + self.speech_offset for t in tokens]
 
-    def example(self, text_ids: list[int], speech: list[int], prompt_text_ids: list[int] | None = None,
-                prompt_speech: list[int] | None = None, loss_on_prompt: bool = True) -> tuple[list[int], list[int]]:
-        """A training sequence and its labels (``IGNORE`` except speech tokens and speech-end)."""
+    def start(self, text_ids: list[int], prompt_text_ids: list[int] | None = None,
+              prompt_speech: list[int] | None = None) -> list[int]:
+        """What generation prefills: the context, and for the interleaved layout the first unit."""
         ctx = self.context(text_ids, prompt_text_ids, prompt_speech)
-        ids = ctx + self.speech_ids(speech) + [self.speech_end_id]
+        return ctx + [text_ids[0]] if self.interleaved else ctx
+
+    def example(self, text_ids: list[int], speech: list[int], prompt_text_ids: list[int] | None = None,
+                prompt_speech: list[int] | None = None, loss_on_prompt: bool = True,
+                durations: list[int] | None = None) -> tuple[list[int], list[int]]:
+        """A training sequence and its labels (``IGNORE`` except speech tokens, advances, speech-end).
+
+        durations: speech tokens per text unit; required by the interleaved layout.
+        """
+        ctx = self.context(text_ids, prompt_text_ids, prompt_speech)
         n_prompt = len(prompt_speech or [])
         first = len(ctx) - n_prompt if loss_on_prompt else len(ctx)
-        labels = [IGNORE] * first + ids[first:]
-        return ids, labels
+        labels = [IGNORE] * first + ctx[first:]
+        if not self.interleaved:
+            body = self.speech_ids(speech) + [self.speech_end_id]
+            return ctx + body, labels + body
+        if durations is None or len(durations) != len(text_ids) or sum(durations) != len(speech):
+            raise ValueError(f"interleaved layout: durations must give one count per text unit "
+                             f"({len(text_ids)}) summing to the speech length ({len(speech)})")
+        ids, pos = list(ctx), 0
+        for k, (unit, d) in enumerate(zip(text_ids, durations, strict=True)):
+            ids.append(unit)
+            labels.append(self.advance_id if k else IGNORE)  # the first unit is given, not predicted
+            chunk = self.speech_ids(speech[pos:pos + d])
+            ids += chunk
+            labels += chunk
+            pos += d
+        return ids + [self.speech_end_id], labels + [self.speech_end_id]
 
 
-def make_layout(frontend: Frontend, speech_vocab_size: int) -> Layout:
+def make_layout(frontend: Frontend, speech_vocab_size: int, layout: str = "continuation") -> Layout:
     tok = frontend.tokenizer
+    advance = tok.vocab.get(ADVANCE, -1)
+    if layout == "interleaved" and advance < 0:
+        raise LLMCheckpointError(f"the interleaved layout needs {ADVANCE} in the frontend's vocabulary")
     return Layout(len(tok), speech_vocab_size, tok.token_id(PAD), tok.token_id(BOS),
-                  tok.token_id(SPEECH_START), tok.token_id(SPEECH_END), tok.word_break_id)
+                  tok.token_id(SPEECH_START), tok.token_id(SPEECH_END), tok.word_break_id,
+                  advance, layout == "interleaved")
 
 
 def build_hf_model(cfg: LLMConfig, layout: Layout) -> PreTrainedModel:
@@ -151,7 +199,7 @@ class SpeechLM(torch.nn.Module):
         super().__init__()
         self.cfg = cfg
         self.frontend = frontend or Frontend(cfg.frontend)
-        self.layout = make_layout(self.frontend, cfg.speech_vocab_size)
+        self.layout = make_layout(self.frontend, cfg.speech_vocab_size, cfg.layout)
         self.model = model if model is not None else build_hf_model(cfg, self.layout)
         self.ratio = ratio or LengthRatio()
         if self.model.config.vocab_size < self.layout.vocab_size:

@@ -44,7 +44,7 @@ def _cer(ref: str, hyp: str) -> float:
 def report(lm: SpeechLM, tokenizer, data_dir: str | Path, sampling: SamplingConfig,
            max_utts: int | None = None) -> tuple[dict, list[dict]]:
     """Return (summary, per-utterance rows). ``tokenizer`` needs ``transcribe_tokens(ids) -> str``."""
-    pairs = load_pairs(data_dir, lm.frontend, lm.max_positions)
+    pairs = load_pairs(data_dir, lm.frontend, lm.max_positions, durations=lm.layout.interleaved)
     by_spk: dict[str, list] = {}
     for p in pairs:
         by_spk.setdefault(p.spk, []).append(p)
@@ -54,12 +54,13 @@ def report(lm: SpeechLM, tokenizer, data_dir: str | Path, sampling: SamplingConf
         same = by_spk[p.spk]
         prompt = same[(same.index(p) + 1) % len(same)] if len(same) > 1 else None
         ptext, pspeech = (prompt.text_ids, prompt.speech) if prompt else (None, None)
-        ids, labels = lm.layout.example(p.text_ids, p.speech, ptext, pspeech, loss_on_prompt=False)
+        ids, labels = lm.layout.example(p.text_ids, p.speech, ptext, pspeech, loss_on_prompt=False,
+                                        durations=p.durations)
         if len(ids) > lm.max_positions:  # prompt too long for this one: go without
             ptext = pspeech = None
-            ids, labels = lm.layout.example(p.text_ids, p.speech)
+            ids, labels = lm.layout.example(p.text_ids, p.speech, durations=p.durations)
         with torch.inference_mode():
-            acc = float(speech_accuracy(lm(torch.tensor([ids])), torch.tensor([labels])))
+            acc = float(speech_accuracy(lm(torch.tensor([ids])), torch.tensor([labels]), lm.layout.speech_offset))
         t0 = time.perf_counter()
         gen = generate(lm, p.text_ids, ptext, pspeech, sampling)
         gen_time += time.perf_counter() - t0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -87,6 +88,7 @@ class Pair:
     text_ids: list[int]
     speech: list[int]
     text: str = ""  # the normalised transcript (what the report scores against)
+    durations: list[int] | None = None  # speech tokens per text unit (interleaved layout, tts.align)
 
 
 def synthetic_tokens(units: Sequence[str], speech_vocab_size: int) -> list[int]:
@@ -97,46 +99,72 @@ def synthetic_tokens(units: Sequence[str], speech_vocab_size: int) -> list[int]:
     read its text monotonically at ~2 tokens per unit, before any real speech tokens
     exist; ``llm.init_from`` then starts from it.
     """
+    return [t for unit in synthetic_units(units, speech_vocab_size) for t in unit]
+
+
+def synthetic_units(units: Sequence[str], speech_vocab_size: int) -> list[list[int]]:
+    """:func:`synthetic_tokens` unit by unit (their lengths are the durations)."""
     pause, out = speech_vocab_size - 1, []
     for u in units:
         if u in ",.?!":
-            out += [pause] * 4
+            out.append([pause] * 4)
             continue
         code = sum(ord(ch) * 257 ** i for i, ch in enumerate(u))  # ord(u) for a character
         dur = 1 + (code % 3 == 0) + (u[0].lower() in "aeiou")
-        out += [(code * 37 + j * 101) % pause for j in range(dur)]
+        out.append([(code * 37 + j * 101) % pause for j in range(dur)])
     return out
 
 
 def load_pairs(data_dir: str | Path, frontend: Frontend, max_positions: int,
-               synthetic_vocab: int | None = None) -> list[Pair]:
+               synthetic_vocab: int | None = None, durations: bool = False) -> list[Pair]:
     """Utterances with text and tokens that fit the model alone; others are skipped.
 
     synthetic_vocab: ignore ``tokens`` and use :func:`synthetic_tokens` of this codebook size.
+    durations: also read ``durations`` (``tts.align``); utterances whose durations do not
+    match their units and tokens (stale files) are skipped, and all of them is an error.
     """
     d = Path(data_dir)
     texts = read_table(d / "text")
     tokens = read_tokens(d / "tokens") if synthetic_vocab is None else {u: [] for u in texts}
     utt2spk = read_table(d / "utt2spk") if (d / "utt2spk").is_file() else {}
-    pairs = []
+    durs: dict[str, list[int]] = {}
+    if durations and synthetic_vocab is None:
+        if not (d / "durations").is_file():
+            raise FileNotFoundError(f"{d}/durations missing: the interleaved layout needs it "
+                                    f"(python -m tts.align --tokenizer ... --config ... --data {d})")
+        durs = read_tokens(d / "durations")
+    pairs, stale = [], 0
     for utt in sorted(set(texts) & set(tokens)):
         try:
             norm = " ".join(frontend.normalize(texts[utt]))
         except TextError:
             continue
-        speech = tokens[utt] if synthetic_vocab is None else synthetic_tokens(frontend.symbols(norm), synthetic_vocab)
-        pair = Pair(utt, utt2spk.get(utt, utt), frontend.encode_normalized(norm), speech, norm)
-        if pair.speech and len(pair.text_ids) + len(pair.speech) + 3 <= max_positions:
+        text_ids = frontend.encode_normalized(norm)
+        if synthetic_vocab is None:
+            speech, dur = tokens[utt], durs.get(utt)
+        else:
+            per_unit = synthetic_units(frontend.symbols(norm), synthetic_vocab)
+            speech, dur = [t for u in per_unit for t in u], [len(u) for u in per_unit]
+        if durations:
+            if dur is None or len(dur) != len(text_ids) or sum(dur) != len(speech):
+                stale += 1
+                continue
+        pair = Pair(utt, utt2spk.get(utt, utt), text_ids, speech, norm, dur if durations else None)
+        if pair.speech and len(pair.text_ids) * (1 + durations) + len(pair.speech) + 3 <= max_positions:
             pairs.append(pair)
     if not pairs:
-        raise ValueError(f"{d}: no utterance has both text and tokens (files text, tokens)")
+        what = "durations that match text and tokens (rerun tts.align)" if stale else "both text and tokens"
+        raise ValueError(f"{d}: no utterance has {what} (files text, tokens{', durations' if durations else ''})")
     return pairs
 
 
 def measure_ratio(pairs: list[Pair]) -> LengthRatio:
-    """Generation guards from data: 0.7x the 1st and 1.5x the 99th percentile of tokens/char."""
+    """Generation guards from data: 0.7x the 1st and 1.5x the 99th percentile of tokens/unit;
+    with durations, 1.5x the longest unit's tokens (at least 10)."""
     r = np.array([len(p.speech) / len(p.text_ids) for p in pairs])
-    return LengthRatio(float(0.7 * np.quantile(r, 0.01)), float(1.5 * np.quantile(r, 0.99)))
+    longest = max((max(p.durations) for p in pairs if p.durations), default=0)
+    return LengthRatio(float(0.7 * np.quantile(r, 0.01)), float(1.5 * np.quantile(r, 0.99)),
+                       max(10, math.ceil(1.5 * longest)))
 
 
 class PairDataset(Dataset):
@@ -153,17 +181,19 @@ class PairDataset(Dataset):
         return len(self.pairs)
 
     def lengths(self) -> list[int]:
-        return [len(p.text_ids) + len(p.speech) + 3 for p in self.pairs]
+        extra = 3 + self.layout.interleaved  # specials; interleaved: each unit appears twice
+        return [len(p.text_ids) * (1 + self.layout.interleaved) + len(p.speech) + extra for p in self.pairs]
 
     def __getitem__(self, i: int) -> tuple[list[int], list[int]]:
         p = self.pairs[i]
         others = [j for j in self.by_spk[p.spk] if j != i]
         if others and self.rng.random() < self.prompt_prob:
             q = self.pairs[self.rng.choice(others)]
-            ids, labels = self.layout.example(p.text_ids, p.speech, q.text_ids, q.speech, self.loss_on_prompt)
+            ids, labels = self.layout.example(p.text_ids, p.speech, q.text_ids, q.speech, self.loss_on_prompt,
+                                              durations=p.durations)
             if len(ids) <= self.max_pos:
                 return ids, labels
-        return self.layout.example(p.text_ids, p.speech)
+        return self.layout.example(p.text_ids, p.speech, durations=p.durations)
 
 
 def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -182,10 +212,11 @@ def make_loader(ds: PairDataset, cfg: DataConfig, shuffle: bool, seed: int = 0) 
                            collate_fn=lambda b: collate(b, ds.layout.pad_id))
 
 
-def speech_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Teacher-forced top-1 accuracy on labelled (speech) positions. (B, T, V), (B, T) -> ()"""
+def speech_accuracy(logits: torch.Tensor, labels: torch.Tensor, speech_offset: int = 0) -> torch.Tensor:
+    """Teacher-forced top-1 accuracy on the labelled speech-token positions (ids >= speech_offset;
+    0 counts speech-end and advances too). (B, T, V), (B, T) -> ()"""
     pred, target = logits[:, :-1].argmax(-1), labels[:, 1:]
-    mask = target != IGNORE
+    mask = target >= speech_offset
     return (pred[mask] == target[mask]).float().mean()
 
 
@@ -202,7 +233,7 @@ class LLMTask(L.LightningModule):
         out = self(batch)
         n = batch["input_ids"].shape[0]
         self.log(f"{split}/loss", out.loss, prog_bar=True, batch_size=n, sync_dist=split == "val")
-        self.log(f"{split}/acc", speech_accuracy(out.logits, batch["labels"]), prog_bar=True,
+        self.log(f"{split}/acc", speech_accuracy(out.logits, batch["labels"], self.lm.layout.speech_offset), prog_bar=True,
                  batch_size=n, sync_dist=split == "val")
         return out.loss
 
@@ -271,12 +302,13 @@ def train(cfg: LLMTrainConfig, train_dir: str | Path, dev_dir: str | Path | None
     L.seed_everything(cfg.trainer.seed, workers=True)
     lm = SpeechLM(cfg.llm)
     synth = cfg.llm.speech_vocab_size if synthetic else None
-    pairs = load_pairs(train_dir, lm.frontend, lm.max_positions, synth)
+    inter = lm.layout.interleaved
+    pairs = load_pairs(train_dir, lm.frontend, lm.max_positions, synth, durations=inter)
     lm.ratio = measure_ratio(pairs)
     train_ds = PairDataset(pairs, lm, cfg.data.prompt_prob, cfg.data.loss_on_prompt, cfg.trainer.seed)
     loaders = {"train_dataloaders": make_loader(train_ds, cfg.data, True, cfg.trainer.seed)}
     if dev_dir:
-        dev_ds = PairDataset(load_pairs(dev_dir, lm.frontend, lm.max_positions, synth), lm)
+        dev_ds = PairDataset(load_pairs(dev_dir, lm.frontend, lm.max_positions, synth, durations=inter), lm)
         loaders["val_dataloaders"] = make_loader(dev_ds, cfg.data, False)
     exp.mkdir(parents=True, exist_ok=True)
     (exp / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))

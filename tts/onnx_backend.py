@@ -173,7 +173,7 @@ class OnnxLM:
         meta = json.loads((path / LAYOUT_FILE).read_text())
         self.frontend = Frontend.from_pretrained(path)
         self.cfg = LLMConfig(**{k: v for k, v in meta["llm"].items() if k != "frontend"})
-        self.layout = make_layout(self.frontend, meta["layout"]["speech_vocab_size"])
+        self.layout = make_layout(self.frontend, meta["layout"]["speech_vocab_size"], self.cfg.layout)
         self.ratio = LengthRatio(**meta.get("length_ratio", {}))
         self.max_positions = json.loads((path / "config.json").read_text())["max_position_embeddings"]
         self.model = OnnxCausalLM(prefill, decode)

@@ -6,8 +6,10 @@ sampling (RAS, CosyVoice 2): if the sampled token already occurs at least
 ``ras_window * ras_tau`` times in the row's last ``ras_window`` tokens, draw it
 again from the full (temperature-scaled) distribution instead of the nucleus.
 Length guards bound the speech by the target text's length: speech-end is
-masked until ``min_ratio * chars`` tokens, and a row is cut at
-``max_ratio * chars`` tokens (``Generation.hit_max`` says so).
+masked until ``min_ratio * units`` tokens, and a row is cut at
+``max_ratio * units`` tokens (``Generation.hit_max`` says so). In the
+interleaved layout (``tts.llm``) the sampled space also holds ``<|advance|>``:
+it feeds the row's next text unit.
 
 The prompt is prefilled once with batch 1; its KV cache is then repeated for
 the N candidates, and rows that finish are dropped from the cache, so N
@@ -73,12 +75,18 @@ def length_bounds(num_chars: int, min_ratio: float, max_ratio: float) -> tuple[i
 
 
 def ras_resample(tokens: torch.Tensor, history: torch.Tensor, full_probs: torch.Tensor,
-                 window: int, tau: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Repetition-aware sampling. tokens (B,), history (B, T), full_probs (B, V) -> (B,)."""
+                 window: int, tau: float, generator: torch.Generator | None,
+                 num_speech: int | None = None) -> torch.Tensor:
+    """Repetition-aware sampling. tokens (B,), history (B, T), full_probs (B, V) -> (B,).
+
+    num_speech: only tokens below it (speech, not speech-end or advance) are resampled.
+    """
     if window <= 0 or history.shape[1] == 0:
         return tokens
     repeats = (history[:, -window:] == tokens[:, None]).sum(dim=1)
     redo = repeats >= window * tau
+    if num_speech is not None:
+        redo &= tokens < num_speech
     if redo.any():
         fresh = torch.multinomial(full_probs[redo], 1, generator=generator).squeeze(1)
         tokens = tokens.clone()
@@ -87,8 +95,9 @@ def ras_resample(tokens: torch.Tensor, history: torch.Tensor, full_probs: torch.
 
 
 def sample_step(logits: torch.Tensor, history: torch.Tensor, cfg: SamplingConfig,
-                generator: torch.Generator | None) -> torch.Tensor:
-    """One step for a batch. logits (B, V) -> ids (B,) in the same (restricted) index space."""
+                generator: torch.Generator | None, num_speech: int | None = None) -> torch.Tensor:
+    """One step for a batch. logits (B, V) -> ids (B,) in the same (restricted) index space;
+    columns from ``num_speech`` on (speech-end, advance) are exempt from RAS."""
     # (B, V)
     if cfg.greedy:
         return logits.argmax(dim=-1)
@@ -99,7 +108,7 @@ def sample_step(logits: torch.Tensor, history: torch.Tensor, cfg: SamplingConfig
     if 0.0 < cfg.top_p < 1.0:
         scores = TopPLogitsWarper(top_p=cfg.top_p)(None, scores)
     tokens = torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(1)
-    return ras_resample(tokens, history, full_probs, cfg.ras_window, cfg.ras_tau, generator)
+    return ras_resample(tokens, history, full_probs, cfg.ras_window, cfg.ras_tau, generator, num_speech)
 
 
 def generate(lm: SpeechLM, text_ids: list[int], prompt_text_ids: list[int] | None = None,
@@ -121,24 +130,35 @@ def decode(lm: SpeechLM, text_ids: list[int], prompt_text_ids: list[int] | None 
            prompt_speech: list[int] | None = None,
            cfg: SamplingConfig | None = None) -> Generator[list[tuple[int, int]], None, Generation]:
     """:func:`generate` step by step (streaming): yields each step's new ``(candidate, token)``
-    pairs as soon as they are sampled, and returns the :class:`Generation` at the end."""
+    pairs as soon as they are sampled, and returns the :class:`Generation` at the end.
+
+    The interleaved layout (``tts.llm``) feeds the next text unit wherever a row samples
+    ``<|advance|>`` (forced after ``ratio.max_unit`` tokens of one unit), and allows
+    speech-end only at the last unit; a step then yields nothing for that row.
+    """
     cfg = cfg or SamplingConfig()
     if not text_ids:
         raise GenerationError("empty target text")
     layout, model = lm.layout, lm.model
-    ctx = layout.context(text_ids, prompt_text_ids, prompt_speech)
+    ctx = layout.start(text_ids, prompt_text_ids, prompt_speech)
     min_len, max_len = length_bounds(
         len(text_ids), cfg.min_ratio if cfg.min_ratio is not None else lm.ratio.min_ratio,
         cfg.max_ratio if cfg.max_ratio is not None else lm.ratio.max_ratio)
-    max_len = min(max_len, lm.max_positions - len(ctx))
+    units_left = len(text_ids) - 1 if layout.interleaved else 0  # each feeds one position too
+    max_len = min(max_len, lm.max_positions - len(ctx) - units_left)
     if max_len < min_len:
         raise GenerationError(
             f"input too long: {len(ctx)} context ids leave {max_len} of {lm.max_positions} positions "
             f"for >= {min_len} speech tokens; split the text or shorten the prompt")
     generator = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
     n, offset, end = cfg.num_candidates, layout.speech_offset, layout.speech_vocab_size
-    # Sampling runs over speech tokens 0..K-1 plus speech-end at local index K (``end``).
-    allowed = torch.tensor([*range(offset, offset + end), layout.speech_end_id])
+    adv = end + 1  # local index of <|advance|> (interleaved layout only)
+    # Sampling runs over speech tokens 0..K-1, speech-end at local index K (``end``), advance at K+1.
+    allowed = [*range(offset, offset + end), layout.speech_end_id]
+    if layout.interleaved:
+        allowed.append(layout.advance_id)
+    allowed = torch.tensor(allowed)
+    units = torch.tensor(text_ids)
 
     last, cache = _cache_call(model, torch.tensor([ctx]))
     if n > 1:
@@ -146,30 +166,53 @@ def decode(lm: SpeechLM, text_ids: list[int], prompt_text_ids: list[int] | None 
     logits = last[:, allowed].expand(n, -1)
     history = torch.tensor([prompt_speech or []] * n, dtype=torch.long).reshape(n, -1)
     alive = torch.arange(n)  # candidate index of each cache row
+    unit = torch.zeros(n, dtype=torch.long)  # the text unit each row is speaking (interleaved)
+    in_unit = torch.zeros(n, dtype=torch.long)  # speech tokens since that unit began
+    length = torch.zeros(n, dtype=torch.long)  # speech tokens so far
     rows: list[list[int]] = [[] for _ in range(n)]
     hit_max = [False] * n
-    for step in range(max_len + 1):
-        if step < min_len:
-            logits = logits.clone()
-            logits[:, end] = float("-inf")
-        if step == max_len:  # guard: whatever is still running is cut here
-            for i in alive.tolist():
+    step = 0
+    while True:
+        cut = length >= max_len  # guard: rows still running here are cut
+        if cut.any():
+            for i in alive[cut].tolist():
                 hit_max[i] = True
-            break
-        nxt = sample_step(logits, history, cfg, generator)
-        keep = nxt != end
-        new = list(zip(alive[keep].tolist(), nxt[keep].tolist(), strict=True))
+            if cut.all():
+                break
+            idx = (~cut).nonzero().squeeze(1)
+            cache.batch_select_indices(idx)
+            alive, history, logits = alive[idx], history[idx], logits[idx]
+            unit, in_unit, length = unit[idx], in_unit[idx], length[idx]
+        logits = logits.clone()
+        logits[length < min_len, end] = float("-inf")
+        if layout.interleaved:
+            at_last = unit == len(text_ids) - 1
+            logits[~at_last, end] = float("-inf")
+            logits[at_last, adv] = float("-inf")
+            force = in_unit >= lm.ratio.max_unit  # a unit that runs on: advance (or end) now
+            logits[force, :end] = float("-inf")
+            logits[force & at_last, end] = 0.0
+        nxt = sample_step(logits, history, cfg, generator, end)
+        step += 1
+        speech = nxt < end
+        new = list(zip(alive[speech].tolist(), nxt[speech].tolist(), strict=True))
         for i, tok in new:
             rows[i].append(tok)
         if new:
             yield new
+        keep = nxt != end
         if not keep.all():
             if not keep.any():
                 break
             idx = keep.nonzero().squeeze(1)
             cache.batch_select_indices(idx)
-            alive, nxt, history = alive[idx], nxt[idx], history[idx]
+            alive, nxt, history, speech = alive[idx], nxt[idx], history[idx], speech[idx]
+            unit, in_unit, length = unit[idx], in_unit[idx], length[idx]
         history = torch.cat([history, nxt[:, None]], dim=1)
-        last, cache = _cache_call(model, (nxt + offset)[:, None], cache)
+        length = length + speech
+        in_unit = torch.where(speech, in_unit + 1, 0)
+        unit = unit + ~speech
+        fed = torch.where(speech, nxt + offset, units[unit.clamp(max=len(text_ids) - 1)])
+        last, cache = _cache_call(model, fed[:, None], cache)
         logits = last[:, allowed]
     return Generation(rows, hit_max, min_len, max_len, step)

@@ -1,0 +1,47 @@
+"""Unit durations for the interleaved LLM layout: CTC Viterbi and spans per text unit."""
+
+import numpy as np
+
+from tts.align import ctc_viterbi, phone_targets, unit_durations
+from tts.frontend import Frontend, FrontendConfig
+
+
+def peaked(t_len: int, vocab: int, spikes: dict[int, int]) -> np.ndarray:
+    """Log-posteriors: blank everywhere except label ``spikes[t]`` at frame t."""
+    p = np.full((t_len, vocab), 0.01)
+    p[:, 0] = 1.0
+    for t, label in spikes.items():
+        p[t] = 0.01
+        p[t, label] = 1.0
+    return np.log(p / p.sum(1, keepdims=True))
+
+
+def test_viterbi_follows_the_spikes_and_refuses_too_few_frames():
+    logp = peaked(12, 4, {2: 1, 6: 2, 9: 1})
+    path = ctc_viterbi(logp, [1, 2, 1])
+    assert [int(np.flatnonzero(path == j)[0]) for j in range(3)] == [2, 6, 9]
+    assert set(path[[0, 1, 3, 4, 5, 7, 8, 10, 11]].tolist()) == {-1}
+    # a repeated label needs a blank between its two copies: 3 frames hold "1 1" at least
+    assert ctc_viterbi(peaked(2, 4, {}), [1, 1]) is None
+    assert ctc_viterbi(peaked(3, 4, {0: 1, 2: 1}), [1, 1]).tolist() == [0, -1, 1]
+
+
+def test_unit_durations_give_pauses_to_punctuation_and_sum_to_the_tokens():
+    # phones at 50 Hz frames 0, 6, 10 and 40 (long pauses after the third and the last), 30 tokens
+    path = np.full(60, -1)
+    path[[0, 6, 10, 40]] = [0, 1, 2, 3]
+    is_phone = [True, False, True, True, False, True, False]  # P _ P P , P .
+    d = unit_durations(path, is_phone, num_tokens=30)
+    assert sum(d) == 30 and len(d) == 7
+    assert d[1] == 0  # no pause at the word break
+    assert d[4] > 0 and d[3] == round((10 + 1 + 4) / 2) - 5  # the comma takes the pause after its tail
+    assert d[6] > 0  # the final mark takes the trailing silence
+    assert d[0] == 3 and d[2] == 2
+
+
+def test_phone_targets_map_frontend_units_to_the_tokenizer_phone_ids():
+    units = Frontend(FrontendConfig(units="phones")).symbols("hi, qzx.")
+    targets, is_phone = phone_targets(units)
+    assert units[:3] == ["HH", "AY", ","] and is_phone[:3] == [True, True, False]
+    assert len(targets) == sum(is_phone) and min(targets) >= 1
+    assert units[-4:] == ["q", "z", "x", "."]  # spelled: letters map to the tokenizer's <q> ...
