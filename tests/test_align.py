@@ -45,3 +45,40 @@ def test_phone_targets_map_frontend_units_to_the_tokenizer_phone_ids():
     assert units[:3] == ["HH", "AY", ","] and is_phone[:3] == [True, True, False]
     assert len(targets) == sum(is_phone) and min(targets) >= 1
     assert units[-4:] == ["q", "z", "x", "."]  # spelled: letters map to the tokenizer's <q> ...
+
+
+def test_align_dir_writes_durations_that_sum_to_the_tokens(tmp_path, tone):
+    import soundfile as sf
+    import torch
+
+    from tokenizer.api import SpeechTokenizer
+    from tokenizer.config import ModelConfig, QuantizerConfig
+    from tokenizer.frontend import PHONES
+    from tokenizer.model import TokenizerModel
+    from tts.align import align_dir
+    from tts.datadir import read_table, write_table
+
+    torch.manual_seed(0)
+    tok = SpeechTokenizer(TokenizerModel(ModelConfig(dim=32, heads=2, ff_mult=2, num_blocks=2, conv_kernel=7,
+                                                     quantizer=QuantizerConfig(levels=[5, 5, 5]),
+                                                     vocab=list(" 'abcdefghijklmnopqrstuvwxyz"))))
+    texts = {"s-1": "Hello, world.", "s-2": "Zzyzx is a place!", "s-3": "?!"}  # s-3: nothing to align
+    wavs = {}
+    for i, utt in enumerate(texts):
+        wavs[utt] = str(tmp_path / f"{utt}.wav")
+        sf.write(wavs[utt], tone(1.5 + i, sr=22050, freq=200.0 + 50 * i), 22050)  # not 16 kHz: resampled
+    write_table(tmp_path / "text", texts)
+    write_table(tmp_path / "wav.scp", wavs)
+    tokens = {u: " ".join(map(str, tok.encode(*sf.read(w, dtype="float32")))) for u, w in wavs.items()}
+    write_table(tmp_path / "tokens", tokens)
+    logp = tok.phone_log_probs_batch([sf.read(wavs["s-1"], dtype="float32")[0]], 22050)[0]
+    assert logp.shape == (2 * len(tokens["s-1"].split()), len(PHONES) + 1)
+    np.testing.assert_allclose(np.exp(logp).sum(1), 1.0, rtol=1e-4)
+
+    fe = Frontend(FrontendConfig(units="phones"))
+    assert align_dir(tmp_path, fe, tok) == (2, 1)
+    durs = read_table(tmp_path / "durations")
+    for utt in ("s-1", "s-2"):
+        d = [int(x) for x in durs[utt].split()]
+        assert len(d) == len(fe.symbols(" ".join(fe.normalize(texts[utt]))))
+        assert sum(d) == len(tokens[utt].split()) and min(d) >= 0
