@@ -25,6 +25,7 @@ import gradio as gr  # noqa: E402
 from tts.errors import USER_ERRORS  # noqa: E402
 from tts.mel import mel_spectrogram  # noqa: E402
 from tts.model_dir import read_examples  # noqa: E402
+from tts.sampling import SamplingConfig  # noqa: E402
 from tts.synthesizer import Synthesizer  # noqa: E402
 
 MAX_TEXT_CHARS = 600  # longer texts belong to `voxlm synth`, not to a shared page
@@ -171,7 +172,7 @@ def build_demo(synth: Synthesizer, examples: list[tuple[str, str, Path, str]] | 
                 stream = gr.Checkbox(value=False, label="Stream (play while synthesizing; one candidate)",
                                      interactive=why_not is None, elem_id="stream", info=why_not)
                 with gr.Accordion("Advanced sampling and flow settings", open=False):
-                    temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
+                    temperature = gr.Slider(0.1, 2.0, value=SamplingConfig.temperature, step=0.05, label="Temperature")
                     top_k = gr.Slider(1, 200, value=25, step=1, label="Top-k")
                     top_p = gr.Slider(0.05, 1.0, value=0.8, step=0.05, label="Top-p")
                     flow_steps = gr.Number(value=None, precision=0, minimum=1, maximum=100,

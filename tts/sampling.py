@@ -49,7 +49,7 @@ class GenerationError(ValueError):
 
 @dataclass
 class SamplingConfig:
-    temperature: float = 1.0
+    temperature: float = 0.7  # dev (100 utts, toy LLM): CER from tokens 0.424 at 1.0, 0.355 at 0.7, greedy 0.344
     top_k: int = 25
     top_p: float = 0.8
     ras_window: int = 10  # 0 disables RAS
