@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from helpers import write_even_durations
 
 from tts.datadir import spk2utt_from_utt2spk, write_table
+from tts.frontend import Frontend
+from tts.llm_train import load_config
 from tts.training import BucketBatchSampler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +48,8 @@ def make_data(d: Path, n: int = 16, sr: int = 16000) -> None:
     for name, table in (("wav.scp", wavs), ("text", texts), ("utt2spk", u2s), ("tokens", toks),
                         ("spk2utt", spk2utt_from_utt2spk(u2s))):
         write_table(d / name, table)
+    conf = ROOT / "egs" / "synth_en" / "conf" / "llm_tiny.yaml"
+    write_even_durations(d, Frontend(load_config(conf).llm.frontend))  # the tiny LLM is interleaved
 
 
 @pytest.fixture(scope="module")

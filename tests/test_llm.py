@@ -3,12 +3,12 @@
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
+from helpers import write_even_durations
 from transformers import AutoModelForCausalLM
 
-from tts.datadir import read_table, write_table
+from tts.datadir import write_table
 from tts.llm import IGNORE, LLMCheckpointError, LLMConfig, SpeechLM
 from tts.llm_report import report
 from tts.llm_train import ConfigError, from_dict, load_config, synthetic_tokens, train
@@ -200,17 +200,6 @@ def _fake_data(d: Path, utts: dict[str, tuple[str, list[int]]]) -> None:
     write_table(d / "utt2spk", {u: u.split("-")[0] for u in utts})
 
 
-def _spread_durations(d: Path, frontend) -> None:
-    """A ``durations`` file sharing each utterance's tokens out over its units in order."""
-    texts, tokens = read_table(d / "text"), read_table(d / "tokens")
-    out = {}
-    for utt, text in texts.items():
-        n_units = len(frontend.encode_normalized(" ".join(frontend.normalize(text))))
-        edges = np.linspace(0, len(tokens[utt].split()), n_units + 1).round().astype(int)
-        out[utt] = " ".join(map(str, np.diff(edges)))
-    write_table(d / "durations", out)
-
-
 @pytest.mark.parametrize("units,layout", [("chars", "continuation"), ("phones", "continuation"),
                                           ("phones", "interleaved")])
 def test_overfit_two_utterances_greedy_reproduces(tmp_path, units, layout):
@@ -225,7 +214,7 @@ def test_overfit_two_utterances_greedy_reproduces(tmp_path, units, layout):
     if layout == "interleaved":
         with pytest.raises(FileNotFoundError, match="tts.align"):
             train(cfg, tmp_path / "train", None, tmp_path / "exp")
-        _spread_durations(tmp_path / "train", SpeechLM(cfg.llm).frontend)
+        write_even_durations(tmp_path / "train", SpeechLM(cfg.llm).frontend)
     lm = train(cfg, tmp_path / "train", None, tmp_path / "exp", enable_model_summary=False)
     lm = SpeechLM.from_pretrained(tmp_path / "exp" / "model")
     assert lm.frontend.cfg.units == units

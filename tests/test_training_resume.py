@@ -19,8 +19,11 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from helpers import write_even_durations
 from torch.utils.data import Dataset
 
+from tts.frontend import Frontend
+from tts.llm_train import load_config
 from tts.training import (
     BucketBatchSampler,
     ResumableLoader,
@@ -143,6 +146,7 @@ def _write_llm_data(d: Path) -> None:
         u2s.append(f"{utt} spk{i % 3}")
     for name, lines in (("text", texts), ("tokens", toks), ("utt2spk", u2s)):
         (d / name).write_text("\n".join(sorted(lines)) + "\n")
+    write_even_durations(d, Frontend(load_config(ROOT / "egs" / "synth_en" / "conf" / "llm_tiny.yaml").llm.frontend))
 
 
 def test_kill_llm_training_and_resume(tmp_path):
