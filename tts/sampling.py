@@ -1,6 +1,6 @@
 """Speech-token generation: N candidates for one input in one batched, KV-cached loop.
 
-Per step: logits over speech tokens and speech-end only -> temperature ->
+Per step: logits over speech tokens and speech-end (and <|advance|>) only -> temperature ->
 top-k -> top-p (transformers' logits warpers) -> sample; then repetition-aware
 sampling (RAS, CosyVoice 2): if the sampled token already occurs at least
 ``ras_window * ras_tau`` times in the row's last ``ras_window`` tokens, draw it
