@@ -13,7 +13,7 @@ def write_even_durations(d: Path, frontend) -> None:
     texts, tokens = read_table(d / "text"), read_table(d / "tokens")
     out = {}
     for utt, text in texts.items():
-        n_units = len(frontend.encode_normalized(" ".join(frontend.normalize(text))))
+        n_units = len(frontend.encode_normalized(frontend.transcript(text)))
         edges = np.linspace(0, len(tokens[utt].split()), n_units + 1).round().astype(int)
         out[utt] = " ".join(map(str, np.diff(edges)))
     write_table(d / "durations", out)

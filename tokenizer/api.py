@@ -96,6 +96,13 @@ class SpeechTokenizer:
         padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
         return padded.to(self.device), lengths.to(self.device)
 
+    def _features_batch(self, audios: list[np.ndarray], sample_rate: int | list[int]) -> list[torch.Tensor]:
+        """Clips at one rate or one rate each -> their features."""
+        rates = sample_rate if isinstance(sample_rate, (list, tuple)) else [sample_rate] * len(audios)
+        if len(rates) != len(audios):
+            raise ValueError(f"{len(audios)} clips but {len(rates)} sample rates")
+        return [self._features(a, sr) for a, sr in zip(audios, rates, strict=True)]
+
     def encode(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """float mono audio at any rate -> int64 token ids, ``num_tokens(len(audio), sample_rate)`` long."""
         return self.encode_batch([audio], sample_rate)[0]
@@ -104,10 +111,7 @@ class SpeechTokenizer:
     def encode_batch(self, audios: list[np.ndarray], sample_rate: int | list[int],
                      batch_size: int = 16) -> list[np.ndarray]:
         """Several clips -> one id array each (padded and masked: same ids as one by one)."""
-        rates = sample_rate if isinstance(sample_rate, (list, tuple)) else [sample_rate] * len(audios)
-        if len(rates) != len(audios):
-            raise ValueError(f"{len(audios)} clips but {len(rates)} sample rates")
-        feats = [self._features(a, sr) for a, sr in zip(audios, rates, strict=True)]
+        feats = self._features_batch(audios, sample_rate)
         out: list[np.ndarray] = []
         for start in range(0, len(feats), batch_size):
             x, lengths = self._batch(feats[start:start + batch_size])
@@ -120,7 +124,7 @@ class SpeechTokenizer:
         return self.model.inter_head is not None and self.config.inter_targets == "phones"
 
     @torch.no_grad()
-    def phone_log_probs_batch(self, audios: list[np.ndarray], sample_rate: int,
+    def phone_log_probs_batch(self, audios: list[np.ndarray], sample_rate: int | list[int],
                               batch_size: int = 16) -> list[np.ndarray]:
         """Clips -> log-posteriors of the auxiliary phone CTC, (num_tokens * ctc_upsample, 1 + len(PHONES))
         each; index 0 is the blank, phone ``p`` is ``1 + PHONES.index(p)`` (:mod:`tts.align` uses them)."""
@@ -128,7 +132,7 @@ class SpeechTokenizer:
             raise ValueError("this tokenizer has no phone CTC head (train it with inter_targets: phones)")
         if self.config.inter_from != "encoder":
             raise ValueError("the phone head reads the codes (inter_from: codes); alignment wants the encoder")
-        feats = [self._features(a, sample_rate) for a in audios]
+        feats = self._features_batch(audios, sample_rate)
         up, out = self.config.ctc_upsample, []
         for start in range(0, len(feats), batch_size):
             x, lengths = self._batch(feats[start:start + batch_size])

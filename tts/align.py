@@ -84,10 +84,7 @@ def unit_durations(path: np.ndarray, is_phone: list[bool], num_tokens: int, up: 
         last = int(phone_frames[j - 1][-1]) if j else -1
         nxt = int(phone_frames[j][0]) if j < len(phone_frames) else n_frames
         first_of_run = k == 0 or is_phone[k - 1]
-        if first_of_run and nxt - last - 1 > pause_frames:
-            starts.append(last + 1 + tail)
-        else:
-            starts.append(nxt if j < len(phone_frames) else n_frames)
+        starts.append(last + 1 + tail if first_of_run and nxt - last - 1 > pause_frames else nxt)
     starts[0] = 0
     bounds = [min(num_tokens, round(s / up)) for s in starts] + [num_tokens]
     bounds = np.maximum.accumulate(bounds)
@@ -96,9 +93,9 @@ def unit_durations(path: np.ndarray, is_phone: list[bool], num_tokens: int, up: 
 
 def phone_targets(units: list[str]) -> tuple[list[int], list[bool]]:
     """Frontend units -> tokenizer phone-CTC label ids of the phones, and which units are phones."""
-    from tokenizer.frontend import PHONES
+    from tokenizer.frontend import PhoneLexicon
 
-    index = {p: i + 1 for i, p in enumerate(PHONES)}
+    index = dict(PhoneLexicon().index)
     for c in LETTERS:  # the frontend spells unknown words in letters, the tokenizer as <c>
         index[c] = index[f"<{c}>"]
     is_phone = [u in index for u in units]
@@ -113,7 +110,7 @@ def align_dir(data_dir: str | Path, frontend: Frontend, tokenizer, batch_size: i
     todo = []
     for utt in sorted(set(texts) & set(tokens) & set(wavs)):
         try:
-            units = frontend.symbols(" ".join(frontend.normalize(texts[utt])))
+            units = frontend.symbols(frontend.transcript(texts[utt]))
         except TextError:
             continue
         targets, is_phone = phone_targets(units)
@@ -122,10 +119,8 @@ def align_dir(data_dir: str | Path, frontend: Frontend, tokenizer, batch_size: i
     out, skipped, up = {}, 0, tokenizer.config.ctc_upsample
     for start in tqdm(range(0, len(todo), batch_size), desc=f"align {d}", mininterval=10):
         batch = todo[start:start + batch_size]
-        audios = [read_audio(wavs[utt]) for utt, _, _ in batch]
-        rates = {sr for _, sr in audios}
-        logps = [tokenizer.phone_log_probs_batch([to_mono(a)], sr)[0] for a, sr in audios] if len(rates) > 1 \
-            else tokenizer.phone_log_probs_batch([to_mono(a) for a, _ in audios], rates.pop())
+        audios, rates = zip(*(read_audio(wavs[utt]) for utt, _, _ in batch), strict=True)
+        logps = tokenizer.phone_log_probs_batch([to_mono(a) for a in audios], list(rates))
         for (utt, targets, is_phone), logp in zip(batch, logps, strict=True):
             path = ctc_viterbi(logp, targets)
             if path is None or len(logp) != tokens[utt] * up:

@@ -200,6 +200,11 @@ class Frontend:
             raise TextError(f"nothing speakable in text {text[:60]!r}")
         return chunks
 
+    def transcript(self, text: str) -> str:
+        """Written text -> its normalised chunks joined into one string (a training transcript or a
+        prompt's text, fed whole: ``encode_normalized`` and ``symbols`` take it). Raises TextError."""
+        return " ".join(self.normalize(text))
+
     def symbols(self, text: str) -> list[str]:
         """Normalised text -> its units: characters, or phones with ``_`` between words."""
         if self.cfg.units == "chars":

@@ -154,6 +154,12 @@ class Layout:
         return ids + [self.speech_end_id], labels + [self.speech_end_id]
 
 
+def sequence_length(n_text: int, n_speech: int, interleaved: bool) -> int:
+    """Ids in a training sequence without a prompt: ``<bos> text <|speech_start|>``, the units
+    again when interleaved, the speech, ``<|speech_end|>``."""
+    return n_text * (1 + interleaved) + n_speech + 3
+
+
 def make_layout(frontend: Frontend, speech_vocab_size: int, layout: str = "continuation") -> Layout:
     tok = frontend.tokenizer
     advance = tok.vocab.get(ADVANCE, -1)

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from tts.config import ConfigError, from_dict, load_yaml  # noqa: F401  (re-exported for callers)
 from tts.datadir import read_table
 from tts.frontend import Frontend, TextError
-from tts.llm import IGNORE, LengthRatio, LLMConfig, SpeechLM
+from tts.llm import IGNORE, LengthRatio, LLMConfig, SpeechLM, sequence_length
 from tts.training import (
     BucketBatchSampler,
     ResumableLoader,
@@ -136,7 +136,7 @@ def load_pairs(data_dir: str | Path, frontend: Frontend, max_positions: int,
     pairs, stale = [], 0
     for utt in sorted(set(texts) & set(tokens)):
         try:
-            norm = " ".join(frontend.normalize(texts[utt]))
+            norm = frontend.transcript(texts[utt])
         except TextError:
             continue
         text_ids = frontend.encode_normalized(norm)
@@ -150,7 +150,7 @@ def load_pairs(data_dir: str | Path, frontend: Frontend, max_positions: int,
                 stale += 1
                 continue
         pair = Pair(utt, utt2spk.get(utt, utt), text_ids, speech, norm, dur if durations else None)
-        if pair.speech and len(pair.text_ids) * (1 + durations) + len(pair.speech) + 3 <= max_positions:
+        if pair.speech and sequence_length(len(text_ids), len(speech), durations) <= max_positions:
             pairs.append(pair)
     if not pairs:
         what = "durations that match text and tokens (rerun tts.align)" if stale else "both text and tokens"
@@ -181,8 +181,7 @@ class PairDataset(Dataset):
         return len(self.pairs)
 
     def lengths(self) -> list[int]:
-        extra = 3 + self.layout.interleaved  # specials; interleaved: each unit appears twice
-        return [len(p.text_ids) * (1 + self.layout.interleaved) + len(p.speech) + extra for p in self.pairs]
+        return [sequence_length(len(p.text_ids), len(p.speech), self.layout.interleaved) for p in self.pairs]
 
     def __getitem__(self, i: int) -> tuple[list[int], list[int]]:
         p = self.pairs[i]

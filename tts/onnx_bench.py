@@ -36,8 +36,8 @@ def best_seconds(calls: dict[str, Callable[[], object]], repeats: int) -> dict[s
 def _component_calls(synth, prompt, tokens: list[int], mel: torch.Tensor, audio: np.ndarray) -> dict:
     """name -> zero-argument call doing that component's work on fixed inputs."""
     lm, sr = synth.lm, synth.sample_rate
-    text_ids = lm.frontend.encode_normalized(" ".join(lm.frontend.normalize("a fixed length benchmark text")))
-    prompt_ids = lm.frontend.encode_normalized(" ".join(lm.frontend.normalize(prompt.text)))
+    text_ids = lm.frontend.encode_normalized(lm.frontend.transcript("a fixed length benchmark text"))
+    prompt_ids = lm.frontend.encode_normalized(lm.frontend.transcript(prompt.text))
     ratio = len(tokens) / len(text_ids)  # min = max length: exactly len(tokens) decoding steps
     cfg = SamplingConfig(min_ratio=ratio, max_ratio=ratio, seed=0)
     keep = synth.flow.config.max_prompt_frames // synth.flow.config.upsample  # what the Synthesizer gives it

@@ -61,10 +61,10 @@ def parity_report(root: str | Path, torch_parts: dict, onnx_parts: dict | None =
 
     prompt_speech = [int(x) for x in ids_t[1] % t["llm"].layout.speech_vocab_size]
     fe = t["llm"].frontend
-    prompt_ids = fe.encode_normalized(" ".join(fe.normalize(PROMPT_TEXT)))
+    prompt_ids = fe.encode_normalized(fe.transcript(PROMPT_TEXT))
     greedy, sampled = [], []
     for text in DEV_TEXTS:
-        ids = fe.encode_normalized(" ".join(fe.normalize(text)))
+        ids = fe.encode_normalized(fe.transcript(text))
         for cfg, out in ((SamplingConfig(greedy=True), greedy), (SamplingConfig(num_candidates=3, seed=7), sampled)):
             a, b = (generate(m, ids, prompt_ids, prompt_speech, cfg).tokens for m in (t["llm"], o["llm"]))
             out.append(a == b)

@@ -173,16 +173,6 @@ def decode(lm: SpeechLM, text_ids: list[int], prompt_text_ids: list[int] | None 
     hit_max = [False] * n
     step = 0
     while True:
-        cut = length >= max_len  # guard: rows still running here are cut
-        if cut.any():
-            for i in alive[cut].tolist():
-                hit_max[i] = True
-            if cut.all():
-                break
-            idx = (~cut).nonzero().squeeze(1)
-            cache.batch_select_indices(idx)
-            alive, history, logits = alive[idx], history[idx], logits[idx]
-            unit, in_unit, length = unit[idx], in_unit[idx], length[idx]
         logits = logits.clone()
         logits[length < min_len, end] = float("-inf")
         if layout.interleaved:
@@ -200,16 +190,20 @@ def decode(lm: SpeechLM, text_ids: list[int], prompt_text_ids: list[int] | None 
             rows[i].append(tok)
         if new:
             yield new
-        keep = nxt != end
+        length = length + speech
+        running = nxt != end
+        cut = running & (length >= max_len)  # guard: rows still running at max_len are cut
+        for i in alive[cut].tolist():
+            hit_max[i] = True
+        keep = running & ~cut
         if not keep.all():
             if not keep.any():
                 break
             idx = keep.nonzero().squeeze(1)
             cache.batch_select_indices(idx)
-            alive, nxt, history, speech = alive[idx], nxt[idx], history[idx], speech[idx]
-            unit, in_unit, length = unit[idx], in_unit[idx], length[idx]
+            alive, nxt, history, speech, unit, in_unit, length = (
+                x[idx] for x in (alive, nxt, history, speech, unit, in_unit, length))
         history = torch.cat([history, nxt[:, None]], dim=1)
-        length = length + speech
         in_unit = torch.where(speech, in_unit + 1, 0)
         unit = unit + ~speech
         fed = torch.where(speech, nxt + offset, units[unit.clamp(max=len(text_ids) - 1)])

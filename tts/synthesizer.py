@@ -192,7 +192,7 @@ class Synthesizer:
         prompt = prompt_audio if isinstance(prompt_audio, Prompt) else \
             self.prepare_prompt(prompt_audio, prompt_sample_rate, prompt_text)
         seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
-        prompt_ids = self.lm.frontend.encode_normalized(" ".join(self.lm.frontend.normalize(prompt.text)))
+        prompt_ids = self.lm.frontend.encode_normalized(self.lm.frontend.transcript(prompt.text))
         return sentences, prompt, seed, prompt_ids
 
     def flow_prompt(self, prompt: Prompt) -> tuple[torch.Tensor, torch.Tensor]:
