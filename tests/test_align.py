@@ -1,5 +1,7 @@
 """Unit durations for the interleaved LLM layout: CTC Viterbi and spans per text unit."""
 
+from pathlib import Path
+
 import numpy as np
 
 from tts.align import ctc_viterbi, phone_targets, unit_durations
@@ -76,3 +78,20 @@ def test_align_dir_writes_durations_that_sum_to_the_tokens(tmp_path, tone, tiny_
         d = [int(x) for x in durs[utt].split()]
         assert len(d) == len(fe.symbols(fe.transcript(texts[utt])))
         assert sum(d) == len(tokens[utt].split()) and min(d) >= 0
+
+
+def test_align_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, tiny_model_dir, capsys):
+    from tts.align import main
+    from tts.datadir import write_table
+
+    conf = str(Path(__file__).resolve().parents[1] / "egs" / "synth_en" / "conf" / "llm_tiny.yaml")
+    tok = str(tiny_model_dir / "tokenizer")
+    assert main(["--tokenizer", tok, "--config", conf, "--data", str(tmp_path / "missing")]) == 2
+    assert "missing file" in capsys.readouterr().err
+    write_table(tmp_path / "text", {"a-1": "Hello there."})
+    write_table(tmp_path / "tokens", {"a-1": "1 2 3"})
+    write_table(tmp_path / "wav.scp", {"a-1": str(tmp_path / "a-1.wav")})
+    (tmp_path / "a-1.wav").write_bytes(b"not a wav")
+    assert main(["--tokenizer", tok, "--config", conf, "--data", str(tmp_path)]) == 2
+    assert "cannot read audio" in capsys.readouterr().err and not (tmp_path / "durations").exists()
+    assert main(["--tokenizer", str(tmp_path / "nope"), "--config", conf, "--data", str(tmp_path)]) == 2

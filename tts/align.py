@@ -152,13 +152,19 @@ def main(argv: list[str] | None = None) -> int:
     if llm.frontend.units != "phones":
         print(f"{args.config}: the interleaved layout aligns phones (llm.frontend.units: phones)", file=sys.stderr)
         return 2
+    from tts.errors import USER_ERRORS
+
     frontend = Frontend(llm.frontend)
-    tok = SpeechTokenizer.from_pretrained(args.tokenizer)
-    for d in args.data:
-        n, skipped = align_dir(d, frontend, tok)
-        print(f"{d}/durations: {n} utterances aligned, {skipped} skipped", file=sys.stderr)
-        if not n:
-            return 1
+    try:
+        tok = SpeechTokenizer.from_pretrained(args.tokenizer)
+        for d in args.data:
+            n, skipped = align_dir(d, frontend, tok)
+            print(f"{d}/durations: {n} utterances aligned, {skipped} skipped", file=sys.stderr)
+            if not n:
+                return 1
+    except (*USER_ERRORS, ValueError) as err:  # bad data or model: one line (no durations file is written)
+        print(f"tts.align: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
