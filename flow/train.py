@@ -33,6 +33,7 @@ from tts.training import (
     apply_trainer_args,
     build_trainer,
     last_checkpoint,
+    warm_start,
     warmup_cosine,
 )
 
@@ -110,11 +111,7 @@ def init_from(model: FlowModel, init_dir: str | Path) -> list[str]:
     Use it to warm-start from a flow trained on other tokens: the backbone and the
     mel statistics carry over, a token embedding of another codebook size does not.
     """
-    src = FlowModel.from_pretrained(init_dir).state_dict()
-    own = model.state_dict()
-    keep = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(keep, strict=False)
-    return sorted(set(own) - set(keep))
+    return warm_start(model, FlowModel.from_pretrained(init_dir).state_dict())
 
 
 def train(cfg: FlowTrainConfig, train_dir: str | Path, dev_dir: str | Path | None, exp: str | Path,

@@ -178,3 +178,13 @@ def test_train_cli_writes_model_and_resumes(tmp_path):
     mel = MelSpectrogram()(torch.from_numpy(speech(tmp_path)))[None]
     with torch.no_grad():
         assert torch.equal(first(mel), again(mel))
+    # warm start (the GAN phase starts from the reconstruction phase's generator): with no
+    # steps the new run's generator is the init's; a generator of another shape is refused
+    warm = tmp_path / "warm"
+    assert train_main([*args[:-1], str(warm), "--init", str(exp / "model"), "--max-steps", "0"]) == 0
+    with torch.no_grad():
+        assert torch.equal(Vocoder.from_pretrained(warm / "model")(mel), again(mel))
+    other = tmp_path / "other"
+    Vocoder(VocoderConfig(dim=16, intermediate_dim=32, num_layers=1, sub_dim=8, sub_layers=1)).save_pretrained(other)
+    with pytest.raises(SystemExit, match="not a generator of this config"):
+        train_main([*args[:-1], str(tmp_path / "bad"), "--init", str(other)])

@@ -83,6 +83,14 @@ def _step_of(path: Path) -> int:
     return int(digits) if digits else -1
 
 
+def warm_start(model: torch.nn.Module, source: dict[str, torch.Tensor]) -> list[str]:
+    """Copy every weight of ``source`` whose name and shape match ``model``'s; -> names left as initialised."""
+    own = model.state_dict()
+    keep = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(keep, strict=False)
+    return sorted(set(own) - set(keep))
+
+
 def last_checkpoint(exp_dir: str | Path) -> Path | None:
     """The checkpoint to resume from: ``last.ckpt``, else the newest ``step*.ckpt``; None when none.
 
@@ -141,7 +149,7 @@ def apply_trainer_args(cfg: TrainerConfig, args: argparse.Namespace) -> TrainerC
         cfg.strategy = args.strategy
     if getattr(args, "precision", None):
         cfg.precision = args.precision
-    if getattr(args, "max_steps", None):
+    if getattr(args, "max_steps", None) is not None:  # 0 is honoured: e.g. only export a warm start
         cfg.max_steps = args.max_steps
     return cfg
 

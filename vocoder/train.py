@@ -33,10 +33,11 @@ from tts.training import (
     apply_trainer_args,
     build_trainer,
     last_checkpoint,
+    warm_start,
 )
 from vocoder.data import SegmentDataset
 from vocoder.experiment import OptimConfig, VocoderExperiment
-from vocoder.model import VocoderConfig
+from vocoder.model import Vocoder, VocoderConfig
 
 
 @dataclass
@@ -66,8 +67,12 @@ def load_config(path: str | Path | None) -> TrainConfig:
 
 
 def train(cfg: TrainConfig, train_dir: str | Path, dev_dir: str | Path, exp: str | Path,
-          **trainer_kwargs) -> VocoderExperiment:
-    """Train (or resume) into ``exp``; ``<exp>/model`` holds the generator at the end."""
+          init: str | Path | None = None, **trainer_kwargs) -> VocoderExperiment:
+    """Train (or resume) into ``exp``; ``<exp>/model`` holds the generator at the end.
+
+    ``init``: a vocoder model dir whose generator weights start this run (ignored when
+    resuming a checkpoint): the GAN fine-tuning phase starts from the reconstruction phase.
+    """
     torch.set_num_threads(cfg.num_threads)
     L.seed_everything(cfg.trainer.seed, workers=True)
     exp = Path(exp)
@@ -88,6 +93,10 @@ def train(cfg: TrainConfig, train_dir: str | Path, dev_dir: str | Path, exp: str
     dev_dl = DataLoader(dev, batch_size=1, num_workers=0)
 
     module = VocoderExperiment(cfg.model, cfg.optim, cfg.trainer.max_steps, exp)
+    if init and last_checkpoint(exp) is None:
+        fresh = warm_start(module.generator, Vocoder.from_pretrained(init).state_dict())
+        if fresh:
+            raise SystemExit(f"{init}: not a generator of this config (missing or reshaped: {', '.join(fresh[:3])})")
     t = cfg.trainer
     several = str(t.devices) not in ("1", "auto") or t.num_nodes > 1
     if t.strategy == "ddp" or (t.strategy == "auto" and several):
@@ -109,11 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", required=True, help="Kaldi data dir with wav.scp")
     ap.add_argument("--dev", required=True, help="Kaldi data dir for validation")
     ap.add_argument("--exp", required=True, help="experiment dir")
+    ap.add_argument("--init", help="vocoder model dir to start from (e.g. the reconstruction phase's)")
     add_trainer_args(ap)
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     apply_trainer_args(cfg.trainer, args)
-    train(cfg, args.train, args.dev, args.exp)
+    train(cfg, args.train, args.dev, args.exp, init=args.init)
     return 0
 
 
