@@ -52,6 +52,12 @@ def test_export_writes_every_graph_manifest_and_report(onnx_dir, report):
     assert "flow/model.safetensors" in manifest["sources"] and "llm/config.json" in manifest["sources"]
     assert report["opset"] == 18 and set(report["graphs"]) == set(GRAPHS)
     assert all(g["mb"] > 0 for g in report["graphs"].values())
+    # the LLM comes from onnxruntime-genai's builder, with onnxruntime's fused attention
+    import onnx
+
+    assert manifest["graphs"]["llm"]["exporter"].startswith("onnxruntime-genai")
+    ops = {n.op_type for n in onnx.load(str(onnx_dir / "onnx" / "llm.onnx")).graph.node}
+    assert "GroupQueryAttention" in ops
 
 
 def test_parity_with_torch(report):

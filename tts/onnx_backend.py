@@ -6,7 +6,7 @@ best-of-N search, verifiers and the ODE loop (``flow.cfm.solve``) are the torch
 backend's own code; only the networks run on onnxruntime:
 
     SpeechTokenizer(OnnxTokenizerModel)  tokens(), logits_from_tokens(): tokenizer_encoder/_ctc
-    OnnxLM.model                         an HF-like causal LM with an explicit KV cache: llm_prefill/_decode
+    OnnxLM.model                         an HF-like causal LM with an explicit KV cache: llm
     OnnxFlow.generate()                  flow_tokens once, then the ODE loop in Python, one flow_estimator call per field evaluation
     OnnxVocoder(mel)                     vocoder
     OnnxSpeaker.embed()                  speaker
@@ -130,38 +130,44 @@ class OnnxTokenizerModel:
 
 # ---- LLM --------------------------------------------------------------------------------------
 class OrtKVCache:
-    """The KV cache as two stacked arrays (L, B, H, P, hd), with DynamicCache's batch operations."""
+    """The KV cache as the llm graph's inputs, ``past_key_values.{i}.key/value`` (B, H, P, hd) each,
+    with DynamicCache's batch operations."""
 
-    def __init__(self, keys: np.ndarray, values: np.ndarray):
-        self.keys, self.values = keys, values
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.arrays = arrays
+
+    @property
+    def length(self) -> int:
+        return next(iter(self.arrays.values())).shape[2]
 
     def batch_repeat_interleave(self, n: int) -> None:
-        self.keys, self.values = np.repeat(self.keys, n, axis=1), np.repeat(self.values, n, axis=1)
+        self.arrays = {k: np.repeat(v, n, axis=0) for k, v in self.arrays.items()}
 
     def batch_select_indices(self, idx: torch.Tensor) -> None:
         rows = _np(idx)
-        self.keys, self.values = self.keys[:, rows], self.values[:, rows]
+        self.arrays = {k: v[rows] for k, v in self.arrays.items()}
 
 
 class OnnxCausalLM:
     """What tts.sampling calls: ``model(input_ids=, use_cache=, logits_to_keep=, cache=)``."""
 
-    def __init__(self, prefill: OrtGraph, decode: OrtGraph):
-        self.prefill, self.decode = prefill, decode
+    def __init__(self, graph: OrtGraph, layers: int, kv_heads: int, head_dim: int):
+        self.graph, self.kv_shape = graph, (kv_heads, head_dim)
+        self.past_names = [f"past_key_values.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+        self.outputs = [o.name for o in graph.session.get_outputs()]
 
     def forward(self, input_ids: torch.Tensor, use_cache: bool = True, logits_to_keep: int = 1,
                 cache: OrtKVCache | None = None) -> SimpleNamespace:
         # input_ids: (B, S) -> logits (B, 1, V), cache grown by S positions
         ids = _np(input_ids).astype(np.int64)
+        b, s = ids.shape
         if cache is None:
-            logits, keys, values = self.prefill(input_ids=ids)
-            cache = OrtKVCache(keys, values)
-        else:
-            if ids.shape[1] != 1:
-                raise ValueError("the ONNX decode step takes one token per row")
-            logits, cache.keys, cache.values = self.decode(input_ids=ids, past_keys=cache.keys,
-                                                           past_values=cache.values)
-        return SimpleNamespace(logits=torch.from_numpy(logits)[:, None], cache=cache)
+            cache = OrtKVCache({n: np.zeros((b, *self.kv_shape[:1], 0, self.kv_shape[1]), np.float32)
+                                for n in self.past_names})
+        mask = np.ones((b, cache.length + s), np.int64)
+        out = dict(zip(self.outputs, self.graph(input_ids=ids, attention_mask=mask, **cache.arrays), strict=True))
+        cache.arrays = {n: out[n.replace("past_key_values", "present")] for n in self.past_names}
+        return SimpleNamespace(logits=torch.from_numpy(out["logits"][:, -1:]), cache=cache)
 
     __call__ = forward
 
@@ -169,14 +175,17 @@ class OnnxCausalLM:
 class OnnxLM:
     """SpeechLM's inference surface (frontend, layout, length ratios, model) without torch weights."""
 
-    def __init__(self, path: Path, prefill: OrtGraph, decode: OrtGraph):
+    def __init__(self, path: Path, graph: OrtGraph):
         meta = json.loads((path / LAYOUT_FILE).read_text())
         self.frontend = Frontend.from_pretrained(path)
         self.cfg = LLMConfig(**{k: v for k, v in meta["llm"].items() if k != "frontend"})
         self.layout = make_layout(self.frontend, meta["layout"]["speech_vocab_size"], self.cfg.layout)
         self.ratio = LengthRatio(**meta.get("length_ratio", {}))
-        self.max_positions = json.loads((path / "config.json").read_text())["max_position_embeddings"]
-        self.model = OnnxCausalLM(prefill, decode)
+        hf = json.loads((path / "config.json").read_text())
+        self.max_positions = hf["max_position_embeddings"]
+        heads = hf.get("num_key_value_heads") or hf["num_attention_heads"]
+        head_dim = hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"]
+        self.model = OnnxCausalLM(graph, hf["num_hidden_layers"], heads, head_dim)
 
     def eval(self) -> OnnxLM:
         return self
@@ -297,12 +306,12 @@ def load_onnx_components(root: str | Path) -> dict:
     check_onnx_dir(root)
     provider_list = providers()
     graphs = {name: OrtGraph(root / ONNX_DIR / f"{name}.onnx", provider_list) for name in GRAPHS}
-    print(f"voxlm: onnxruntime runs on {graphs['llm_decode'].provider}", file=sys.stderr)
+    print(f"voxlm: onnxruntime runs on {graphs['llm'].provider}", file=sys.stderr)
     tok_model = OnnxTokenizerModel(root / "tokenizer" / "config.json", graphs["tokenizer_encoder"],
                                    graphs["tokenizer_ctc"])
     normalize = json.loads((root / "tokenizer" / "config.json").read_text()).get("normalize", "rms")
     return {"tokenizer": SpeechTokenizer(tok_model, normalize=normalize),
-            "llm": OnnxLM(root / "llm", graphs["llm_prefill"], graphs["llm_decode"]),
+            "llm": OnnxLM(root / "llm", graphs["llm"]),
             "flow": OnnxFlow(root / "flow", graphs["flow_tokens"], graphs["flow_estimator"]),
             "vocoder": OnnxVocoder(root / "vocoder", graphs["vocoder"]),
             "speaker": OnnxSpeaker(root / "speaker", graphs["speaker"])}

@@ -75,7 +75,7 @@ def bench(model_dir: str, text: str, prompt: str | None, prompt_text: str | None
     mel = torch.from_numpy(np.resize(prompts["torch"].mel, (prompts["torch"].mel.shape[0], 2 * n_tok)))[None]
     audio = np.resize(prompts["torch"].audio, int(seconds * sr))
     out: dict = {"model": model_dir, "threads": threads, "repeats": repeats, "component_speech_s": seconds,
-                 "providers": synths["onnx"].lm.model.prefill.session.get_providers(), "components": {}}
+                 "providers": synths["onnx"].lm.model.graph.session.get_providers(), "components": {}}
     calls = {b: _component_calls(s, prompts["torch"], tokens, mel, audio) for b, s in synths.items()}
     for name in calls["torch"]:
         t = best_seconds({b: calls[b][name] for b in synths}, repeats)

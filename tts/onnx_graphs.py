@@ -3,14 +3,12 @@
 Each wrapper calls the component's own modules (no copy of model code) and fixes
 the boundary the ONNX file will have. ``voxlm export onnx`` traces them with
 ``torch.onnx.export(..., dynamo=True)``; :mod:`tts.onnx_backend` feeds the same
-names to onnxruntime.
+names to onnxruntime. The LLM is not here: onnxruntime-genai's model builder
+exports it (:func:`tts.onnx_export.export_llm`).
 
     graph               inputs -> outputs
     tokenizer_encoder   feats (B, 4T, n_mels), feat_lengths (B,) -> ids (B, T), lengths (B,)
     tokenizer_ctc       ids (B, T), lengths (B,) -> logits (B, T * up, V)
-    llm_prefill         input_ids (B, S) -> logits (B, V), present_keys/values (L, B, H, S, hd)
-    llm_decode          input_ids (B, 1), past_keys/values (L, B, H, P, hd)
-                        -> logits (B, V), present_keys/values (L, B, H, P + 1, hd)
     flow_tokens         ids (B, T) frame-rate token ids -> feats (B, T, D), mu (B, C, T)   (embedding +
                         token encoder and its mel prior, zeros without one; once per utterance)
     flow_estimator      x (B, C, T), t (B,), keep (B,), feats (B, T, D), cond (B, C, T),
@@ -26,7 +24,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import DynamicCache
 
 from flow.backbone import timestep_embedding
 
@@ -50,40 +47,6 @@ class TokenizerCTCGraph(nn.Module):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # ids: (B, T), lengths: (B,) -> CTC logits (B, T * up, V)
         return self.model.logits_from_tokens(ids, lengths)
-
-
-def _run_llm(hf, input_ids: torch.Tensor, past: list | None):
-    """One cached forward of a stock HF causal LM; the cache goes in and out as stacked tensors."""
-    cache = DynamicCache(ddp_cache_data=past, config=hf.config)
-    out = hf(input_ids=input_ids, use_cache=True, logits_to_keep=1, **{_cache_name(hf): cache})
-    layers = getattr(out, _cache_name(hf)).layers
-    return out.logits[:, -1], torch.stack([x.keys for x in layers]), torch.stack([x.values for x in layers])
-
-
-def _cache_name(hf) -> str:
-    from tts.sampling import _cache_kwarg
-
-    return _cache_kwarg(type(hf))
-
-
-class LLMPrefillGraph(nn.Module):
-    def __init__(self, hf):
-        super().__init__()
-        self.hf = hf
-
-    def forward(self, input_ids: torch.Tensor):
-        # input_ids: (B, S) -> logits (B, V), present_keys/values (L, B, H, S, hd)
-        return _run_llm(self.hf, input_ids, None)
-
-
-class LLMDecodeGraph(nn.Module):
-    def __init__(self, hf):
-        super().__init__()
-        self.hf = hf
-
-    def forward(self, input_ids: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor):
-        # input_ids: (B, 1), past_*: (L, B, H, P, hd) -> logits (B, V), present_* (L, B, H, P + 1, hd)
-        return _run_llm(self.hf, input_ids, list(zip(past_keys.unbind(0), past_values.unbind(0), strict=True)))
 
 
 class FlowTokensGraph(nn.Module):
