@@ -6,6 +6,7 @@
 # and calls `run_stages`. Variables the stages read (every recipe sets them):
 #   stage stop_stage nj data exp stage0_desc mel_preset ngpu num_nodes launcher
 #   tokenizer_conf llm_conf llm_align_conf flow_conf vocoder_conf
+#   vocoder_gan_conf (optional, default none: a GAN phase started from stage 5's generator)
 #   llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker
 #   onnx_export (optional, default true: stage 6 also writes $exp/model/onnx, `voxlm export onnx`)
 #   parallel (optional, default false): independent stages side by side, see run_stages
@@ -64,24 +65,33 @@ stage3() {
   py -m tts.llm_report --model "$exp/llm/model" --tokenizer "$exp/tokenizer/model" \
     --data "$data/dev" --max-utts "$llm_report_utts" --out "$exp/llm/report.json"
 }
+# the vocoder the later stages use: the GAN phase's when there is one
+vocoder_model() {
+  if [ "${vocoder_gan_conf:-none}" = none ]; then echo "$exp/vocoder/model"; else echo "$exp/vocoder_gan/model"; fi
+}
 # stage 4: flow matching, speech tokens -> mel, trained on ground-truth tokens of $data/train.
 # The report resynthesises dev tokens with a same-speaker prompt (mel L1, WER, SIM; the
-# trained vocoder when $exp/vocoder/model exists, else Griffin-Lim).
+# trained vocoder when it exists, else Griffin-Lim).
 stage4() {
   launch -m flow.train --config "$flow_conf" --train "$data/train" --dev "$data/dev" \
     --exp "$exp/flow" --tokenizer "$exp/tokenizer/model" --threads 1 "${train_opts[@]}"
 }
 stage4_report() {
   py -m flow.report --model "$exp/flow/model" --data "$data/dev" --out "$exp/flow/report" \
-    --vocoder "$exp/vocoder/model" --steps 10 --chunk 50 --threads 1 \
+    --vocoder "$(vocoder_model)" --steps 10 --chunk 50 --threads 1 \
     --max-utts "$flow_report_utts"
 }
-# stage 5: the vocoder
+# stage 5: the vocoder: reconstruction losses ($vocoder_conf), then, with $vocoder_gan_conf,
+# a GAN phase that starts from that generator
 stage5() {
   OMP_WAIT_POLICY=PASSIVE launch -m vocoder.train --config "$vocoder_conf" \
     --train "$data/train" --dev "$data/dev" --exp "$exp/vocoder" "${train_opts[@]}"
-  py -m vocoder.report --model "$exp/vocoder/model" --data "$data/dev" \
-    --max-utts "$vocoder_report_utts" --out "$exp/vocoder/report.json"
+  if [ "${vocoder_gan_conf:-none}" != none ]; then
+    OMP_WAIT_POLICY=PASSIVE launch -m vocoder.train --config "$vocoder_gan_conf" --init "$exp/vocoder/model" \
+      --train "$data/train" --dev "$data/dev" --exp "$exp/vocoder_gan" "${train_opts[@]}"
+  fi
+  py -m vocoder.report --model "$(vocoder_model)" --data "$data/dev" \
+    --max-utts "$vocoder_report_utts" --out "$(dirname "$(vocoder_model)")/report.json"
 }
 # stage 6: VoxLM's own speaker verifier, then one self-contained model directory
 stage6_speaker() {
@@ -91,7 +101,7 @@ stage6_speaker() {
 stage6() {
   run_once "$exp/speaker/.done" stage6_speaker
   py -m tts.model_dir --tokenizer "$exp/tokenizer/model" --llm "$exp/llm/model" --flow "$exp/flow/model" \
-    --vocoder "$exp/vocoder/model" --speaker "$exp/speaker/model" --out "$exp/model" \
+    --vocoder "$(vocoder_model)" --speaker "$exp/speaker/model" --out "$exp/model" \
     --mel-preset "$mel_preset" \
     --examples "$data/test"  # one demo example per held-out speaker
   rm -f "$exp/model/onnx/.export.done"  # new weights: the ONNX export must run again
@@ -168,7 +178,7 @@ run_stages() {
       run_once "$exp/flow/.stage4.done" stage4
     fi
     if stage_enabled 5; then
-      log "stage 5: vocoder -> $exp/vocoder/{model,report.json}"
+      log "stage 5: vocoder -> $(vocoder_model), report.json beside it"
       run_once "$exp/vocoder/.stage5.done" stage5
     fi
   fi

@@ -21,6 +21,7 @@ pytestmark = [
 TINY = ["--train_hours", "0.01", "--dev_per_spk", "2", "--test_per_spk", "2",
         "--tokenizer_conf", "conf/tokenizer_tiny.yaml", "--llm_conf", "conf/llm_tiny.yaml", "--llm_align_conf", "none",
         "--flow_conf", "conf/flow_tiny.yaml", "--vocoder_conf", "conf/vocoder_tiny.yaml",
+        "--vocoder_gan_conf", "conf/vocoder_tiny.yaml",
         "--llm_report_utts", "3", "--vocoder_report_utts", "3", "--flow_report_utts", "3", "--speaker_steps", "20",
         "--n_candidates", "2", "--eval_per_speaker", "1"]
 
@@ -40,6 +41,9 @@ def test_recipe_stages_0_to_7(tmp_path):
         assert (data / split / "tokens").is_file()  # stage 2
     for part in ("tokenizer", "llm", "flow", "vocoder", "speaker"):
         assert (exp / "model" / part / "model.safetensors").is_file()  # stage 6 packaged it
+    packaged = (exp / "model" / "vocoder" / "model.safetensors").read_bytes()  # the GAN phase's generator,
+    assert packaged == (exp / "vocoder_gan" / "model" / "model.safetensors").read_bytes()  # started from
+    assert (exp / "vocoder" / "model").is_dir() and (exp / "vocoder_gan" / "report.json").is_file()  # phase 1
     for name in ("stage5_speaker", "stage4"):  # parallel=true (the default): side by side, logged apart
         assert (exp / "logs" / f"{name}.log").is_file()
     report = json.loads((exp / "eval" / "summary.json").read_text())

@@ -22,6 +22,7 @@ llm_conf=conf/llm.yaml
 llm_align_conf=none  # or conf/llm_align.yaml: an LLM warm-up on text-only synthetic tokens (the interleaved layout needs none)
 flow_conf=conf/flow_small.yaml
 vocoder_conf=conf/vocoder.yaml
+vocoder_gan_conf=conf/vocoder_gan.yaml  # the GAN phase, started from vocoder_conf's generator (none: skip it)
 llm_report_utts=100      # dev utterances the stage-3 report generates
 vocoder_report_utts=60   # dev utterances the stage-5 report vocodes
 flow_report_utts=30      # dev utterances the stage-4 report resynthesises
@@ -34,7 +35,7 @@ launcher=""         # e.g. "srun": starts every rank of trainers and extraction
 mel_preset=16k      # the shared mel definition (tts/mel.py) the configs use
 onnx_export=true    # stage 6 also exports every network to $exp/model/onnx (voxlm export onnx)
 parallel=true       # independent stages side by side, one process each (recipes/stages.sh, run_stages)
-recipe_options="stage stop_stage nj train_hours dev_per_spk test_per_spk data exp tokenizer_conf llm_conf llm_align_conf flow_conf vocoder_conf
+recipe_options="stage stop_stage nj train_hours dev_per_spk test_per_spk data exp tokenizer_conf llm_conf llm_align_conf flow_conf vocoder_conf vocoder_gan_conf
   llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker ngpu num_nodes launcher onnx_export parallel"
 . ../../recipes/parse_options.sh
 
