@@ -188,3 +188,5 @@ def test_train_cli_writes_model_and_resumes(tmp_path):
     Vocoder(VocoderConfig(dim=16, intermediate_dim=32, num_layers=1, sub_dim=8, sub_layers=1)).save_pretrained(other)
     with pytest.raises(SystemExit, match="not a generator of this config"):
         train_main([*args[:-1], str(tmp_path / "bad"), "--init", str(other)])
+    with pytest.raises(SystemExit, match="--init: vocoder model dir .* lacks config.json"):
+        train_main([*args[:-1], str(tmp_path / "bad"), "--init", str(tmp_path / "no_such_model")])

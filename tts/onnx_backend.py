@@ -152,8 +152,10 @@ class OnnxCausalLM:
     """What tts.sampling calls: ``model(input_ids=, use_cache=, logits_to_keep=, cache=)``."""
 
     def __init__(self, graph: OrtGraph, layers: int, kv_heads: int, head_dim: int):
-        self.graph, self.kv_shape = graph, (kv_heads, head_dim)
-        self.past_names = [f"past_key_values.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+        self.graph, self.kv_heads, self.head_dim = graph, kv_heads, head_dim
+        # graph input -> the output that carries it on: past_key_values.{i}.key -> present.{i}.key
+        self.past_to_present = {f"past_key_values.{i}.{kv}": f"present.{i}.{kv}"
+                                for i in range(layers) for kv in ("key", "value")}
         self.outputs = [o.name for o in graph.session.get_outputs()]
 
     def forward(self, input_ids: torch.Tensor, use_cache: bool = True, logits_to_keep: int = 1,
@@ -162,11 +164,11 @@ class OnnxCausalLM:
         ids = _np(input_ids).astype(np.int64)
         b, s = ids.shape
         if cache is None:
-            cache = OrtKVCache({n: np.zeros((b, *self.kv_shape[:1], 0, self.kv_shape[1]), np.float32)
-                                for n in self.past_names})
+            empty = np.zeros((b, self.kv_heads, 0, self.head_dim), np.float32)
+            cache = OrtKVCache(dict.fromkeys(self.past_to_present, empty))
         mask = np.ones((b, cache.length + s), np.int64)
         out = dict(zip(self.outputs, self.graph(input_ids=ids, attention_mask=mask, **cache.arrays), strict=True))
-        cache.arrays = {n: out[n.replace("past_key_values", "present")] for n in self.past_names}
+        cache.arrays = {past: out[present] for past, present in self.past_to_present.items()}
         return SimpleNamespace(logits=torch.from_numpy(out["logits"][:, -1:]), cache=cache)
 
     __call__ = forward

@@ -37,7 +37,7 @@ from tts.training import (
 )
 from vocoder.data import SegmentDataset
 from vocoder.experiment import OptimConfig, VocoderExperiment
-from vocoder.model import Vocoder, VocoderConfig
+from vocoder.model import Vocoder, VocoderCheckpointError, VocoderConfig
 
 
 @dataclass
@@ -94,7 +94,11 @@ def train(cfg: TrainConfig, train_dir: str | Path, dev_dir: str | Path, exp: str
 
     module = VocoderExperiment(cfg.model, cfg.optim, cfg.trainer.max_steps, exp)
     if init and last_checkpoint(exp) is None:
-        fresh = warm_start(module.generator, Vocoder.from_pretrained(init).state_dict())
+        try:
+            source = Vocoder.from_pretrained(init).state_dict()
+        except VocoderCheckpointError as err:
+            raise SystemExit(f"--init: {err}") from err
+        fresh = warm_start(module.generator, source)
         if fresh:
             raise SystemExit(f"{init}: not a generator of this config (missing or reshaped: {', '.join(fresh[:3])})")
     t = cfg.trainer
