@@ -5,6 +5,7 @@ onnx.checker at export, then compared with torch eager component by component,
 and the ONNX backend synthesises from the exported directory.
 """
 
+import collections
 import json
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ import torch
 from flow.model import FlowModel
 from tts.cli import main
 from tts.onnx_backend import OnnxDirError, check_onnx_dir
-from tts.onnx_export import GRAPHS
+from tts.onnx_export import GRAPHS, INT8_GRAPHS
 from tts.onnx_graphs import RealISTFT
 from tts.synthesizer import Synthesizer
 
@@ -66,6 +67,33 @@ def test_parity_with_torch(report):
     assert p["llm"]["greedy_identical"] and p["llm"]["greedy_prompts"] == 3
     assert p["flow"]["step_max_abs_err"] <= 1e-3 and p["flow"]["solve_max_abs_err"] <= 1e-3
     assert p["vocoder"]["max_abs_err"] <= 1e-3 and p["speaker"]["max_abs_err"] <= 1e-3
+
+
+def test_int8_flow_estimator_is_exported_and_runs(onnx_dir, report, tone, tmp_path):
+    """The int8 twin: weight MatMuls quantized, listed in the manifest, near the fp32 solve,
+    run by backend="onnx-int8" (and refused with a clear error where it was not exported)."""
+    import onnx
+
+    manifest = check_onnx_dir(onnx_dir)
+    assert set(manifest["int8"]) == set(INT8_GRAPHS) == {"flow_estimator"}
+    ops = collections.Counter(n.op_type for n in onnx.load(str(onnx_dir / "onnx" / "flow_estimator.int8.onnx")).graph.node)
+    fp32 = collections.Counter(n.op_type for n in onnx.load(str(onnx_dir / "onnx" / "flow_estimator.onnx")).graph.node)
+    assert ops["MatMulInteger"] > 0 and ops["MatMul"] < fp32["MatMul"]
+    err = report["parity"]["flow_int8"]
+    assert 0 < err["solve_rel_err"] < 0.05, err  # quantized, so not identical; but close
+    prompt = tone(2.0, 16000, freq=150.0)
+    kw = dict(prompt_text="a voice", flow_steps=3, min_ratio=0.5, max_ratio=1.0, seed=3, greedy=True)
+    a, b = (Synthesizer.from_pretrained(onnx_dir, backend=k) for k in ("onnx", "onnx-int8"))
+    assert b.flow.graph.path.name == "flow_estimator.int8.onnx" and a.flow.graph.path.name == "flow_estimator.onnx"
+    ra, rb = (s.synthesize("Hi there.", prompt, 16000, **kw) for s in (a, b))
+    assert [c.tokens for c in ra.chosen] == [c.tokens for c in rb.chosen] and ra.audio.shape == rb.audio.shape
+    assert 0 < np.linalg.norm(ra.audio - rb.audio) / np.linalg.norm(ra.audio) < 0.2
+    old = tmp_path / "old"
+    shutil.copytree(onnx_dir, old)
+    (old / "onnx" / "flow_estimator.int8.onnx").unlink()
+    Synthesizer.from_pretrained(old, backend="onnx")  # fp32 needs no int8 file
+    with pytest.raises(OnnxDirError, match="no int8 flow_estimator graph.*voxlm export onnx"):
+        Synthesizer.from_pretrained(old, backend="onnx-int8")
 
 
 def test_llm_decode_step_continues_the_prefill_cache(onnx_dir):
@@ -147,3 +175,4 @@ def test_bench_compares_backends(onnx_dir):
     assert {"tokenizer_encode", "llm_generate", "flow_generate", "vocoder", "speaker_embed"} <= set(out["components"])
     assert all(c["torch_s"] > 0 and c["onnx_s"] > 0 for c in out["components"].values())
     assert out["end_to_end"][0]["n_candidates"] == 1 and out["end_to_end"][0]["speedup"] > 0
+    assert out["end_to_end"][0]["int8_speedup"] > 0 and out["components"]["flow_generate"]["onnx_int8_s"] > 0

@@ -8,6 +8,7 @@ import json
 import platform
 import sys
 
+from tts.model_dir import BACKENDS
 from tts.stream_cli import add_stream_options
 from tts.version import __version__
 
@@ -56,8 +57,9 @@ def _widths(text: str) -> list[int]:
 
 def _add_synthesis_options(p: argparse.ArgumentParser, widths: bool = False) -> None:
     p.add_argument("--model", required=True, help="VoxLM model directory")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                   help="onnx: every network on onnxruntime (after `voxlm export onnx`)")
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="onnx: every network on onnxruntime (after `voxlm export onnx`); "
+                        "onnx-int8: with the flow estimator's int8-weight graph")
     if widths:  # eval: one system row per width
         p.add_argument("--n-candidates", type=_widths, default=[1],
                        help="best-of-N widths, comma-separated (e.g. 1,8): one row each")
@@ -294,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                   help="onnx: onnxruntime vs torch eager, each component and end to end")
+                   help="onnx: onnxruntime (fp32, and int8 where exported) vs torch eager, "
+                        "each component and end to end")
     add_stream_options(p, bench=True)
     p.set_defaults(func=cmd_bench)
 

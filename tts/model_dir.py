@@ -27,6 +27,7 @@ from safetensors import safe_open
 FORMAT_VERSION = 1
 MANIFEST = "voxlm.json"
 COMPONENTS = ("tokenizer", "llm", "flow", "vocoder", "speaker")
+BACKENDS = ("torch", "onnx", "onnx-int8")  # onnx*: DIR/onnx on onnxruntime; -int8: the flow estimator's int8 twin
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 EXAMPLES = "examples"
 

@@ -35,7 +35,7 @@ from tokenizer.config import model_config_from_dict
 from tts.frontend import Frontend
 from tts.llm import LAYOUT_FILE, LengthRatio, LLMConfig, make_layout
 from tts.model_dir import ModelDirError
-from tts.onnx_export import GRAPHS, MANIFEST, MANIFEST_VERSION, ONNX_DIR, source_hashes
+from tts.onnx_export import GRAPHS, INT8_GRAPHS, MANIFEST, MANIFEST_VERSION, ONNX_DIR, source_hashes
 from tts.speaker import SpeakerEncoder, SpeakerEncoderConfig
 from vocoder.model import VocoderConfig, VocoderInputError
 
@@ -81,6 +81,7 @@ class OrtGraph:
     def __init__(self, path: Path, provider_list: list[str]):
         import onnxruntime as ort
 
+        self.path = path
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = torch.get_num_threads()
         opts.inter_op_num_threads = 1
@@ -302,12 +303,26 @@ class OnnxSpeaker:
         return self.graph(mel=self.mel(torch.from_numpy(wav))[None].numpy())[0][0]
 
 
-def load_onnx_components(root: str | Path) -> dict:
-    """The five components of a checked model dir as onnxruntime adapters (keys as COMPONENTS)."""
+def graph_files(root: Path, manifest: dict, int8: bool) -> dict[str, Path]:
+    """graph name -> the file to run: fp32, or with ``int8`` the quantized twin of each INT8_GRAPHS graph."""
+    files = {name: root / ONNX_DIR / f"{name}.onnx" for name in GRAPHS}
+    for name in INT8_GRAPHS if int8 else ():
+        path = root / ONNX_DIR / f"{name}.int8.onnx"
+        if name not in manifest.get("int8", {}) or not path.is_file():
+            raise OnnxDirError(f"{root / ONNX_DIR} has no int8 {name} graph: run `voxlm export onnx --model {root}`")
+        files[name] = path
+    return files
+
+
+def load_onnx_components(root: str | Path, int8: bool = False) -> dict:
+    """The five components of a checked model dir as onnxruntime adapters (keys as COMPONENTS).
+
+    int8: run the int8-weight twins of INT8_GRAPHS (the flow estimator) instead of fp32.
+    """
     root = Path(root)
-    check_onnx_dir(root)
+    manifest = check_onnx_dir(root)
     provider_list = providers()
-    graphs = {name: OrtGraph(root / ONNX_DIR / f"{name}.onnx", provider_list) for name in GRAPHS}
+    graphs = {name: OrtGraph(path, provider_list) for name, path in graph_files(root, manifest, int8).items()}
     print(f"voxlm: onnxruntime runs on {graphs['llm'].provider}", file=sys.stderr)
     tok_model = OnnxTokenizerModel(root / "tokenizer" / "config.json", graphs["tokenizer_encoder"],
                                    graphs["tokenizer_ctc"])

@@ -2,7 +2,9 @@
 
 Both backends load the same model directory in the same process with the same
 thread count and get identical inputs; each figure is the best of ``repeats``
-timed calls after one warm-up call. ``speedup`` = torch seconds / onnx seconds.
+timed calls after one warm-up call. ``speedup`` = torch seconds / onnx seconds;
+``int8_speedup`` the same for the ``onnx-int8`` backend (the flow estimator's int8
+twin), measured when the export has it.
 End to end, every candidate is held at ``TOKENS_PER_CHAR`` speech tokens per text
 character (min = max length), so both backends do the same work whatever they sample.
 """
@@ -33,6 +35,15 @@ def best_seconds(calls: dict[str, Callable[[], object]], repeats: int) -> dict[s
     return best
 
 
+def _row(figures: dict[str, float], unit: str, digits: int) -> dict:
+    """{"torch": a, "onnx": b, ...} -> {"torch_s": a, "onnx_s": b, "speedup": a / b, ...}."""
+    row = {f"{b.replace('-', '_')}_{unit}": round(v, digits) for b, v in figures.items()}
+    row["speedup"] = round(figures["torch"] / figures["onnx"], 2)
+    if "onnx-int8" in figures:
+        row["int8_speedup"] = round(figures["torch"] / figures["onnx-int8"], 2)
+    return row
+
+
 def _component_calls(synth, prompt, tokens: list[int], mel: torch.Tensor, audio: np.ndarray) -> dict:
     """name -> zero-argument call doing that component's work on fixed inputs."""
     lm, sr = synth.lm, synth.sample_rate
@@ -54,15 +65,17 @@ def _component_calls(synth, prompt, tokens: list[int], mel: torch.Tensor, audio:
 
 def bench(model_dir: str, text: str, prompt: str | None, prompt_text: str | None,
           n_candidates: list[int], repeats: int = 3, threads: int = 1, seconds: float = 4.0) -> dict:
-    """Time both backends on the same inputs; ``seconds`` of speech for the component figures.
+    """Time the backends on the same inputs; ``seconds`` of speech for the component figures.
 
     prompt: an audio file, or None for a 3 s synthetic buzz (timing only).
     """
     from tts.audio import load_audio
+    from tts.onnx_backend import check_onnx_dir
     from tts.synthesizer import Synthesizer
 
     torch.set_num_threads(threads)  # onnxruntime sessions take the same count (tts.onnx_backend)
-    synths = {b: Synthesizer.from_pretrained(model_dir, backend=b) for b in ("torch", "onnx")}
+    backends = ("torch", "onnx") + (("onnx-int8",) if check_onnx_dir(model_dir).get("int8") else ())
+    synths = {b: Synthesizer.from_pretrained(model_dir, backend=b) for b in backends}
     sr = synths["torch"].sample_rate
     if prompt:
         prompt_audio = load_audio(prompt, sr)
@@ -79,8 +92,7 @@ def bench(model_dir: str, text: str, prompt: str | None, prompt_text: str | None
     calls = {b: _component_calls(s, prompts["torch"], tokens, mel, audio) for b, s in synths.items()}
     for name in calls["torch"]:
         t = best_seconds({b: calls[b][name] for b in synths}, repeats)
-        out["components"][name] = {"torch_s": round(t["torch"], 5), "onnx_s": round(t["onnx"], 5),
-                                   "speedup": round(t["torch"] / t["onnx"], 2)}
+        out["components"][name] = _row(t, "s", 5)
     out["end_to_end"], fixed = [], {"min_ratio": TOKENS_PER_CHAR, "max_ratio": TOKENS_PER_CHAR}
     out["end_to_end_tokens_per_char"] = TOKENS_PER_CHAR
     for n in n_candidates:
@@ -93,8 +105,5 @@ def bench(model_dir: str, text: str, prompt: str | None, prompt_text: str | None
                 r = s.synthesize(text, prompts[b], n_candidates=n, seed=i, **fixed)
                 secs[b] += time.perf_counter() - t0
                 audio_s[b] += r.duration
-        for b in synths:
-            row[f"{b}_rtf"] = round(secs[b] / audio_s[b], 5)
-        row["speedup"] = round(row["torch_rtf"] / row["onnx_rtf"], 2)
-        out["end_to_end"].append(row)
+        out["end_to_end"].append(row | _row({b: secs[b] / audio_s[b] for b in synths}, "rtf", 5))
     return out

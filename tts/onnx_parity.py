@@ -2,7 +2,8 @@
 
     tokenizer  token ids identical on a few clips; CTC logits max abs error
     llm        greedy tokens identical for the dev prompts; seeded best-of-3 sampling identical
-    flow       one ODE step (Euler, steps=1) and the full default solve: max abs error of the mel
+    flow       one ODE step (Euler, steps=1) and the full default solve: max abs error of the mel;
+               the same for the int8 estimator (``flow_int8``), with the solve's relative error
     vocoder    max abs error of the waveform
     speaker    max abs error of the embedding
 
@@ -40,8 +41,8 @@ def _max_err(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> floa
 
 
 @torch.no_grad()
-def parity_report(root: str | Path, torch_parts: dict, onnx_parts: dict | None = None) -> dict:
-    """torch components (``{"tokenizer": SpeechTokenizer, ...}``) vs their onnx adapters."""
+def parity_report(root: str | Path, torch_parts: dict, onnx_parts: dict | None = None, int8: bool = False) -> dict:
+    """torch components (``{"tokenizer": SpeechTokenizer, ...}``) vs their onnx adapters (and the int8 flow)."""
     from tts.onnx_backend import load_onnx_components
 
     o = onnx_parts or load_onnx_components(root)
@@ -82,6 +83,11 @@ def parity_report(root: str | Path, torch_parts: dict, onnx_parts: dict | None =
         a, b = (m.generate(tokens, p_tok, p_mel, seed=3, **kw) for m in (t["flow"], o["flow"]))
         flow[f"{label}_max_abs_err"] = _max_err(a, b)
     rep["flow"] = flow
+    if int8:
+        o8 = load_onnx_components(root, int8=True)["flow"]
+        a, b = (m.generate(tokens, p_tok, p_mel, seed=3) for m in (t["flow"], o8))
+        rep["flow_int8"] = {"solve_max_abs_err": _max_err(a, b),
+                            "solve_rel_err": float(torch.linalg.norm(a - b) / torch.linalg.norm(a))}
 
     mel = p_mel[None]
     rep["vocoder"] = {"max_abs_err": _max_err(t["vocoder"](mel), o["vocoder"](mel)),

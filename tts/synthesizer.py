@@ -23,7 +23,7 @@ from tts.audio import AudioError, load_audio
 from tts.frontend import TextError
 from tts.llm import SpeechLM
 from tts.mel import MelConfig, mel_spectrogram
-from tts.model_dir import ModelDirError, check_model_dir
+from tts.model_dir import BACKENDS, ModelDirError, check_model_dir
 from tts.sampling import SamplingConfig, generate
 from tts.speaker import SpeakerEncoder
 from tts.verifiers import Candidate, SpeakerSimilarity, TokenIntelligibility, VerifyRequest, rank
@@ -80,19 +80,20 @@ class Synthesizer:
         ``backend="onnx"``: every network runs on onnxruntime from ``path/onnx`` (written by
         ``voxlm export onnx``) behind adapters with the torch components' signatures
         (:mod:`tts.onnx_backend`); everything else is this class's code either way.
+        ``backend="onnx-int8"``: the same, with the flow estimator's int8-weight graph.
         """
-        if backend not in ("torch", "onnx"):
-            raise ValueError(f"backend {backend!r} is not available; use 'torch' or 'onnx'")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r} is not available; use one of {', '.join(BACKENDS)}")
         manifest = check_model_dir(path)
         root = Path(path)
         try:
             mel = MelConfig(**manifest["mel"])
         except TypeError as err:
             raise ModelDirError(f"{root}: bad mel config in the manifest: {err}") from err
-        if backend == "onnx":
+        if backend != "torch":
             from tts.onnx_backend import load_onnx_components
 
-            parts = load_onnx_components(root)
+            parts = load_onnx_components(root, int8=backend == "onnx-int8")
         else:
             parts = {"flow": FlowModel.from_pretrained(root / "flow").eval(),
                      "vocoder": Vocoder.from_pretrained(root / "vocoder").eval()}
