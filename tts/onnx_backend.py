@@ -85,6 +85,9 @@ class OrtGraph:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = torch.get_num_threads()
         opts.inter_op_num_threads = 1
+        # no busy-waiting between calls: the chain's seven sessions (and torch) take turns on
+        # the same cores, and spinning pools starved each other (2 threads, N=4: 0.57x of torch)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=provider_list)
         except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
