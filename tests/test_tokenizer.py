@@ -243,3 +243,25 @@ def test_fsq_annealed_rounding_matches_library_when_hard():
     assert torch.allclose(a.logits, b.logits, atol=1e-4)
     soft = model(x, lengths, hard=0.0, mix=0.5)  # training-time paths run
     assert torch.equal(soft.ids, a.ids) and soft.logits.shape == a.logits.shape
+
+
+def test_spec_augment_masks_bands_and_spans_inside_each_clip():
+    from tokenizer.config import DataConfig
+    from tokenizer.data import spec_augment
+
+    torch.manual_seed(0)
+    feats, lengths, fill = torch.randn(3, 200, 80), torch.tensor([200, 120, 60]), torch.full((80,), 7.0)
+    assert spec_augment(feats, lengths, DataConfig(), fill) is feats  # off by default
+    cfg = DataConfig(freq_masks=2, freq_width=10, time_masks=2, time_width=0.1)
+    seen = 0
+    for _ in range(20):
+        out = spec_augment(feats, lengths, cfg, fill)
+        masked = out == 7.0
+        assert out.shape == feats.shape and torch.equal(out[~masked], feats[~masked])
+        for i, n in enumerate(lengths.tolist()):
+            bands = masked[i, :n].all(0)  # mel bins masked over the whole clip
+            spans = masked[i, :n].all(1)  # frames masked over every bin
+            assert bands.sum() <= 2 * 10 and spans.sum() <= 2 * int(0.1 * n)
+            assert not masked[i, n:].all(1).any()  # time masks stay inside the clip, never on padding
+            seen += int(bands.any()) + int(spans.any())
+    assert seen > 60  # masks do happen (widths are drawn from 0..max)

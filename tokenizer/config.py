@@ -73,6 +73,10 @@ class DataConfig:
     max_batch: int = 64
     max_seconds: float = 20.0  # longer training clips are skipped
     normalize: str = "rms"  # audio level normalisation before features (train and inference)
+    freq_masks: int = 0  # SpecAugment, training only: bands of up to freq_width mel bins ...
+    freq_width: int = 15
+    time_masks: int = 0  # ... and spans of up to time_width of each clip, set to the feature mean
+    time_width: float = 0.05
 
 
 @dataclass

@@ -117,3 +117,29 @@ def collate(items: list[Item]) -> dict:
 def make_loader(ds: CTCDataset, cfg: DataConfig, shuffle: bool, seed: int = 0) -> DataLoader:
     sampler = BucketBatchSampler(ds.lengths(), cfg.max_frames, cfg.max_batch, shuffle=shuffle, seed=seed)
     return ResumableLoader(ds, sampler, collate_fn=collate, num_workers=0)
+
+
+def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, cfg: DataConfig, fill: torch.Tensor) -> torch.Tensor:
+    """SpecAugment (Park et al., 2019) without time warping, for training batches.
+
+    feats: (B, T, n_mels), lengths: (B,), fill: (n_mels,) -> a masked copy. Each clip gets
+    ``cfg.freq_masks`` bands of 0..``cfg.freq_width`` mel bins and ``cfg.time_masks`` spans
+    of 0..``cfg.time_width`` x its length, set to ``fill`` (the feature mean, i.e. 0 after
+    the model's normalisation). Written here because torchaudio (which has the masks) is
+    not installable beside the CPU torch (see DESIGN.md).
+    """
+    if not (cfg.freq_masks or cfg.time_masks):
+        return feats
+    b, t, m = feats.shape
+    keep = torch.ones(b, t, m, dtype=torch.bool, device=feats.device)
+    for i in range(b):
+        for _ in range(cfg.freq_masks):
+            w = int(torch.randint(0, min(cfg.freq_width, m) + 1, ()))
+            f0 = int(torch.randint(0, m - w + 1, ()))
+            keep[i, :, f0:f0 + w] = False
+        n = int(lengths[i])
+        for _ in range(cfg.time_masks):
+            w = int(torch.randint(0, int(cfg.time_width * n) + 1, ()))
+            t0 = int(torch.randint(0, n - w + 1, ()))
+            keep[i, t0:t0 + w] = False
+    return torch.where(keep, feats, fill.to(feats.dtype))

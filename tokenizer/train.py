@@ -31,7 +31,7 @@ from tts.training import (
 
 from .api import SpeechTokenizer
 from .config import TokenizerTrainConfig, load_config
-from .data import CTCDataset, compute_features, feature_stats, make_loader
+from .data import CTCDataset, compute_features, feature_stats, make_loader, spec_augment
 from .frontend import CharVocab, PhoneLexicon
 from .model import TokenizerModel
 
@@ -65,7 +65,8 @@ class TokenizerExperiment(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         bypass_steps = self.cfg.model.quantizer.bypass_steps
         mix = 1.0 if bypass_steps <= 0 else min(1.0, self.global_step / bypass_steps)
-        out = self.model(batch["feats"], batch["feat_lengths"], hard=self.hardness(), mix=mix)
+        feats = spec_augment(batch["feats"], batch["feat_lengths"], self.cfg.data, self.model.feat_mean)
+        out = self.model(feats, batch["feat_lengths"], hard=self.hardness(), mix=mix)
         up = self.cfg.model.ctc_upsample
         loss_ctc = ctc_loss(out.logits, out.lengths * up, batch["targets"], batch["target_lengths"])
         loss = loss_ctc + out.aux_loss
