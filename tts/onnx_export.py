@@ -165,8 +165,10 @@ def export_llm(llm_dir: Path, path: Path) -> None:
 def quantize_int8(src: Path, dst: Path) -> None:
     """fp32 graph -> the same graph with int8 MatMul weights (onnxruntime dynamic quantization).
 
-    Activations are quantized at run time, per call; the int8 GEMMs use this CPU's
-    VNNI/AMX kernels. Only MatMuls against a weight are quantized (attention stays fp32).
+    Activations are quantized at run time, per call, for onnxruntime's int8 GEMM kernels
+    (AVX-512 VNNI on this CPU). Only MatMuls against a weight are quantized (attention
+    stays fp32). Built and measured for the CPU provider; on CUDA, ops without a CUDA
+    kernel would fall back to the CPU (untested: no GPU here).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
