@@ -44,6 +44,10 @@ def test_recipe_stages_0_to_7(tmp_path):
     packaged = (exp / "model" / "vocoder" / "model.safetensors").read_bytes()  # the GAN phase's generator,
     assert packaged == (exp / "vocoder_gan" / "model" / "model.safetensors").read_bytes()  # started from
     assert (exp / "vocoder" / "model").is_dir() and (exp / "vocoder_gan" / "report.json").is_file()  # phase 1
+    voc = json.loads((exp / "vocoder_gan" / "report.json").read_text())
+    paired = voc["vocoder_minus_griffinlim_wer"]  # per-utterance pairs, one line each beside the report
+    assert paired["better"] + paired["worse"] + paired["equal"] == voc["utterances"] == 3
+    assert len((exp / "vocoder_gan" / "report_utts.jsonl").read_text().splitlines()) == 3
     for name in ("stage5_speaker", "stage4"):  # parallel=true (the default): side by side, logged apart
         assert (exp / "logs" / f"{name}.log").is_file()
     report = json.loads((exp / "eval" / "summary.json").read_text())

@@ -6,7 +6,10 @@ For each utterance the shared mel of the real audio is vocoded by the model and 
 Griffin-Lim (32 iterations); the judges then score all three: pocketsphinx WER
 (against the transcript), resemblyzer cosine to the real audio, and the
 multi-resolution STFT distance and mel L1 to the real audio. The JSON holds the
-figures, the acceptance checks of issue 7 and the measured real-time factors.
+figures, the acceptance checks of issue 7, the measured real-time factors and
+the paired per-utterance WER difference vocoder minus Griffin-Lim (mean, standard
+error, counts); ``<out stem>_utts.jsonl`` beside it has every utterance's
+transcripts and WERs.
 Judges are used here only, never in training.
 """
 
@@ -49,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     wav_dir = out.parent / (out.stem + "_wavs")
     vocoder = Vocoder.from_pretrained(args.model)
     gl = GriffinLim(vocoder.mel_config, n_iter=args.gl_iters)
@@ -95,6 +99,16 @@ def main(argv: list[str] | None = None) -> int:
                     "mel_l1": float(np.mean(dist[s]["mel_l1"])), "rtf": spent[s] / seconds}
         systems[s] = row
 
+    diff = np.array(wer["vocoder"].per_utt) - np.array(wer["griffinlim"].per_utt)  # paired, per utterance
+    paired = {"wer_diff_mean": float(diff.mean()),
+              "wer_diff_se": float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else None,
+              "better": int((diff < 0).sum()), "worse": int((diff > 0).sum()), "equal": int((diff == 0).sum())}
+    with open(out.parent / (out.stem + "_utts.jsonl"), "w") as f:
+        for i, u in enumerate(utts):
+            row = {"utt": u.utt, "ref": u.text}
+            for s in SYSTEMS:
+                row[s] = {"wer": wer[s].per_utt[i], "hyp": wer[s].hyps[i]}
+            f.write(json.dumps(row) + "\n")
     v, g, r = systems["vocoder"], systems["griffinlim"], systems["real"]
     checks = {
         "wer_le_1.2x_real": v["wer"] <= 1.2 * r["wer"] + 1e-9,
@@ -107,9 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "model": str(args.model), "data": str(args.data), "utterances": len(utts),
         "audio_seconds": round(seconds, 2), "griffinlim_iters": args.gl_iters, "threads": args.threads,
-        "systems": systems, "checks": checks, "wavs": str(wav_dir),
+        "systems": systems, "vocoder_minus_griffinlim_wer": paired, "checks": checks, "wavs": str(wav_dir),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0
