@@ -310,10 +310,10 @@ def graph_files(root: Path, manifest: dict, int8: bool) -> dict[str, Path]:
     """graph name -> the file to run: fp32, or with ``int8`` the quantized twin of each INT8_GRAPHS graph."""
     files = {name: root / ONNX_DIR / f"{name}.onnx" for name in GRAPHS}
     for name in INT8_GRAPHS if int8 else ():
-        path = root / ONNX_DIR / f"{name}.int8.onnx"
-        if name not in manifest.get("int8", {}) or not path.is_file():
+        entry = manifest.get("int8", {}).get(name)  # the export names the file it wrote
+        if entry is None or not (root / ONNX_DIR / entry["file"]).is_file():
             raise OnnxDirError(f"{root / ONNX_DIR} has no int8 {name} graph: run `voxlm export onnx --model {root}`")
-        files[name] = path
+        files[name] = root / ONNX_DIR / entry["file"]
     return files
 
 

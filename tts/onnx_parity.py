@@ -43,7 +43,14 @@ def _max_err(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> floa
 @torch.no_grad()
 def parity_report(root: str | Path, torch_parts: dict, onnx_parts: dict | None = None, int8: bool = False) -> dict:
     """torch components (``{"tokenizer": SpeechTokenizer, ...}``) vs their onnx adapters (and the int8 flow)."""
-    from tts.onnx_backend import load_onnx_components
+    from tts.onnx_backend import (
+        OnnxFlow,
+        OrtGraph,
+        check_onnx_dir,
+        graph_files,
+        load_onnx_components,
+        providers,
+    )
 
     o = onnx_parts or load_onnx_components(root)
     t = torch_parts
@@ -83,8 +90,9 @@ def parity_report(root: str | Path, torch_parts: dict, onnx_parts: dict | None =
         a, b = (m.generate(tokens, p_tok, p_mel, seed=3, **kw) for m in (t["flow"], o["flow"]))
         flow[f"{label}_max_abs_err"] = _max_err(a, b)
     rep["flow"] = flow
-    if int8:
-        o8 = load_onnx_components(root, int8=True)["flow"]
+    if int8:  # the int8 estimator beside the same flow_tokens graph (no second load of the chain)
+        est = graph_files(Path(root), check_onnx_dir(root), int8=True)["flow_estimator"]
+        o8 = OnnxFlow(Path(root) / "flow", o["flow"].tokens_graph, OrtGraph(est, providers()))
         a, b = (m.generate(tokens, p_tok, p_mel, seed=3) for m in (t["flow"], o8))
         rep["flow_int8"] = {"solve_max_abs_err": _max_err(a, b),
                             "solve_rel_err": float(torch.linalg.norm(a - b) / torch.linalg.norm(a))}
