@@ -265,3 +265,20 @@ def test_spec_augment_masks_bands_and_spans_inside_each_clip():
             assert not masked[i, n:].all(1).any()  # time masks stay inside the clip, never on padding
             seen += int(bands.any()) + int(spans.any())
     assert seen > 60  # masks do happen (widths are drawn from 0..max)
+
+
+def test_train_init_from_model_dir(corpus, tmp_path):
+    """--init starts a run from a model dir's weights; a model of another shape is refused."""
+    cfg = load_config(CONF / "tokenizer_tiny.yaml")
+    cfg.trainer.max_steps, cfg.trainer.checkpoint_every, cfg.trainer.val_every = 3, 3, 3
+    first = train(cfg, corpus, corpus, tmp_path / "a", enable_model_summary=False)
+    cfg.optim.lr = 0.0  # the weights cannot move: the second run ends where --init started it
+    second = train(cfg, corpus, corpus, tmp_path / "b", init=tmp_path / "a" / "model",
+                   enable_model_summary=False)
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    SpeechTokenizer(TokenizerModel(tiny_config(dim=32, vocab=first.model.cfg.vocab))).save_pretrained(tmp_path / "o")
+    with pytest.raises(SystemExit, match="not a tokenizer of this config"):
+        train(cfg, corpus, corpus, tmp_path / "c", init=tmp_path / "o", enable_model_summary=False)
+    with pytest.raises(SystemExit, match="--init"):
+        train(cfg, corpus, corpus, tmp_path / "d", init=tmp_path / "missing", enable_model_summary=False)

@@ -26,10 +26,11 @@ from tts.training import (
     apply_trainer_args,
     build_trainer,
     last_checkpoint,
+    warm_start,
     warmup_cosine,
 )
 
-from .api import SpeechTokenizer
+from .api import CheckpointError, SpeechTokenizer
 from .config import TokenizerTrainConfig, load_config
 from .data import CTCDataset, compute_features, feature_stats, make_loader, spec_augment
 from .frontend import CharVocab, PhoneLexicon
@@ -118,9 +119,27 @@ class TokenizerExperiment(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+def init_from(experiment: TokenizerExperiment, init: str | Path) -> None:
+    """Start from the weights (and feature statistics) of the tokenizer model dir ``init``."""
+    try:
+        source = SpeechTokenizer.from_pretrained(init).model
+    except CheckpointError as err:
+        raise SystemExit(f"--init: {err}") from err
+    if source.cfg.vocab != experiment.cfg.model.vocab:
+        raise SystemExit(f"--init {init}: its characters differ from this corpus's")
+    fresh = warm_start(experiment.model, source.state_dict())
+    if fresh:
+        raise SystemExit(f"--init {init}: not a tokenizer of this config (missing or reshaped: {', '.join(fresh[:3])})")
+
+
 def train(cfg: TokenizerTrainConfig, train_dir: str | Path, dev_dir: str | Path, exp_dir: str | Path,
-          **trainer_kwargs) -> SpeechTokenizer:
-    """Train (or resume) and write <exp>/model; returns the trained tokenizer."""
+          init: str | Path | None = None, **trainer_kwargs) -> SpeechTokenizer:
+    """Train (or resume) and write <exp>/model; returns the trained tokenizer.
+
+    ``init``: a tokenizer model dir whose weights start this run (a fine-tuning phase, e.g.
+    with SpecAugment on; ignored when resuming). Set the quantizer's ``anneal_steps`` and
+    ``bypass_steps`` to 0 then, or the run restarts FSQ's soft fade-in on trained codes.
+    """
     exp_dir = Path(exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.trainer.seed, workers=True)
@@ -146,10 +165,13 @@ def train(cfg: TokenizerTrainConfig, train_dir: str | Path, dev_dir: str | Path,
     mean, std = feature_stats(train_feats)
     experiment.model.feat_mean.copy_(mean)
     experiment.model.feat_std.copy_(std)
+    ckpt = last_checkpoint(exp_dir)
+    if init and ckpt is None:
+        init_from(experiment, init)
+        log.info("initialised from %s", init)
     log.info("model: %.2fM parameters", sum(p.numel() for p in experiment.parameters()) / 1e6)
 
     trainer = build_trainer(cfg.trainer, exp_dir, **trainer_kwargs)
-    ckpt = last_checkpoint(exp_dir)
     if ckpt is not None:
         log.info("resuming from %s", ckpt)
     trainer.fit(experiment, make_loader(train_ds, cfg.data, shuffle=True, seed=cfg.trainer.seed),
@@ -182,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dev", required=True)
     p.add_argument("--exp", required=True)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: optim.threads)")
+    p.add_argument("--init", metavar="DIR", default=None,
+                   help="tokenizer model dir to start from (a fine-tuning phase); ignored when resuming")
     p.add_argument("--export", metavar="DIR", default=None,
                    help="only write <exp>/checkpoints/last.ckpt as a model dir DIR (no training)")
     add_trainer_args(p)
@@ -197,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_trainer_args(cfg.trainer, args)
     torch.set_num_threads(args.threads or cfg.optim.threads)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    train(cfg, args.train, args.dev, args.exp)
+    train(cfg, args.train, args.dev, args.exp, init=args.init)
     return 0
 
 
