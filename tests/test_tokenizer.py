@@ -282,3 +282,20 @@ def test_train_init_from_model_dir(corpus, tmp_path):
         train(cfg, corpus, corpus, tmp_path / "c", init=tmp_path / "o", enable_model_summary=False)
     with pytest.raises(SystemExit, match="--init"):
         train(cfg, corpus, corpus, tmp_path / "d", init=tmp_path / "missing", enable_model_summary=False)
+
+
+def test_train_averages_the_last_checkpoints(corpus, tmp_path):
+    """trainer.average_last: N keeps N step checkpoints and writes their element-wise mean."""
+    cfg = load_config(CONF / "tokenizer_tiny.yaml")
+    cfg.trainer.max_steps, cfg.trainer.checkpoint_every, cfg.trainer.val_every = 6, 2, 2
+    cfg.trainer.average_last = 3  # (validating at each checkpoint: one batch per epoch defers saves to it)
+    tok = train(cfg, corpus, corpus, tmp_path, enable_model_summary=False)
+    ckpts = sorted((tmp_path / "checkpoints").glob("step*.ckpt"))
+    assert [p.name for p in ckpts] == ["step0000002.ckpt", "step0000004.ckpt", "step0000006.ckpt"]
+    states = [torch.load(p, weights_only=False)["state_dict"] for p in ckpts]
+    saved = SpeechTokenizer.from_pretrained(tmp_path / "model").model.state_dict()
+    name = "head.weight" if "head.weight" in saved else next(k for k, v in saved.items() if v.ndim == 2)
+    mean = sum(s["model." + name] for s in states) / 3
+    assert not torch.equal(states[0]["model." + name], states[2]["model." + name])  # the weights moved
+    torch.testing.assert_close(saved[name], mean)
+    torch.testing.assert_close(tok.model.state_dict()[name], mean)

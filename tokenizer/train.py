@@ -5,7 +5,8 @@
 
 Writes <exp>/checkpoints/last.ckpt every trainer.checkpoint_every steps (a rerun
 resumes from it), CSV + TensorBoard logs under <exp>, and the final model
-directory <exp>/model (config.json + model.safetensors).
+directory <exp>/model (config.json + model.safetensors); with ``trainer.average_last: N``
+that model is the mean of the newest N step checkpoints.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from tts.training import (
     add_trainer_args,
     apply_trainer_args,
+    average_checkpoints,
     build_trainer,
     last_checkpoint,
     warm_start,
@@ -176,6 +178,10 @@ def train(cfg: TokenizerTrainConfig, train_dir: str | Path, dev_dir: str | Path,
         log.info("resuming from %s", ckpt)
     trainer.fit(experiment, make_loader(train_ds, cfg.data, shuffle=True, seed=cfg.trainer.seed),
                 make_loader(dev_ds, cfg.data, shuffle=False), ckpt_path=ckpt)
+    if trainer.is_global_zero and cfg.trainer.average_last > 1:  # rank 0 wrote the checkpoints
+        state, steps = average_checkpoints(exp_dir, cfg.trainer.average_last)
+        experiment.load_state_dict(state)
+        log.info("model = mean of the checkpoints of steps %s", steps)
     tokenizer = SpeechTokenizer(experiment.model.cpu(), normalize=norm)
     if trainer.is_global_zero:
         tokenizer.save_pretrained(exp_dir / "model")

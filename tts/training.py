@@ -45,6 +45,8 @@ class TrainerConfig:
     accumulate_grad_batches: int = 1
     seed: int = 1234
     progress_bar: bool = True
+    keep_checkpoints: int = 1  # newest step<N>.ckpt files kept beside last.ckpt
+    average_last: int = 0  # > 1: trainers that support it write the mean of the newest N step checkpoints
 
 
 def bf16_supported() -> bool:
@@ -81,6 +83,28 @@ def warmup_cosine(warmup_steps: int, total_steps: int, final_ratio: float):
 def _step_of(path: Path) -> int:
     digits = "".join(c for c in path.stem if c.isdigit())
     return int(digits) if digits else -1
+
+
+def average_checkpoints(exp_dir: str | Path, n: int) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """The element-wise mean of the newest ``n`` ``step<N>.ckpt`` state dicts (icefall's ``--avg``).
+
+    Floating-point tensors are averaged; others (integer buffers) come from the newest.
+    -> (state dict of the LightningModule, the steps averaged). Fewer than ``n`` files: an error.
+    """
+    paths = sorted((Path(exp_dir) / "checkpoints").glob("step*.ckpt"), key=_step_of)[-n:]
+    if len(paths) < n:
+        raise FileNotFoundError(f"{exp_dir}/checkpoints: {len(paths)} step checkpoints, averaging needs {n}")
+    total: dict[str, torch.Tensor] = {}
+    for path in reversed(paths):  # newest first: its non-float tensors are kept
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]  # our own files
+        for k, v in state.items():
+            if k not in total:
+                total[k] = v.double() if v.is_floating_point() else v
+            elif v.is_floating_point():
+                total[k] += v.double()
+    like = torch.load(paths[-1], map_location="cpu", weights_only=False)["state_dict"]
+    avg = {k: (v / n).to(like[k].dtype) if like[k].is_floating_point() else v for k, v in total.items()}
+    return avg, [_step_of(p) for p in paths]
 
 
 def warm_start(model: torch.nn.Module, source: dict[str, torch.Tensor]) -> list[str]:
@@ -187,7 +211,7 @@ def build_trainer(cfg: TrainerConfig, exp_dir: str | Path, fsdp_wrap: set[type] 
     """A Trainer that logs to ``exp_dir`` and checkpoints every ``cfg.checkpoint_every`` steps.
 
     Checkpoints are written atomically (:class:`AtomicCheckpointIO`): ``step<N>.ckpt``
-    (the newest only) and ``last.ckpt`` (also at the end of training). ``kwargs`` pass through (e.g. ``callbacks``,
+    (the newest ``max(keep_checkpoints, average_last)``) and ``last.ckpt`` (also at the end of training). ``kwargs`` pass through (e.g. ``callbacks``,
     ``limit_val_batches``). Trainers shard their own data (:class:`BucketBatchSampler`,
     rank-aware streams), so Lightning's distributed sampler is off unless a caller
     passes ``use_distributed_sampler=True``. ``fsdp_wrap``: module classes FSDP wraps
@@ -199,7 +223,7 @@ def build_trainer(cfg: TrainerConfig, exp_dir: str | Path, fsdp_wrap: set[type] 
     exp_dir.mkdir(parents=True, exist_ok=True)
     ckpt = ModelCheckpoint(
         dirpath=exp_dir / "checkpoints", every_n_train_steps=cfg.checkpoint_every,
-        save_last=True, save_top_k=1, monitor="step", mode="max",
+        save_last=True, save_top_k=max(1, cfg.keep_checkpoints, cfg.average_last), monitor="step", mode="max",
         filename="step{step:07d}", auto_insert_metric_name=False,
     )
     callbacks = [ckpt, FinalCheckpoint(exp_dir / "checkpoints" / "last.ckpt"), *kwargs.pop("callbacks", [])]
