@@ -7,6 +7,7 @@
 #   stage stop_stage nj data exp stage0_desc mel_preset ngpu num_nodes launcher
 #   tokenizer_conf llm_conf llm_align_conf flow_conf vocoder_conf
 #   vocoder_gan_conf (optional, default none: a GAN phase started from stage 5's generator)
+#   tokenizer_ft_conf (optional, default none: a fine-tuning phase started from stage 1's model)
 #   llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker
 #   onnx_export (optional, default true: stage 6 also writes $exp/model/onnx, `voxlm export onnx`)
 #   parallel (optional, default false): independent stages side by side, see run_stages
@@ -32,37 +33,46 @@ _voxlm_train_opts() {  # the distributed options every trainer takes; none on CP
   if [ "${ngpu:-0}" -gt 0 ]; then extract_opts+=(--device cuda); fi
 }
 
-# stage 1: the tokenizer (ASR encoder with FSQ inside, CTC on transcripts)
+# the tokenizer the later stages use: the fine-tuning phase's when there is one
+tokenizer_model() {
+  if [ "${tokenizer_ft_conf:-none}" = none ]; then echo "$exp/tokenizer/model"; else echo "$exp/tokenizer_ft/model"; fi
+}
+# stage 1: the tokenizer (ASR encoder with FSQ inside, CTC on transcripts), then optionally a
+# fine-tuning phase from its model (e.g. SpecAugment on)
 stage1() {
   OMP_WAIT_POLICY=PASSIVE launch -m tokenizer.train --config "$tokenizer_conf" \
     --train "$data/train" --dev "$data/dev" --exp "$exp/tokenizer" "${train_opts[@]}"
+  if [ "${tokenizer_ft_conf:-none}" != none ]; then
+    OMP_WAIT_POLICY=PASSIVE launch -m tokenizer.train --config "$tokenizer_ft_conf" --init "$exp/tokenizer/model" \
+      --train "$data/train" --dev "$data/dev" --exp "$exp/tokenizer_ft" "${train_opts[@]}"
+  fi
 }
 # stage 2: speech tokens of every split (sharded over $nj workers, and over the launcher's ranks)
 stage2() {
   if [ -n "${launcher:-}" ]; then
-    launch -m tokenizer.extract --model "$exp/tokenizer/model" --nj "$nj" --no-merge "${extract_opts[@]}" \
+    launch -m tokenizer.extract --model "$(tokenizer_model)" --nj "$nj" --no-merge "${extract_opts[@]}" \
       --data "$data/train" "$data/dev" "$data/test"
   fi
-  py -m tokenizer.extract --model "$exp/tokenizer/model" --nj "$nj" "${extract_opts[@]}" \
+  py -m tokenizer.extract --model "$(tokenizer_model)" --nj "$nj" "${extract_opts[@]}" \
     --data "$data/train" "$data/dev" "$data/test"
-  py -m tokenizer.report --model "$exp/tokenizer/model" --data "$data/dev" \
-    --out "$exp/tokenizer/report.json"
+  py -m tokenizer.report --model "$(tokenizer_model)" --data "$data/dev" \
+    --out "$(dirname "$(tokenizer_model)")/report.json"
 }
 # stage 3: the text-to-speech-token LLM
 stage3() {
   local init=()
   # durations of each text unit for the interleaved layout (a no-op for the continuation one)
-  py -m tts.align --tokenizer "$exp/tokenizer/model" --config "$llm_conf" --data "$data/train" "$data/dev"
+  py -m tts.align --tokenizer "$(tokenizer_model)" --config "$llm_conf" --data "$data/train" "$data/dev"
   if [ "$llm_align_conf" != none ]; then  # alignment warm-up on text-only synthetic tokens
     OMP_WAIT_POLICY=PASSIVE launch -m tts.llm_train --config "$llm_align_conf" --synthetic-tokens \
-      --train "$data/train" --dev "$data/dev" --exp "$exp/llm_align" --tokenizer "$exp/tokenizer/model" \
+      --train "$data/train" --dev "$data/dev" --exp "$exp/llm_align" --tokenizer "$(tokenizer_model)" \
       "${train_opts[@]}"
     init=(--init-from "$exp/llm_align/model")
   fi
   OMP_WAIT_POLICY=PASSIVE launch -m tts.llm_train --config "$llm_conf" "${init[@]}" \
-    --train "$data/train" --dev "$data/dev" --exp "$exp/llm" --tokenizer "$exp/tokenizer/model" \
+    --train "$data/train" --dev "$data/dev" --exp "$exp/llm" --tokenizer "$(tokenizer_model)" \
     "${train_opts[@]}"
-  py -m tts.llm_report --model "$exp/llm/model" --tokenizer "$exp/tokenizer/model" \
+  py -m tts.llm_report --model "$exp/llm/model" --tokenizer "$(tokenizer_model)" \
     --data "$data/dev" --max-utts "$llm_report_utts" --out "$exp/llm/report.json"
 }
 # the vocoder the later stages use: the GAN phase's when there is one
@@ -74,7 +84,7 @@ vocoder_model() {
 # trained vocoder when it exists, else Griffin-Lim).
 stage4() {
   launch -m flow.train --config "$flow_conf" --train "$data/train" --dev "$data/dev" \
-    --exp "$exp/flow" --tokenizer "$exp/tokenizer/model" --threads 1 "${train_opts[@]}"
+    --exp "$exp/flow" --tokenizer "$(tokenizer_model)" --threads 1 "${train_opts[@]}"
 }
 stage4_report() {
   py -m flow.report --model "$exp/flow/model" --data "$data/dev" --out "$exp/flow/report" \
@@ -100,7 +110,7 @@ stage6_speaker() {
 }
 stage6() {
   run_once "$exp/speaker/.done" stage6_speaker
-  py -m tts.model_dir --tokenizer "$exp/tokenizer/model" --llm "$exp/llm/model" --flow "$exp/flow/model" \
+  py -m tts.model_dir --tokenizer "$(tokenizer_model)" --llm "$exp/llm/model" --flow "$exp/flow/model" \
     --vocoder "$(vocoder_model)" --speaker "$exp/speaker/model" --out "$exp/model" \
     --mel-preset "$mel_preset" \
     --examples "$data/test"  # one demo example per held-out speaker
@@ -155,11 +165,11 @@ run_stages() {
     _bg stage5_speaker _stage5_and_speaker
   fi
   if stage_enabled 1; then
-    log "stage 1: tokenizer (ASR encoder + FSQ inside, CTC) on $data/train -> $exp/tokenizer/model"
+    log "stage 1: tokenizer (ASR encoder + FSQ inside, CTC) on $data/train -> $(tokenizer_model)"
     run_once "$exp/tokenizer/.stage1.done" stage1
   fi
   if stage_enabled 2; then
-    log "stage 2: speech tokens -> $data/{train,dev,test}/tokens; scores -> $exp/tokenizer/report.json"
+    log "stage 2: speech tokens -> $data/{train,dev,test}/tokens; scores -> $(dirname "$(tokenizer_model)")/report.json"
     run_once "$exp/tokenizer/.stage2.done" stage2
   fi
   if stage_enabled 4 && [ "${parallel:-false}" = true ]; then

@@ -19,7 +19,8 @@ pytestmark = [
 ]
 
 TINY = ["--train_hours", "0.01", "--dev_per_spk", "2", "--test_per_spk", "2",
-        "--tokenizer_conf", "conf/tokenizer_tiny.yaml", "--llm_conf", "conf/llm_tiny.yaml", "--llm_align_conf", "none",
+        "--tokenizer_conf", "conf/tokenizer_tiny.yaml", "--tokenizer_ft_conf", "conf/tokenizer_tiny.yaml",
+        "--llm_conf", "conf/llm_tiny.yaml", "--llm_align_conf", "none",
         "--flow_conf", "conf/flow_tiny.yaml", "--vocoder_conf", "conf/vocoder_tiny.yaml",
         "--vocoder_gan_conf", "conf/vocoder_tiny.yaml",
         "--llm_report_utts", "3", "--vocoder_report_utts", "3", "--flow_report_utts", "3", "--speaker_steps", "20",
@@ -41,6 +42,9 @@ def test_recipe_stages_0_to_7(tmp_path):
         assert (data / split / "tokens").is_file()  # stage 2
     for part in ("tokenizer", "llm", "flow", "vocoder", "speaker"):
         assert (exp / "model" / part / "model.safetensors").is_file()  # stage 6 packaged it
+    tok = (exp / "model" / "tokenizer" / "model.safetensors").read_bytes()  # the fine-tuning phase's,
+    assert tok == (exp / "tokenizer_ft" / "model" / "model.safetensors").read_bytes()  # started from stage 1's
+    assert (exp / "tokenizer" / "model").is_dir() and (exp / "tokenizer_ft" / "report.json").is_file()
     packaged = (exp / "model" / "vocoder" / "model.safetensors").read_bytes()  # the GAN phase's generator,
     assert packaged == (exp / "vocoder_gan" / "model" / "model.safetensors").read_bytes()  # started from
     assert (exp / "vocoder" / "model").is_dir() and (exp / "vocoder_gan" / "report.json").is_file()  # phase 1

@@ -18,6 +18,7 @@ test_per_spk=15     # test utterances per held-out speaker
 data=data
 exp=exp
 tokenizer_conf=conf/tokenizer.yaml  # each *_conf has a *_tiny.yaml twin for smoke runs
+tokenizer_ft_conf=conf/tokenizer_ft.yaml  # SpecAugment fine-tuning phase from tokenizer_conf's model (none: skip)
 llm_conf=conf/llm.yaml
 llm_align_conf=none  # or conf/llm_align.yaml: an LLM warm-up on text-only synthetic tokens (the interleaved layout needs none)
 flow_conf=conf/flow_small.yaml
@@ -35,7 +36,7 @@ launcher=""         # e.g. "srun": starts every rank of trainers and extraction
 mel_preset=16k      # the shared mel definition (tts/mel.py) the configs use
 onnx_export=true    # stage 6 also exports every network to $exp/model/onnx (voxlm export onnx)
 parallel=true       # independent stages side by side, one process each (recipes/stages.sh, run_stages)
-recipe_options="stage stop_stage nj train_hours dev_per_spk test_per_spk data exp tokenizer_conf llm_conf llm_align_conf flow_conf vocoder_conf vocoder_gan_conf
+recipe_options="stage stop_stage nj train_hours dev_per_spk test_per_spk data exp tokenizer_conf tokenizer_ft_conf llm_conf llm_align_conf flow_conf vocoder_conf vocoder_gan_conf
   llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker ngpu num_nodes launcher onnx_export parallel"
 . ../../recipes/parse_options.sh
 
