@@ -95,15 +95,16 @@ def average_checkpoints(exp_dir: str | Path, n: int) -> tuple[dict[str, torch.Te
     if len(paths) < n:
         raise FileNotFoundError(f"{exp_dir}/checkpoints: {len(paths)} step checkpoints, averaging needs {n}")
     total: dict[str, torch.Tensor] = {}
-    for path in reversed(paths):  # newest first: its non-float tensors are kept
+    dtypes: dict[str, torch.dtype] = {}
+    for path in reversed(paths):  # newest first: its non-float tensors (and dtypes) are kept
         state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]  # our own files
         for k, v in state.items():
             if k not in total:
+                dtypes[k] = v.dtype
                 total[k] = v.double() if v.is_floating_point() else v
             elif v.is_floating_point():
                 total[k] += v.double()
-    like = torch.load(paths[-1], map_location="cpu", weights_only=False)["state_dict"]
-    avg = {k: (v / n).to(like[k].dtype) if like[k].is_floating_point() else v for k, v in total.items()}
+    avg = {k: (v / n).to(dtypes[k]) if dtypes[k].is_floating_point else v for k, v in total.items()}
     return avg, [_step_of(p) for p in paths]
 
 
