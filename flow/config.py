@@ -26,6 +26,9 @@ class FlowConfig:
     # ``prior_weight``) that joins the estimator's conditions; 0 = embeddings only
     encoder_layers: int = 0
     prior_weight: float = 1.0
+    # the token encoder also sees the speaker vector (added to its input), so the prior mu
+    # carries the prompt's timbre instead of a speaker average (multi-speaker Matcha-TTS)
+    prior_speaker: bool = False
     # speaker vector added to the time conditioning: "none"; "prompt" = learned
     # attention-pooling of the prompt mel (inside VoxLM); "external" = a given
     # embedding of size speaker_dim from a VoxLM speaker encoder (never a judge's)
@@ -64,6 +67,8 @@ class FlowConfig:
             raise ValueError("need vocab_size >= 1 and dim divisible by heads into an even head size")
         if self.encoder_layers < 0 or self.prior_weight < 0:
             raise ValueError("encoder_layers and prior_weight must be >= 0")
+        if self.prior_speaker and (not self.encoder_layers or self.speaker == "none"):
+            raise ValueError("prior_speaker needs a token encoder (encoder_layers > 0) and a speaker vector")
         if self.cfm.prior_start and not self.encoder_layers:
             raise ValueError("cfm.prior_start > 0 needs a mel prior: set encoder_layers > 0")
         if any(c <= 0 for c in self.chunk_sizes) or not 0 <= self.chunk_prob <= 1:

@@ -79,11 +79,16 @@ class FlowModel(nn.Module):
             self.speaker = nn.Linear(config.speaker_dim, dim)
         self.backbone = Backbone(2 * n_mels, n_mels, dim, config.layers, config.heads,
                                  config.mlp_ratio, max_positions=config.max_frames)
-        self.encoder = self.mu_proj = None
+        self.encoder = self.mu_proj = self.prior_spk = None
         if config.encoder_layers:
             self.encoder = Backbone(dim, n_mels, dim, config.encoder_layers, config.heads, config.mlp_ratio,
                                     max_positions=config.max_frames, conditioned=False)
             self.mu_proj = nn.Linear(n_mels, dim)
+        if config.prior_speaker:
+            # zero-initialised: a warm start from a model without it begins exactly where that one was
+            self.prior_spk = nn.Linear(dim, dim)
+            nn.init.zeros_(self.prior_spk.weight)
+            nn.init.zeros_(self.prior_spk.bias)
         # per-bin log-mel statistics; the trainer sets them from the training data
         self.register_buffer("mel_mean", torch.zeros(n_mels))
         self.register_buffer("mel_std", torch.ones(n_mels))
@@ -104,12 +109,14 @@ class FlowModel(nn.Module):
         ids = tokens.repeat_interleave(self.config.upsample, dim=1)[:, :frames]
         return torch.cat([ids, ids[:, -1:].expand(-1, frames - ids.shape[1])], dim=1)
 
-    def features(self, ids: torch.Tensor, mask: torch.Tensor | None = None):
-        """(B, T) frame ids [+ (B, 1, T, T) mask] -> (token features (B, T, D), prior mu (B, C, T) or None)."""
+    def features(self, ids: torch.Tensor, mask: torch.Tensor | None = None, spk: torch.Tensor | None = None):
+        """(B, T) frame ids [+ (B, 1, T, T) mask, (B, D) speaker vector] -> (token features (B, T, D),
+        prior mu (B, C, T) or None). ``spk`` reaches the encoder only with ``prior_speaker``."""
         h = self.token_emb(ids)
         if self.encoder is None:
             return h, None
-        mu = self.encoder(h.transpose(1, 2), None, mask)  # normalised-mel space
+        x = h if self.prior_spk is None or spk is None else h + self.prior_spk(spk).unsqueeze(1)
+        mu = self.encoder(x.transpose(1, 2), None, mask)  # normalised-mel space
         return h + self.mu_proj(mu.transpose(1, 2)), mu
 
     def token_features(self, tokens: torch.Tensor, frames: int) -> torch.Tensor:
@@ -165,8 +172,9 @@ class FlowModel(nn.Module):
         if torch.rand(1, generator=generator).item() < cfg.chunk_prob:
             chunk = cfg.chunk_sizes[int(torch.randint(len(cfg.chunk_sizes), (1,), generator=generator))]
         mask = attention_mask(mel_lens, t, chunk)
-        tok, mu = self.features(self.frame_ids(tokens, t), mask)
-        field = self.estimator(tok, cond, self.speaker_vector(cond, prompt, spk), mask)
+        spk_vec = self.speaker_vector(cond, prompt, spk)
+        tok, mu = self.features(self.frame_ids(tokens, t), mask, spk_vec)
+        field = self.estimator(tok, cond, spk_vec, mask)
         loss = cfm_loss(field, x1, valid & ~prompt, cfg.cfm, generator)
         return loss if mu is None else loss + cfg.prior_weight * masked_mse(mu, x1, valid)
 
@@ -228,7 +236,7 @@ class FlowModel(nn.Module):
         return ids, cond, self.speaker_vector(cond, prompt, spk), tp
 
     def _run(self, ids, cond, spk_vec, noise, mask, *options) -> torch.Tensor:
-        return self.solve_block(self.features(ids, mask), cond, spk_vec, noise, mask, options)
+        return self.solve_block(self.features(ids, mask, spk_vec), cond, spk_vec, noise, mask, options)
 
     def solve_block(self, feats: tuple, cond, spk_vec, noise, mask, options: tuple, kv=None, offset: int = 0):
         """Solve the ODE over one block of frames: offline (the whole sequence) or a streaming chunk.

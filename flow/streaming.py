@@ -79,7 +79,7 @@ def prompt_context(model: FlowModel, prompt_tokens=None, prompt_mel=None, spk=No
     kv = [[KVSlot() for _ in model.backbone.blocks] for _ in range(evals)]
     if tp:
         x0 = initial_noise(tp, 0, 0, model.n_mels).to(cond.device)
-        model.solve_block(model.features(ids), cond, spk_vec, x0, None, options, kv=iter(kv))
+        model.solve_block(model.features(ids, spk=spk_vec), cond, spk_vec, x0, None, options, kv=iter(kv))
     return FlowContext(tp, ids, spk_vec, options, kv)
 
 
@@ -144,6 +144,6 @@ class FlowStream:
             return m.features(ids[:, start:])
         ids = torch.cat([self.ctx.prompt_ids.to(dev), ids], dim=1)
         mask = block_mask(stream_blocks(tp, tp + end, self.chunk, self.first_chunk), dev)[None, None]
-        tok, mu = m.features(ids, mask)
+        tok, mu = m.features(ids, mask, self.ctx.spk)
         return tok[:, tp + start:], mu[..., tp + start:]
 

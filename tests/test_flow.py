@@ -61,9 +61,10 @@ def test_chunk_mask_shape_and_causality():
     assert torch.equal(am[0, 0], chunk_mask(5, 2))
 
 
-@pytest.mark.parametrize("encoder_layers, prior_start", [(0, 0.0), (2, 0.0), (2, 0.5)])
-def test_chunked_generation_is_causal_and_streams(encoder_layers, prior_start):
-    model = tiny(encoder_layers=encoder_layers, cfm=CFMConfig(prior_start=prior_start))
+@pytest.mark.parametrize("encoder_layers, prior_start, prior_speaker",
+                         [(0, 0.0, False), (2, 0.0, False), (2, 0.5, False), (2, 0.5, True)])
+def test_chunked_generation_is_causal_and_streams(encoder_layers, prior_start, prior_speaker):
+    model = tiny(encoder_layers=encoder_layers, prior_speaker=prior_speaker, cfm=CFMConfig(prior_start=prior_start))
     g = torch.Generator().manual_seed(1)
     tokens = torch.randint(0, 32, (30,), generator=g)
     p_tok, p_mel = torch.randint(0, 32, (10,), generator=g), torch.randn(80, 20, generator=g)
@@ -131,6 +132,32 @@ def test_token_encoder_prior():
 
 
 # ---- flow matching maths ---------------------------------------------------------------------
+def test_speaker_aware_prior():
+    plain = tiny(encoder_layers=1)
+    torch.manual_seed(0)
+    model = FlowModel(FlowConfig.from_dict({**plain.config.to_dict(), "prior_speaker": True}))
+    model.load_state_dict(plain.state_dict(), strict=False)  # warm start: only prior_spk is new
+    model.eval()
+    ids = (torch.arange(40) % 32)[None]
+    spk_a, spk_b = torch.randn(1, 32), torch.randn(1, 32)
+    # zero-initialised: the speaker term starts at nothing, so the warm start is the old model
+    assert torch.equal(model.features(ids, spk=spk_a)[1], plain.features(ids)[1])
+    with torch.no_grad():
+        model.prior_spk.weight.normal_(0, 0.1)
+    mu_a, mu_b = model.features(ids, spk=spk_a)[1], model.features(ids, spk=spk_b)[1]
+    assert not torch.allclose(mu_a, mu_b)  # the prior now follows the speaker vector
+    assert torch.equal(plain.features(ids, spk=spk_a)[1], plain.features(ids)[1])  # off: ignored
+    # the speaker vector comes from the prompt: another prompt, another prior start point
+    tokens, p_tok = torch.arange(20) % 32, torch.arange(10) % 32
+    a = model.generate(tokens, p_tok, torch.randn(80, 20), steps=2, guidance=0.0, prior_start=0.9)
+    b = model.generate(tokens, p_tok, torch.randn(80, 20) + 3, steps=2, guidance=0.0, prior_start=0.9)
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="prior_speaker"):
+        FlowConfig(prior_speaker=True).validate()  # no token encoder
+    with pytest.raises(ValueError, match="prior_speaker"):
+        FlowConfig(prior_speaker=True, encoder_layers=1, speaker="none").validate()
+
+
 def test_time_grids_and_options():
     for schedule in ("linear", "cosine", "sway"):
         t = time_grid(8, schedule)

@@ -228,31 +228,35 @@ class OnnxFlow:
 
     frame_ids = FlowModel.frame_ids
 
-    def features(self, ids: torch.Tensor, mask=None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, T) frame ids -> (token features (B, T, D), prior mu (B, C, T) or None) from flow_tokens."""
+    def features(self, ids: torch.Tensor, mask=None, spk=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T) frame ids [+ the prompt, see speaker_vector] -> (token features (B, T, D), prior mu
+        (B, C, T) or None) from flow_tokens."""
         if mask is not None:
             raise NotImplementedError("chunk-masked (streaming) flow runs on the torch backend only")
-        feats, mu = self.tokens_graph(ids=ids.numpy())
+        feeds = {"ids": ids.numpy()}
+        if self.config.prior_speaker:
+            feeds.update(_prompt_feeds(*spk, ids.shape[1]))
+        feats, mu = self.tokens_graph(**feeds)
         return torch.from_numpy(feats), torch.from_numpy(mu) if self.config.encoder_layers else None
 
-    def speaker_vector(self, cond: torch.Tensor, prompt_mask: torch.Tensor, spk) -> torch.Tensor:
-        return prompt_mask  # (B, Tp) bool: the graph pools the prompt into the speaker vector itself
+    def speaker_vector(self, cond: torch.Tensor, prompt_mask: torch.Tensor, spk) -> tuple:
+        # the graphs pool the prompt into the speaker vector themselves: pass the prompt on,
+        # cond (B, C, Tp) normalised prompt mel and prompt_mask (B, Tp) bool
+        return cond, prompt_mask
 
     def prepare_prompt(self, prompt_tokens=None, prompt_mel=None, spk=None):
-        """-> (frame token ids (1, Tp), cond (1, C, Tp), prompt mask (1, Tp), Tp), as FlowModel's."""
+        """-> (frame token ids (1, Tp), cond (1, C, Tp), (cond, prompt mask (1, Tp)), Tp), as FlowModel's."""
         if prompt_tokens is None and prompt_mel is None:
-            return (torch.zeros(1, 0, dtype=torch.long), torch.zeros(1, self.n_mels, 0),
-                    torch.zeros(1, 0, dtype=torch.bool), 0)
+            cond = torch.zeros(1, self.n_mels, 0)
+            return torch.zeros(1, 0, dtype=torch.long), cond, (cond, torch.zeros(1, 0, dtype=torch.bool)), 0
         return FlowModel.prepare_prompt(self, prompt_tokens, prompt_mel, spk)
 
-    def estimator(self, tok: torch.Tensor, cond: torch.Tensor, prompt_mask: torch.Tensor,
+    def estimator(self, tok: torch.Tensor, cond: torch.Tensor, prompt: tuple,
                   mask: torch.Tensor | None, kv=None, offset: int = 0):
         """Bind the conditions: -> ``(x_t, t, drop) -> v`` for flow.cfm, one graph call per evaluation."""
         if mask is not None or kv is not None or offset:
             raise NotImplementedError("chunk-masked (streaming) flow runs on the torch backend only")
-        total = cond.shape[-1]
-        feeds = {"feats": tok.float().numpy(), "cond": cond.float().numpy(),
-                 "prompt_mask": torch.nn.functional.pad(prompt_mask, (0, total - prompt_mask.shape[1])).numpy()}
+        feeds = {"feats": tok.float().numpy(), **_prompt_feeds(*prompt, cond.shape[-1])}
 
         def field(x: torch.Tensor, t: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
             # x: (B', C, T) with B' = r * B rows (CFG doubles them); t, drop: (B',)
@@ -265,6 +269,13 @@ class OnnxFlow:
 
     def stream(self, *args, **kwargs):
         raise NotImplementedError("flow streaming runs on the torch backend only")
+
+
+def _prompt_feeds(cond: torch.Tensor, prompt_mask: torch.Tensor, total: int) -> dict:
+    """The prompt's (B, C, Tp) normalised mel and (B, Tp) mask, zero-padded to ``total`` frames."""
+    pad = (0, total - prompt_mask.shape[1])
+    return {"cond": torch.nn.functional.pad(cond.float(), pad).numpy(),
+            "prompt_mask": torch.nn.functional.pad(prompt_mask, pad).numpy()}
 
 
 # ---- vocoder and speaker encoder --------------------------------------------------------------

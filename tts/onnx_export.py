@@ -70,6 +70,11 @@ def _specs(parts: dict) -> list[GraphSpec]:
     tokens = Dim("tokens", min=2, max=100_000)
     frames = Dim("frames", min=2, max=100_000)
     c_mel, t = flow.n_mels, 23
+    ids = torch.randint(0, flow.config.vocab_size, (2, t))
+    spk_args, spk_dyn, spk_names = (), (), []
+    if flow.config.prior_speaker:  # the token encoder pools the prompt too
+        spk_args = (torch.randn(2, c_mel, t), torch.arange(t).expand(2, t) < 9)
+        spk_dyn, spk_names = ({0: batch, 2: frames}, {0: batch, 1: frames}), ["cond", "prompt_mask"]
     return [
         GraphSpec("tokenizer_encoder", g.TokenizerEncoderGraph(tok.model),
                   (torch.randn(2, 36, n_mels), torch.tensor([36, 28])),
@@ -77,8 +82,8 @@ def _specs(parts: dict) -> list[GraphSpec]:
         GraphSpec("tokenizer_ctc", g.TokenizerCTCGraph(tok.model),
                   (torch.randint(0, tok.codebook_size, (2, 9)), torch.tensor([9, 7])),
                   ({0: batch, 1: tokens}, {0: batch}), ["ids", "lengths"], ["logits"]),
-        GraphSpec("flow_tokens", g.FlowTokensGraph(flow), (torch.randint(0, flow.config.vocab_size, (2, t)),),
-                  ({0: batch, 1: frames},), ["ids"], ["feats", "mu"]),
+        GraphSpec("flow_tokens", g.FlowTokensGraph(flow), (ids, *spk_args), ({0: batch, 1: frames},) + spk_dyn,
+                  ["ids"] + spk_names, ["feats", "mu"]),
         GraphSpec("flow_estimator", g.FlowEstimatorGraph(flow),
                   (torch.randn(2, c_mel, t), torch.rand(2), torch.tensor([1.0, 0.0]),
                    torch.randn(2, t, flow.config.dim), torch.randn(2, c_mel, t),

@@ -56,9 +56,11 @@ class FlowTokensGraph(nn.Module):
         super().__init__()
         self.flow = flow
 
-    def forward(self, ids):
-        # ids: (B, T) token ids at the frame rate -> feats (B, T, D), mu (B, C, T) normalised mel prior
-        feats, mu = self.flow.features(ids)
+    def forward(self, ids, cond=None, prompt_mask=None):
+        # ids: (B, T) token ids at the frame rate -> feats (B, T, D), mu (B, C, T) normalised mel prior;
+        # a prior_speaker model also takes cond (B, C, T) and prompt_mask (B, T), as flow_estimator does
+        spk = self.flow.speaker_vector(cond, prompt_mask, None) if self.flow.prior_spk is not None else None
+        feats, mu = self.flow.features(ids, None, spk)
         if mu is None:
             mu = torch.zeros(ids.shape[0], self.flow.n_mels, ids.shape[1])
         return feats, mu
