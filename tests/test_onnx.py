@@ -25,15 +25,15 @@ from tts.synthesizer import Synthesizer
 
 @pytest.fixture(scope="module")
 def onnx_dir(tiny_model_dir, tmp_path_factory):
-    """A copy of the tiny model dir whose flow has random (not zero-initialised) output layers
-    (so the flow parity is not vacuous), exported with `voxlm export onnx`."""
+    """A copy of the tiny model dir whose flow has random (not zero-initialised) output layers and
+    speaker-aware prior (so the flow parity is not vacuous), exported with `voxlm export onnx`."""
     root = tmp_path_factory.mktemp("onnx") / "model"
     shutil.copytree(tiny_model_dir, root)
     flow = FlowModel.from_pretrained(root / "flow")
     torch.manual_seed(1)
     with torch.no_grad():
         for name, p in flow.named_parameters():
-            if "ada" in name or "out_proj" in name:
+            if "ada" in name or "out_proj" in name or "prior_spk" in name:
                 p.normal_(0.0, 0.05)
         flow.set_mel_stats(torch.linspace(-8, -2, flow.n_mels), torch.linspace(1, 2, flow.n_mels))
     flow.save_pretrained(root / "flow")
