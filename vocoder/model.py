@@ -5,8 +5,10 @@ mel (B, n_mels, T) at the shared 50 frames/s -> waveform (B, T * hop), exactly.
 Two departures from plain Vocos, both aimed at phase, the part a small CPU-trained
 Vocos gets wrong (see FIELD_NOTES.md):
 
-* the head runs at a finer STFT grid (n_fft 320 / hop 80: ``up`` = 4 sub-frames per
-  mel frame) after a learned frame upsampling and a few ConvNeXt blocks there;
+* the head runs at a finer STFT grid than the mel's (``up`` sub-frames per mel frame)
+  after a learned frame upsampling and a few ConvNeXt blocks there: the defaults are
+  n_fft 320 / hop 80 (``up`` = 4); the toy recipe's n_fft 640 / hop 160 (``up`` = 2,
+  25 Hz bins that resolve a low voice's harmonics) measured better;
 * ``phase_mode="cumsum"``: the head predicts each bin's phase *advance* per hop
   (instantaneous frequency, around the bin-centre advance) and a local offset; the
   phase is the running sum of the advances plus the offset. A translation-
