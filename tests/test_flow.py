@@ -131,7 +131,6 @@ def test_token_encoder_prior():
     assert losses[-1] < 0.8 * losses[0], losses[::10]
 
 
-# ---- flow matching maths ---------------------------------------------------------------------
 def test_speaker_aware_prior():
     plain = tiny(encoder_layers=1)
     torch.manual_seed(0)
@@ -158,6 +157,7 @@ def test_speaker_aware_prior():
         FlowConfig(prior_speaker=True, encoder_layers=1, speaker="none").validate()
 
 
+# ---- flow matching maths ---------------------------------------------------------------------
 def test_time_grids_and_options():
     for schedule in ("linear", "cosine", "sway"):
         t = time_grid(8, schedule)
