@@ -64,6 +64,20 @@ def test_intelligibility_judge(clips) -> None:
     assert all(isinstance(h, str) for h in hyps)
 
 
+def test_intelligibility_judge_has_no_memory(clips) -> None:
+    """An utterance scores the same whatever was decoded before it: pocketsphinx's front
+    end would otherwise carry its noise and cepstral-mean estimates over (the hypothesis
+    score moves, and on real dev audio the words did)."""
+    judge = IntelligibilityJudge(progress=False)
+    first = judge.transcribe(clips["rms_a"])
+    score = judge._decoder.hyp().best_score
+    quiet, sr = read_audio(clips["slt_b"])
+    judge.transcribe((quiet[:, 0] * 0.05, sr))
+    judge.transcribe(clips["rms_b"])
+    assert judge.transcribe(clips["rms_a"]) == first
+    assert judge._decoder.hyp().best_score == score
+
+
 def test_speaker_judge(clips) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -120,6 +120,11 @@ class IntelligibilityJudge:
         wav = _load(audio, sr)
         pcm = (np.clip(wav, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
         d = self._decoder
+        # pocketsphinx's front end carries state from one utterance to the next (its
+        # noise and cepstral-mean estimates): reset it, so that an utterance scores the
+        # same whatever was decoded before it (measured: the same dev wav transcribed
+        # differently after ten others; 10 of 60 real dev utts changed between two runs)
+        d.reinit_feat()
         d.start_utt()
         d.process_raw(pcm, full_utt=True)
         d.end_utt()
