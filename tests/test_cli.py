@@ -55,8 +55,16 @@ def test_bench_prints_rtf_json(tiny_model_dir):
     r = run_cli("bench", "--model", str(tiny_model_dir), "--text", "Hi.", "--n-candidates", "1", "2",
                 "--repeats", "1")
     assert r.returncode == 0, r.stderr
-    runs = json.loads(r.stdout)["runs"]
+    out = json.loads(r.stdout)
+    runs = out["runs"]
     assert [x["n_candidates"] for x in runs] == [1, 2] and all(x["rtf"] > 0 for x in runs)
+    for x in runs:  # every component timed; together they cannot exceed the end-to-end RTF
+        parts = x["component_rtf"]
+        assert {"llm", "token_verifier", "flow", "vocoder"} <= set(parts) and all(v > 0 for v in parts.values())
+        assert sum(parts.values()) <= x["rtf"] * 1.001
+    assert "speaker_verifier" in runs[1]["component_rtf"] and "speaker_verifier" not in runs[0]["component_rtf"]
+    assert runs[0]["cost_vs_first"] == 1.0 and runs[1]["cost_vs_first"] > 0
+    assert out["peak_rss_mb"] > 50  # torch alone takes more
 
 
 def test_synth_batch_from_meta_list(tiny_model_dir, tmp_path, tone):

@@ -225,17 +225,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return bench_stream(args, synth, prompt_audio, args.prompt_text or "a prompt")
     prompt = synth.prepare_prompt(prompt_audio, synth.sample_rate, args.prompt_text or "a prompt")
     results = {"model": args.model, "threads": args.threads, "prompt_s": time.perf_counter() - t0, "runs": []}
+    synth.synthesize(args.text, prompt, seed=0)  # warm-up, not timed: lazy loads (g2p dictionary), allocator
     for n in args.n_candidates:
         secs = audio = 0.0
+        parts: dict[str, float] = {}  # seconds per component (llm_s, flow_s, ...), summed over repeats
         for i in range(args.repeats):
             t0 = time.perf_counter()
             r = synth.synthesize(args.text, prompt, n_candidates=n, seed=i)
             secs += time.perf_counter() - t0
             audio += r.duration
+            for k, v in r.timings.items():
+                if k.endswith("_s") and k not in ("prompt_s", "total_s"):
+                    parts[k] = parts.get(k, 0.0) + v
         results["runs"].append({"n_candidates": n, "rtf": secs / audio, "audio_s": audio / args.repeats,
-                                "compute_s": secs / args.repeats})
+                                "compute_s": secs / args.repeats,
+                                "component_rtf": {k[:-2]: v / audio for k, v in sorted(parts.items())}})
+    base = results["runs"][0]["compute_s"]  # cost of each width relative to the first (N=1 by default)
+    for run in results["runs"]:
+        run["cost_vs_first"] = run["compute_s"] / base
+    results["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(results, indent=2))
     return 0
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB (Linux reports KiB, macOS bytes)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ once per speaker with :meth:`Synthesizer.prepare_prompt` and passed back in.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -145,28 +146,32 @@ class Synthesizer:
         sentences, prompt, seed, prompt_ids = self._begin(text, prompt_audio, prompt_sample_rate, prompt_text,
                                                           seed, sampling)
         t_prompt = time.perf_counter()
+        clock = _Clock()  # seconds spent in each component, over all sentences
         request_cands, chosen, pieces = [], [], []
         for i, sentence in enumerate(sentences):
             cfg = SamplingConfig(**{**sampling, "num_candidates": n_candidates, "seed": seed + i})
-            gen = generate(self.lm, self.lm.frontend.encode_normalized(sentence), prompt_ids, prompt.tokens, cfg)
+            with clock("llm_s"):
+                gen = generate(self.lm, self.lm.frontend.encode_normalized(sentence), prompt_ids, prompt.tokens, cfg)
             cands = [Candidate(t, sentence=i, hit_max_length=h) for t, h in zip(gen.tokens, gen.hit_max, strict=True)]
             req = VerifyRequest(sentence, prompt.embedding, self.sample_rate)
-            self._score(self.intelligibility, req, cands)
+            with clock("token_verifier_s"):
+                self._score(self.intelligibility, req, cands)
             ranked = rank([c for c in cands if c.tokens], [self.intelligibility])
             if not ranked:
                 raise RuntimeError(f"the LLM produced no speech tokens for {sentence!r}")
             keep = ranked[: max(1, prune_to)] if n_candidates > 1 else ranked[:1]
             for c in keep:
-                c.audio = self._vocode(c.tokens, prompt, flow_steps, guidance, seed + i)
+                c.audio = self._vocode(c.tokens, prompt, flow_steps, guidance, seed + i, clock)
             if use_speaker_verifier and n_candidates > 1:
-                self._score(self.similarity, req, keep)
+                with clock("speaker_verifier_s"):
+                    self._score(self.similarity, req, keep)
             ranked = rank(keep, [self.intelligibility, self.similarity]) + ranked[len(keep):]
             request_cands += ranked
             chosen.append(ranked[0])
             pieces.append(ranked[0].audio)
         audio = join_with_pauses(pieces, self.sample_rate)
         t_end = time.perf_counter()
-        timings = {"prompt_s": t_prompt - t0, "total_s": t_end - t0,
+        timings = {"prompt_s": t_prompt - t0, "total_s": t_end - t0, **clock.seconds,
                    "rtf": (t_end - t_prompt) / max(len(audio) / self.sample_rate, 1e-6)}
         return SynthesisResult(audio, self.sample_rate, request_cands, chosen, sentences, prompt.text, timings)
 
@@ -210,10 +215,28 @@ class Synthesizer:
 
     @torch.no_grad()
     def _vocode(self, tokens: list[int], prompt: Prompt, steps: int | None, guidance: float | None,
-                seed: int) -> np.ndarray:
-        mel = self.flow.generate(torch.tensor(tokens), *self.flow_prompt(prompt), steps=steps, guidance=guidance,
-                                 seed=seed)
-        return self.vocoder(mel[None].float())[0].numpy().astype(np.float32)
+                seed: int, clock: _Clock | None = None) -> np.ndarray:
+        clock = clock or _Clock()
+        with clock("flow_s"):
+            mel = self.flow.generate(torch.tensor(tokens), *self.flow_prompt(prompt), steps=steps,
+                                     guidance=guidance, seed=seed)
+        with clock("vocoder_s"):
+            return self.vocoder(mel[None].float())[0].numpy().astype(np.float32)
+
+
+class _Clock:
+    """``with clock(name):`` adds the block's wall time to ``clock.seconds[name]``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
 def join_with_pauses(pieces: list[np.ndarray], sample_rate: int) -> np.ndarray:
