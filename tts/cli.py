@@ -204,7 +204,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from tts.audio import load_audio
-    from tts.synthesizer import Synthesizer
+    from tts.synthesizer import COMPONENTS, Synthesizer
 
     torch.set_num_threads(args.threads)
     if args.backend == "onnx":  # onnxruntime vs torch eager, per component and end to end
@@ -228,18 +228,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     synth.synthesize(args.text, prompt, seed=0)  # warm-up, not timed: lazy loads (g2p dictionary), allocator
     for n in args.n_candidates:
         secs = audio = 0.0
-        parts: dict[str, float] = {}  # seconds per component (llm_s, flow_s, ...), summed over repeats
+        parts: dict[str, float] = {}  # seconds per component (llm, flow, ...), summed over repeats
         for i in range(args.repeats):
             t0 = time.perf_counter()
             r = synth.synthesize(args.text, prompt, n_candidates=n, seed=i)
             secs += time.perf_counter() - t0
             audio += r.duration
-            for k, v in r.timings.items():
-                if k.endswith("_s") and k not in ("prompt_s", "total_s"):
-                    parts[k] = parts.get(k, 0.0) + v
+            for name in COMPONENTS:
+                if f"{name}_s" in r.timings:
+                    parts[name] = parts.get(name, 0.0) + r.timings[f"{name}_s"]
         results["runs"].append({"n_candidates": n, "rtf": secs / audio, "audio_s": audio / args.repeats,
                                 "compute_s": secs / args.repeats,
-                                "component_rtf": {k[:-2]: v / audio for k, v in sorted(parts.items())}})
+                                "component_rtf": {k: v / audio for k, v in sorted(parts.items())}})
     base = results["runs"][0]["compute_s"]  # cost of each width relative to the first (N=1 by default)
     for run in results["runs"]:
         run["cost_vs_first"] = run["compute_s"] / base

@@ -34,6 +34,8 @@ MIN_PROMPT_SECONDS = 1.0
 MAX_PROMPT_SECONDS = 20.0
 PAUSE_SECONDS = 0.15  # silence between sentences
 FADE_SECONDS = 0.01  # fade in/out at every join: no clicks
+# the parts synthesize() times: SynthesisResult.timings[f"{name}_s"] (the speaker verifier at N > 1 only)
+COMPONENTS = ("llm", "token_verifier", "flow", "vocoder", "speaker_verifier")
 
 
 @dataclass
@@ -215,8 +217,7 @@ class Synthesizer:
 
     @torch.no_grad()
     def _vocode(self, tokens: list[int], prompt: Prompt, steps: int | None, guidance: float | None,
-                seed: int, clock: _Clock | None = None) -> np.ndarray:
-        clock = clock or _Clock()
+                seed: int, clock: _Clock) -> np.ndarray:
         with clock("flow_s"):
             mel = self.flow.generate(torch.tensor(tokens), *self.flow_prompt(prompt), steps=steps,
                                      guidance=guidance, seed=seed)
