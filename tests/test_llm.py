@@ -9,9 +9,17 @@ from helpers import write_even_durations
 from transformers import AutoModelForCausalLM
 
 from tts.datadir import write_table
-from tts.llm import IGNORE, LLMCheckpointError, LLMConfig, SpeechLM
+from tts.llm import IGNORE, LLMCheckpointError, LLMConfig, SpeechLM, hidden_unit_id
 from tts.llm_report import report
-from tts.llm_train import ConfigError, from_dict, load_config, synthetic_tokens, train
+from tts.llm_train import (
+    ConfigError,
+    Pair,
+    PairDataset,
+    from_dict,
+    load_config,
+    synthetic_tokens,
+    train,
+)
 from tts.sampling import GenerationError, SamplingConfig, generate, ras_resample, sample_step
 
 CONF = Path(__file__).resolve().parents[1] / "egs" / "synth_en" / "conf"
@@ -113,6 +121,70 @@ def test_interleaved_decoding_feeds_each_unit_after_an_advance():
     assert gen.tokens == [[t % 16 for t in text for _ in range(3)]] and not gen.hit_max[0]
 
 
+class GuidedScript(ScriptedModel):
+    """Text rows prefer a generic token a little over their unit's own (unit % 16); rows whose
+    text is hidden prefer the generic one strongly. Only guidance, which subtracts the hidden-text branch, says
+    the unit's own token. Records every id the hidden-text rows are fed."""
+
+    def __init__(self, layout, hidden: int, generic: int):
+        super().__init__(layout)
+        self.hidden, self.generic, self.hidden_fed = hidden, generic, []
+
+    def forward(self, input_ids, use_cache=True, logits_to_keep=1, cache=None):
+        out = super().forward(input_ids, use_cache, logits_to_keep, cache)
+        for b, row in enumerate(out.cache.rows):
+            unit = max(i for i, t in enumerate(row) if t < self.layout.speech_offset)
+            if len(row) - 1 - unit >= 2:
+                continue  # advancing: both branches agree
+            own = self.layout.speech_offset + row[unit] % 16
+            generic = self.layout.speech_offset + self.generic
+            if self.hidden in row:
+                self.hidden_fed += input_ids[b].tolist()
+                out.logits[b, 0, own], out.logits[b, 0, generic] = 0.0, 10.0
+            else:
+                out.logits[b, 0, own], out.logits[b, 0, generic] = 9.5, 10.0
+        return out
+
+
+def test_text_guidance_subtracts_the_text_free_branch():
+    lm = tiny_lm(layout="interleaved", uncond_prob=0.1)
+    hidden = hidden_unit_id(lm.frontend)
+    text, ptext = lm.frontend.encode_normalized("hi, yo."), lm.frontend.encode_normalized("ok.")
+    generic = min(set(range(16)) - {t % 16 for t in text})
+    cfg = dict(greedy=True, num_candidates=3, min_ratio=0.1, max_ratio=10)
+    lm.model = GuidedScript(lm.layout, hidden, generic)
+    plain = generate(lm, text, ptext, [1, 2], cfg=SamplingConfig(**cfg))
+    assert plain.tokens == [[generic] * (2 * len(text))] * 3 and lm.model.hidden_fed == []
+    lm.model = GuidedScript(lm.layout, hidden, generic)
+    gen = generate(lm, text, ptext, [1, 2], cfg=SamplingConfig(**cfg, text_guidance=1.0))
+    assert gen.tokens == [[t % 16 for t in text for _ in range(2)]] * 3
+    # the hidden branch saw the prompt speech and its own tokens, never a text unit (only the
+    # layout's break between prompt text and text, as in training)
+    fed = set(lm.model.hidden_fed)
+    assert hidden in fed and not fed & (set(text) | set(ptext)) - {lm.layout.space_id}
+    assert {lm.layout.speech_offset + 1, lm.layout.speech_offset + 2} <= fed
+    with pytest.raises(GenerationError, match="uncond_prob"):
+        generate(tiny_lm(layout="interleaved"), text, cfg=SamplingConfig(text_guidance=1.0))
+    with pytest.raises(GenerationError, match=">= 0"):
+        generate(lm, text, cfg=SamplingConfig(text_guidance=-1.0))
+
+
+def test_uncond_prob_hides_every_text_unit_and_keeps_the_labels():
+    lm = tiny_lm(layout="interleaved")
+    hidden = hidden_unit_id(lm.frontend)
+    text = lm.frontend.encode_normalized("hi, yo.")
+    pairs = [Pair(f"a-{i}", "a", text, [3, 4, 5] * len(text), durations=[3] * len(text)) for i in range(2)]
+    shown = PairDataset(pairs, lm, prompt_prob=1.0, seed=0)
+    hid = PairDataset(pairs, lm, prompt_prob=1.0, seed=0, uncond_prob=1.0)
+    (ids, labels), (h_ids, h_labels) = shown[0], hid[0]
+    assert h_labels == labels and len(h_ids) == len(ids)
+    assert [h for h, i in zip(h_ids, ids, strict=True) if h != i] == [hidden] * (3 * len(text))  # 2 texts + units
+    assert h_ids.count(lm.layout.space_id) == 1  # only the break between the prompt's text and the text
+    half = PairDataset(pairs * 200, lm, uncond_prob=0.5, seed=0)
+    share = sum(hidden in half[i][0] for i in range(len(half))) / len(half)
+    assert 0.4 < share < 0.6
+
+
 def test_save_load_autoclass_same_logits(tmp_path):
     lm = tiny_lm()
     lm.save_pretrained(tmp_path)
@@ -121,7 +193,9 @@ def test_save_load_autoclass_same_logits(tmp_path):
     with torch.no_grad():
         assert torch.equal(hf(x).logits, lm(x))
         assert torch.equal(SpeechLM.from_pretrained(tmp_path)(x), lm(x))
-        assert torch.equal(SpeechLM(LLMConfig(**TINY, init_from=str(tmp_path)))(x), lm(x))
+        warm = SpeechLM(LLMConfig(**TINY, init_from=str(tmp_path)))
+        assert warm.model.training  # a warm start trains with its dropout on
+        assert torch.equal(warm.eval()(x), lm(x))
 
 
 def test_bad_checkpoints(tmp_path):

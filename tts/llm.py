@@ -44,7 +44,7 @@ from transformers import (
     Qwen2Config,
 )
 
-from tts.frontend import ADVANCE, BOS, PAD, SPEECH_END, SPEECH_START, Frontend, FrontendConfig
+from tts.frontend import ADVANCE, BOS, PAD, SPEECH_END, SPEECH_START, UNK, Frontend, FrontendConfig
 
 LAYOUT_FILE = "voxlm_llm.json"
 LAYOUTS = ("continuation", "interleaved")
@@ -70,6 +70,9 @@ class LLMConfig:
     speech_vocab_size: int = 1000  # codebook size of the speech tokenizer
     init_from: str | None = None  # local HF causal-LM dir: start from its weights (vocab resized)
     layout: str = "continuation"  # or "interleaved": text units between their speech (module doc)
+    # Training: the share of examples whose text units (target, prompt and interleaved) are all
+    # <unk>: the unconditional branch of classifier-free guidance (SamplingConfig.text_guidance).
+    uncond_prob: float = 0.0
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
 
     def __post_init__(self):
@@ -170,6 +173,12 @@ def make_layout(frontend: Frontend, speech_vocab_size: int, layout: str = "conti
                   advance, layout == "interleaved")
 
 
+def hidden_unit_id(frontend: Frontend) -> int:
+    """The id (``<unk>``) that stands for every text unit in the unconditional branch of
+    classifier-free guidance (``LLMConfig.uncond_prob``, ``SamplingConfig.text_guidance``)."""
+    return frontend.tokenizer.token_id(UNK)
+
+
 def build_hf_model(cfg: LLMConfig, layout: Layout) -> PreTrainedModel:
     """A randomly initialised Llama/Qwen2 causal LM, or a local pretrained one with a resized vocab."""
     ids = dict(pad_token_id=layout.pad_id, bos_token_id=layout.bos_id, eos_token_id=layout.speech_end_id)
@@ -180,7 +189,7 @@ def build_hf_model(cfg: LLMConfig, layout: Layout) -> PreTrainedModel:
         model = AutoModelForCausalLM.from_pretrained(path)
         model.resize_token_embeddings(layout.vocab_size)
         model.config.update(ids)
-        return model
+        return model.train()  # from_pretrained returns eval mode: dropout would stay off in training
     common = dict(
         vocab_size=layout.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,

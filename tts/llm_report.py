@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-utts", type=int, default=None)
     p.add_argument("--greedy", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--text-guidance", type=float, default=0.0,
+                   help="classifier-free guidance over the text (an LLM trained with llm.uncond_prob > 0)")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
     if args.threads:
@@ -106,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
 
     lm = SpeechLM.from_pretrained(args.model)
     tok = SpeechTokenizer.from_pretrained(args.tokenizer)
-    summary, rows = report(lm, tok, args.data, SamplingConfig(greedy=args.greedy, seed=args.seed), args.max_utts)
+    sampling = SamplingConfig(greedy=args.greedy, seed=args.seed, text_guidance=args.text_guidance)
+    summary, rows = report(lm, tok, args.data, sampling, args.max_utts)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from tts.config import ConfigError, from_dict, load_yaml  # noqa: F401  (re-exported for callers)
 from tts.datadir import read_table
 from tts.frontend import Frontend, TextError
-from tts.llm import IGNORE, LengthRatio, LLMConfig, SpeechLM, sequence_length
+from tts.llm import IGNORE, LengthRatio, LLMConfig, SpeechLM, hidden_unit_id, sequence_length
 from tts.training import (
     BucketBatchSampler,
     ResumableLoader,
@@ -169,9 +169,10 @@ def measure_ratio(pairs: list[Pair]) -> LengthRatio:
 
 class PairDataset(Dataset):
     def __init__(self, pairs: list[Pair], lm: SpeechLM, prompt_prob: float = 0.0,
-                 loss_on_prompt: bool = True, seed: int = 0):
+                 loss_on_prompt: bool = True, seed: int = 0, uncond_prob: float = 0.0):
         self.pairs, self.layout, self.max_pos = pairs, lm.layout, lm.max_positions
         self.prompt_prob, self.loss_on_prompt = prompt_prob, loss_on_prompt
+        self.uncond_prob, self.unk_id = uncond_prob, hidden_unit_id(lm.frontend)
         self.rng = random.Random(seed)
         self.by_spk: dict[str, list[int]] = {}
         for i, p in enumerate(pairs):
@@ -185,14 +186,17 @@ class PairDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[list[int], list[int]]:
         p = self.pairs[i]
+        hide = self.uncond_prob > 0 and self.rng.random() < self.uncond_prob  # guidance's branch
+        text = [self.unk_id] * len(p.text_ids) if hide else p.text_ids
         others = [j for j in self.by_spk[p.spk] if j != i]
         if others and self.rng.random() < self.prompt_prob:
             q = self.pairs[self.rng.choice(others)]
-            ids, labels = self.layout.example(p.text_ids, p.speech, q.text_ids, q.speech, self.loss_on_prompt,
+            q_text = [self.unk_id] * len(q.text_ids) if hide else q.text_ids
+            ids, labels = self.layout.example(text, p.speech, q_text, q.speech, self.loss_on_prompt,
                                               durations=p.durations)
             if len(ids) <= self.max_pos:
                 return ids, labels
-        return self.layout.example(p.text_ids, p.speech, durations=p.durations)
+        return self.layout.example(text, p.speech, durations=p.durations)
 
 
 def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -304,7 +308,8 @@ def train(cfg: LLMTrainConfig, train_dir: str | Path, dev_dir: str | Path | None
     inter = lm.layout.interleaved
     pairs = load_pairs(train_dir, lm.frontend, lm.max_positions, synth, durations=inter)
     lm.ratio = measure_ratio(pairs)
-    train_ds = PairDataset(pairs, lm, cfg.data.prompt_prob, cfg.data.loss_on_prompt, cfg.trainer.seed)
+    train_ds = PairDataset(pairs, lm, cfg.data.prompt_prob, cfg.data.loss_on_prompt, cfg.trainer.seed,
+                           cfg.llm.uncond_prob)
     loaders = {"train_dataloaders": make_loader(train_ds, cfg.data, True, cfg.trainer.seed)}
     if dev_dir:
         dev_ds = PairDataset(load_pairs(dev_dir, lm.frontend, lm.max_positions, synth, durations=inter), lm)

@@ -11,6 +11,13 @@ masked until ``min_ratio * units`` tokens, and a row is cut at
 interleaved layout (``tts.llm``) the sampled space also holds ``<|advance|>``:
 it feeds the row's next text unit.
 
+Classifier-free guidance over the text (``text_guidance`` > 0; the LLM must have been trained with
+``llm.uncond_prob`` > 0): every row runs twice, once with its text and once with
+every text unit hidden (``<unk>``, same prompt speech), and the step samples from
+``c + text_guidance * (c - u)`` of the two branches' log-probabilities, which sharpens
+what the text says about each token (Koel-TTS; Sanchez et al. 2023 for text LMs).
+It doubles the batch, not the number of steps.
+
 The prompt is prefilled once with batch 1; its KV cache is then repeated for
 the N candidates, and rows that finish are dropped from the cache, so N
 candidates cost far less than N separate calls.
@@ -27,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
-from tts.llm import SpeechLM
+from tts.llm import SpeechLM, hidden_unit_id
 
 
 @functools.cache
@@ -59,6 +66,7 @@ class SamplingConfig:
     max_ratio: float | None = None
     num_candidates: int = 1
     seed: int | None = 0  # None: torch's global RNG
+    text_guidance: float = 0.0  # classifier-free guidance scale over the text; 0: the conditional model
 
 
 @dataclass
@@ -111,6 +119,14 @@ def sample_step(logits: torch.Tensor, history: torch.Tensor, cfg: SamplingConfig
     return ras_resample(tokens, history, full_probs, cfg.ras_window, cfg.ras_tau, generator, num_speech)
 
 
+def guided(logits: torch.Tensor, scale: float) -> torch.Tensor:
+    """(2B, V) logits, conditional rows then unconditional -> (B, V); ``scale`` 0: no second half."""
+    if not scale:
+        return logits
+    c, u = logits.float().log_softmax(dim=-1).chunk(2)
+    return c + scale * (c - u)
+
+
 def generate(lm: SpeechLM, text_ids: list[int], prompt_text_ids: list[int] | None = None,
              prompt_speech: list[int] | None = None, cfg: SamplingConfig | None = None) -> Generation:
     """Continue ``[text] <speech_start> [prompt speech]`` with N candidate speech-token rows.
@@ -139,8 +155,15 @@ def decode(lm: SpeechLM, text_ids: list[int], prompt_text_ids: list[int] | None 
     cfg = cfg or SamplingConfig()
     if not text_ids:
         raise GenerationError("empty target text")
-    layout, model = lm.layout, lm.model
+    layout, model, g = lm.layout, lm.model, cfg.text_guidance
+    if g < 0 or (g and lm.cfg.uncond_prob <= 0):
+        raise GenerationError(f"text_guidance {g}: needs a scale >= 0 and an LLM trained with llm.uncond_prob > 0 "
+                              f"(this one: {lm.cfg.uncond_prob}), which learns the text-free branch")
     ctx = layout.start(text_ids, prompt_text_ids, prompt_speech)
+    prefill = [ctx]
+    if g:  # the unconditional branch: the same layout with every text unit hidden
+        hide = hidden_unit_id(lm.frontend)
+        prefill.append(layout.start([hide] * len(text_ids), [hide] * len(prompt_text_ids or []), prompt_speech))
     min_len, max_len = length_bounds(
         len(text_ids), cfg.min_ratio if cfg.min_ratio is not None else lm.ratio.min_ratio,
         cfg.max_ratio if cfg.max_ratio is not None else lm.ratio.max_ratio)
@@ -160,10 +183,10 @@ def decode(lm: SpeechLM, text_ids: list[int], prompt_text_ids: list[int] | None 
     allowed = torch.tensor(allowed)
     units = torch.tensor(text_ids)
 
-    last, cache = _cache_call(model, torch.tensor([ctx]))
+    last, cache = _cache_call(model, torch.tensor(prefill))
     if n > 1:
-        cache.batch_repeat_interleave(n)
-    logits = last[:, allowed].expand(n, -1)
+        cache.batch_repeat_interleave(n)  # with guidance: n conditional rows, then n unconditional
+    logits = guided(last[:, allowed], g).expand(n, -1)
     history = torch.tensor([prompt_speech or []] * n, dtype=torch.long).reshape(n, -1)
     alive = torch.arange(n)  # candidate index of each cache row
     unit = torch.zeros(n, dtype=torch.long)  # the text unit each row is speaking (interleaved)
@@ -200,13 +223,15 @@ def decode(lm: SpeechLM, text_ids: list[int], prompt_text_ids: list[int] | None 
             if not keep.any():
                 break
             idx = keep.nonzero().squeeze(1)
-            cache.batch_select_indices(idx)
+            cache.batch_select_indices(torch.cat([idx, idx + len(alive)]) if g else idx)
             alive, nxt, history, speech, unit, in_unit, length = (
                 x[idx] for x in (alive, nxt, history, speech, unit, in_unit, length))
         history = torch.cat([history, nxt[:, None]], dim=1)
         in_unit = torch.where(speech, in_unit + 1, 0)
         unit = unit + ~speech
         fed = torch.where(speech, nxt + offset, units[unit.clamp(max=len(text_ids) - 1)])
+        if g:
+            fed = torch.cat([fed, torch.where(speech, nxt + offset, hide)])
         last, cache = _cache_call(model, fed[:, None], cache)
-        logits = last[:, allowed]
+        logits = guided(last[:, allowed], g)
     return Generation(rows, hit_max, min_len, max_len, step)
