@@ -87,6 +87,8 @@ def test_bad_prompts(synth, tone):
         synth.synthesize("Hi.", None, **FAST)
     with pytest.raises(TypeError, match="unknown sampling"):
         synth.synthesize("Hi.", tone(2.0), 16000, prompt_text="x", temprature=0.5)
+    with pytest.raises(ValueError, match="uncond_prob"):  # an LLM without the text-free branch
+        synth.synthesize("Hi.", tone(2.0), 16000, prompt_text="x", text_guidance=0.3, **FAST)
     stereo = np.stack([tone(2.0), tone(2.0)], axis=1)  # stereo is downmixed, not refused
     assert synth.synthesize("Hi.", stereo, 16000, prompt_text="x", **FAST).duration > 0
 

@@ -67,7 +67,9 @@ def _add_synthesis_options(p: argparse.ArgumentParser, widths: bool = False) -> 
         p.add_argument("--n-candidates", type=int, default=1, help="best-of-N search width")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--flow-steps", type=int, default=None, help="ODE steps (default: the model's)")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    p.add_argument("--guidance", type=float, default=None, help="the flow's classifier-free guidance scale")
+    p.add_argument("--text-guidance", type=float, default=None,
+                   help="the LLM's classifier-free guidance over the text (a model trained with llm.uncond_prob)")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
@@ -76,7 +78,7 @@ def _add_synthesis_options(p: argparse.ArgumentParser, widths: bool = False) -> 
 def _synthesis_kwargs(args: argparse.Namespace) -> dict:
     kw = {"n_candidates": args.n_candidates, "seed": args.seed, "flow_steps": args.flow_steps,
           "guidance": args.guidance}
-    for name in ("temperature", "top_k", "top_p"):
+    for name in ("temperature", "top_k", "top_p", "text_guidance"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
     return kw
