@@ -172,7 +172,7 @@ class PairDataset(Dataset):
                  loss_on_prompt: bool = True, seed: int = 0, uncond_prob: float = 0.0):
         self.pairs, self.layout, self.max_pos = pairs, lm.layout, lm.max_positions
         self.prompt_prob, self.loss_on_prompt = prompt_prob, loss_on_prompt
-        self.uncond_prob, self.unk_id = uncond_prob, hidden_unit_id(lm.frontend)
+        self.uncond_prob, self.hidden_id = uncond_prob, hidden_unit_id(lm.frontend)
         self.rng = random.Random(seed)
         self.by_spk: dict[str, list[int]] = {}
         for i, p in enumerate(pairs):
@@ -186,12 +186,13 @@ class PairDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[list[int], list[int]]:
         p = self.pairs[i]
-        hide = self.uncond_prob > 0 and self.rng.random() < self.uncond_prob  # guidance's branch
-        text = [self.unk_id] * len(p.text_ids) if hide else p.text_ids
+        # guidance's text-free branch; no draw at 0, so runs without it keep their stream of prompts
+        hide = self.uncond_prob > 0 and self.rng.random() < self.uncond_prob
+        text = [self.hidden_id] * len(p.text_ids) if hide else p.text_ids
         others = [j for j in self.by_spk[p.spk] if j != i]
         if others and self.rng.random() < self.prompt_prob:
             q = self.pairs[self.rng.choice(others)]
-            q_text = [self.unk_id] * len(q.text_ids) if hide else q.text_ids
+            q_text = [self.hidden_id] * len(q.text_ids) if hide else q.text_ids
             ids, labels = self.layout.example(text, p.speech, q_text, q.speech, self.loss_on_prompt,
                                               durations=p.durations)
             if len(ids) <= self.max_pos:
