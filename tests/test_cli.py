@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+from helpers import run_cli
+
 from tts.cli import main
 from tts.version import __version__
 
@@ -19,10 +21,6 @@ def test_info_reports_versions_and_device(capsys):
     assert info["voxlm"] == __version__
     assert info["device"] in ("cpu", "cuda") and info["torch_threads"] >= 1
     assert info["packages"]["torch"].startswith("2.")
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "tts.cli", *args], capture_output=True, text=True)
 
 
 def test_synth_writes_wav_and_reports_candidates(tiny_model_dir, tmp_path, tone):

@@ -101,7 +101,7 @@ def test_sharded_extraction_then_merge(tmp_path, monkeypatch):
     a plain run then merges with nothing left to do, equal to an unsharded extraction."""
     from tokenizer.api import SpeechTokenizer
     from tokenizer.config import ModelConfig, QuantizerConfig
-    from tokenizer.extract import extract, launcher_shard
+    from tokenizer.extract import extract, extract_all, launcher_shard
     from tokenizer.model import TokenizerModel
     from tts.datadir import read_table
 
@@ -117,8 +117,9 @@ def test_sharded_extraction_then_merge(tmp_path, monkeypatch):
     assert not (tmp_path / "data" / "tokens").exists()
     parts = sorted(p.name for p in (tmp_path / "data" / "tokens.parts").glob("*/part.*"))
     assert parts == ["part.0of2", "part.1of2"]
-    extract(tmp_path / "tok", tmp_path / "data", nj=1)
-    extract(tmp_path / "tok", tmp_path / "plain", nj=1)
+    # one call for both dirs: the sharded one merges, the plain one is extracted whole
+    assert extract_all(tmp_path / "tok", [tmp_path / "data", tmp_path / "plain"], nj=1) == [
+        tmp_path / "data" / "tokens", tmp_path / "plain" / "tokens"]
     assert read_table(tmp_path / "data" / "tokens") == read_table(tmp_path / "plain" / "tokens")
     assert len(read_table(tmp_path / "data" / "tokens")) == 8
     assert not (tmp_path / "data" / "tokens.parts").exists()

@@ -8,12 +8,11 @@ and the ONNX backend synthesises from the exported directory.
 import collections
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 
 from flow.model import FlowModel
 from tts.cli import main
@@ -147,10 +146,6 @@ def test_missing_and_stale_exports_are_refused(onnx_dir, tiny_model_dir, tmp_pat
     (stale / "onnx" / "vocoder.onnx").unlink()
     with pytest.raises(OnnxDirError, match="lacks vocoder.onnx"):
         check_onnx_dir(stale)
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "tts.cli", *args], capture_output=True, text=True)
 
 
 def test_cli_backend_onnx(onnx_dir, tiny_model_dir, tmp_path, tone):

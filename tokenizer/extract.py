@@ -52,10 +52,18 @@ def _read_part(path: Path) -> dict[str, str]:
     return done
 
 
-def _worker(model_dir: str, items: list[tuple[str, str]], part: str, position: int, threads: int,
+def _worker(model_dir: str, tasks: list[tuple[list[tuple[str, str]], str]], position: int, threads: int,
             batch_size: int, device: str = "cpu") -> int:
+    """Encode each task's ``(utt, wav)`` items into its part file; the model loads once for all."""
     torch.set_num_threads(threads)
     tok = SpeechTokenizer.from_pretrained(model_dir, device=device)
+    for items, part in tasks:
+        _encode_part(tok, items, part, position, batch_size)
+    return sum(len(items) for items, _ in tasks)
+
+
+def _encode_part(tok: SpeechTokenizer, items: list[tuple[str, str]], part: str, position: int,
+                 batch_size: int) -> None:
     done = _read_part(Path(part))
     with open(part, "w") as f:  # rewrite the clean lines, then append
         f.writelines(f"{u} {ids}\n" for u, ids in done.items())
@@ -74,7 +82,6 @@ def _worker(model_dir: str, items: list[tuple[str, str]], part: str, position: i
             f.flush()
             bar.update(len(chunk))
         bar.close()
-    return len(items)
 
 
 def launcher_shard() -> tuple[int, int]:
@@ -107,30 +114,42 @@ def extract(model_dir: str | Path, data_dir: str | Path, nj: int = 2, batch_size
     merge: None merges only a single-shard run (sharded runs race each other otherwise).
     Returns the tokens path once written, else None (other shards still to finish).
     """
-    data_dir = Path(data_dir)
-    wavs = read_table(data_dir / "wav.scp")
-    out, stamp = data_dir / "tokens", data_dir / "tokens.model"
+    return extract_all(model_dir, [data_dir], nj, batch_size, threads, shard, shards, device, merge)[0]
+
+
+def extract_all(model_dir: str | Path, data_dirs: list[str | Path], nj: int = 2, batch_size: int = 16,
+                threads: int = 1, shard: int = 0, shards: int = 1, device: str = "cpu",
+                merge: bool | None = None) -> list[Path | None]:
+    """:func:`extract` for several data dirs with one set of ``nj`` workers (each loads the
+    model once for every dir: a worker's start costs more than a small split's work)."""
+    nj, total = max(1, nj), shards * max(1, nj)
     model_id = model_fingerprint(model_dir)
-    same_model = stamp.is_file() and stamp.read_text().split()[0] == model_id
-    if out.is_file() and same_model and set(read_table(out)) >= set(wavs):
-        log.info("%s complete (%d utterances): nothing to do", out, len(wavs))
-        return out
-    parts_dir = data_dir / "tokens.parts" / model_id  # another model's parts sit in another folder
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    done: dict[str, str] = {}
-    for part in sorted(parts_dir.glob("part.*")):
-        done.update(_read_part(part))
-    nj = max(1, nj)
-    total = shards * nj
-    items = sorted(wavs.items())
-    workers = [shard * nj + j for j in range(nj)]
-    jobs = [(k, [it for it in items[k::total] if it[0] not in done]) for k in workers]
-    todo = sum(len(w) for _, w in jobs)
-    log.info("%s: %d of %d utterances to extract on shard %d/%d (%d workers)",
-             data_dir, todo, len(items), shard, shards, nj)
+    tasks: list[list[tuple[list[tuple[str, str]], str]]] = [[] for _ in range(nj)]
+    todo = 0
+    for data_dir in map(Path, data_dirs):
+        wavs = read_table(data_dir / "wav.scp")
+        if _complete(data_dir, wavs, model_id):
+            log.info("%s complete (%d utterances): nothing to do", data_dir / "tokens", len(wavs))
+            continue
+        parts_dir = data_dir / "tokens.parts" / model_id  # another model's parts sit in another folder
+        parts_dir.mkdir(parents=True, exist_ok=True)
+        done: dict[str, str] = {}
+        for part in sorted(parts_dir.glob("part.*")):
+            done.update(_read_part(part))
+        items = sorted(wavs.items())
+        n = 0
+        for j in range(nj):
+            k = shard * nj + j
+            left = [it for it in items[k::total] if it[0] not in done]
+            if left:
+                tasks[j].append((left, str(parts_dir / f"part.{k}of{total}")))
+                n += len(left)
+        log.info("%s: %d of %d utterances to extract on shard %d/%d (%d workers)",
+                 data_dir, n, len(items), shard, shards, nj)
+        todo += n
     t0 = time.time()
-    args = [(str(model_dir), w, str(parts_dir / f"part.{k}of{total}"), i, threads, batch_size,
-             worker_device(device, i)) for i, (k, w) in enumerate(jobs) if w]
+    args = [(str(model_dir), t, i, threads, batch_size, worker_device(device, i))
+            for i, t in enumerate(tasks) if t]
     if len(args) == 1:
         _worker(*args[0])
     elif args:
@@ -139,13 +158,25 @@ def extract(model_dir: str | Path, data_dir: str | Path, nj: int = 2, batch_size
     log.info("shard %d: %d utterances in %.0f s", shard, todo, time.time() - t0)
     if merge is None:
         merge = shards == 1
-    if not merge:
-        return None
+    return [_merge(Path(d), model_dir, model_id) if merge else None for d in data_dirs]
+
+
+def _complete(data_dir: Path, wavs: dict[str, str], model_id: str) -> bool:
+    out, stamp = data_dir / "tokens", data_dir / "tokens.model"
+    same_model = stamp.is_file() and stamp.read_text().split()[0] == model_id
+    return out.is_file() and same_model and set(read_table(out)) >= set(wavs)
+
+
+def _merge(data_dir: Path, model_dir: str | Path, model_id: str) -> Path:
+    """The parts -> ``<data_dir>/tokens`` (and its model stamp); the parts go once complete."""
+    wavs, out = read_table(data_dir / "wav.scp"), data_dir / "tokens"
+    if _complete(data_dir, wavs, model_id):
+        return out
     table: dict[str, str] = {}
-    for part in sorted(parts_dir.glob("part.*")):
+    for part in sorted((data_dir / "tokens.parts" / model_id).glob("part.*")):
         table.update(_read_part(part))
     write_table(out, {u: table[u] for u in wavs if u in table})
-    stamp.write_text(f"{model_id} {Path(model_dir).resolve()}\n")  # only now: these tokens are its
+    (data_dir / "tokens.model").write_text(f"{model_id} {Path(model_dir).resolve()}\n")  # only now: these are its
     missing = len(wavs) - sum(u in table for u in wavs)
     log.info("wrote %s: %d utterances%s", out, len(wavs) - missing, f" ({missing} skipped)" if missing else "")
     if not missing:
@@ -169,8 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not 0 <= args.shard < args.num_shards:
         p.error(f"--shard {args.shard} outside 0..{args.num_shards - 1}")
-    for d in args.data:
-        extract(args.model, d, args.nj, args.batch_size, args.threads, args.shard, args.num_shards,
+    extract_all(args.model, args.data, args.nj, args.batch_size, args.threads, args.shard, args.num_shards,
                 args.device, merge=False if args.no_merge else None)
     return 0
 
