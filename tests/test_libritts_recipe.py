@@ -114,6 +114,8 @@ def test_libritts_recipe_stages_0_to_7(tmp_path):
     for part in ("tokenizer", "llm", "flow", "vocoder", "speaker"):
         assert (exp / "model" / part / "model.safetensors").is_file()  # stage 6
     assert json.loads((exp / "model" / "voxlm.json").read_text())["sample_rate"] == SR
+    onnx = json.loads((exp / "model" / "onnx" / "report.json").read_text())  # stage 6's export (onnx_export
+    assert onnx["graphs"] and (exp / "model" / "onnx" / "vocoder.onnx").is_file()  # on): this test covers it
     report = json.loads((exp / "eval" / "summary.json").read_text())
     assert report["voxlm_n2"]["utterances"] == report["ground_truth"]["utterances"] > 0
     again = run(tmp_path)
