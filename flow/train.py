@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from flow.config import FlowConfig
 from flow.data import FlowDataset, collate, mel_stats
-from flow.model import FlowModel
+from flow.model import FlowCheckpointError, FlowModel
 from tts.config import load_yaml
 from tts.training import (
     BucketBatchSampler,
@@ -108,10 +108,15 @@ def make_loader(ds: FlowDataset, cfg: DataConfig, shuffle: bool, seed: int) -> D
 def init_from(model: FlowModel, init_dir: str | Path) -> list[str]:
     """Copy every weight of a pretrained model dir whose name and shape match; -> names left as initialised.
 
-    Use it to warm-start from a flow trained on other tokens: the backbone and the
-    mel statistics carry over, a token embedding of another codebook size does not.
+    Use it to fine-tune, or to warm-start from a flow trained on other tokens: the
+    backbone and the mel statistics carry over, a token embedding of another codebook
+    size does not. A flow of another mel definition is refused (nothing of it fits).
     """
-    return warm_start(model, FlowModel.from_pretrained(init_dir).state_dict())
+    source = FlowModel.from_pretrained(init_dir)
+    if source.config.mel != model.config.mel:
+        raise FlowCheckpointError(f"--init {init_dir}: its mel definition {source.config.mel} is not this config's "
+                         f"{model.config.mel}")
+    return warm_start(model, source.state_dict())
 
 
 def train(cfg: FlowTrainConfig, train_dir: str | Path, dev_dir: str | Path | None, exp: str | Path,
@@ -128,10 +133,11 @@ def train(cfg: FlowTrainConfig, train_dir: str | Path, dev_dir: str | Path | Non
     train_ds = FlowDataset(train_dir, mc.mel_config, mc.upsample, cfg.data.crop_frames,
                            vocab_size=mc.vocab_size, progress=progress)
     module = FlowLightning(cfg, export_dir=exp / "model")
+    fresh = ["mel_mean"]
     if init and last_checkpoint(exp) is None:
         fresh = init_from(module.model, init)
         log.info("warm start from %s; newly initialised: %s", init, fresh or "nothing")
-    else:
+    if "mel_mean" in fresh:  # the init model's statistics carry over (the mel they normalise is the same)
         module.model.set_mel_stats(*mel_stats(train_dir, train_ds.utts))
     loaders = {"train_dataloaders": make_loader(train_ds, cfg.data, True, cfg.trainer.seed)}
     if dev_dir:
@@ -191,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     apply_trainer_args(cfg.trainer, args)
     if args.tokenizer:
         cfg.model.vocab_size = tokenizer_vocab_size(args.tokenizer)
-    model = train(cfg, args.train, args.dev, args.exp, init=args.init)
+    try:
+        model = train(cfg, args.train, args.dev, args.exp, init=args.init)
+    except FlowCheckpointError as err:  # a missing, corrupt or unfitting --init: one line
+        raise SystemExit(f"flow.train: error: {err}") from None
     print(json.dumps({"exp": str(args.exp), "model": str(Path(args.exp) / "model"),
                       "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}))
     return 0

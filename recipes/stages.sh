@@ -11,6 +11,10 @@
 #   llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker
 #   onnx_export (optional, default true: stage 6 also writes $exp/model/onnx, `voxlm export onnx`)
 #   parallel (optional, default false): independent stages side by side, see run_stages
+#   init_model (optional, default empty): a packaged VoxLM model dir to fine-tune on $data: its
+#     tokenizer and speaker verifier are used as they are (stage 1 and the verifier's training are
+#     skipped: the tokens must be the ones its LLM and flow speak), and the LLM, the flow and the
+#     vocoder start from its weights (the configs give the schedules; their architectures are its)
 # Each stage leaves a .done sentinel (run_once): a rerun skips it; a killed stage reruns and its
 # commands resume (trainers from their last atomic checkpoint with the same data order,
 # extraction from its parts).
@@ -33,9 +37,21 @@ _voxlm_train_opts() {  # the distributed options every trainer takes; none on CP
   if [ "${ngpu:-0}" -gt 0 ]; then extract_opts+=(--device cuda); fi
 }
 
-# the tokenizer the later stages use: the fine-tuning phase's when there is one
+# the tokenizer the later stages use: the model's being fine-tuned, else the fine-tuning phase's
+# when there is one
 tokenizer_model() {
-  if [ "${tokenizer_ft_conf:-none}" = none ]; then echo "$exp/tokenizer/model"; else echo "$exp/tokenizer_ft/model"; fi
+  if [ -n "${init_model:-}" ]; then echo "$init_model/tokenizer"
+  elif [ "${tokenizer_ft_conf:-none}" = none ]; then echo "$exp/tokenizer/model"
+  else echo "$exp/tokenizer_ft/model"; fi
+}
+# where stage 2 scores it: beside it, but never inside the model being fine-tuned
+tokenizer_report() {
+  if [ -n "${init_model:-}" ]; then echo "$exp/tokenizer/report.json"
+  else echo "$(dirname "$(tokenizer_model)")/report.json"; fi
+}
+# the speaker verifier the model directory gets: the fine-tuned model's, else stage 6's
+speaker_model() {
+  if [ -n "${init_model:-}" ]; then echo "$init_model/speaker"; else echo "$exp/speaker/model"; fi
 }
 # stage 1: the tokenizer (ASR encoder with FSQ inside, CTC on transcripts), then optionally a
 # fine-tuning phase from its model (e.g. SpecAugment on)
@@ -56,14 +72,15 @@ stage2() {
   py -m tokenizer.extract --model "$(tokenizer_model)" --nj "$nj" "${extract_opts[@]}" \
     --data "$data/train" "$data/dev" "$data/test"
   py -m tokenizer.report --model "$(tokenizer_model)" --data "$data/dev" \
-    --out "$(dirname "$(tokenizer_model)")/report.json"
+    --out "$(tokenizer_report)"
 }
 # stage 3: the text-to-speech-token LLM
 stage3() {
   local init=()
+  if [ -n "${init_model:-}" ]; then init=(--init-from "$init_model/llm"); fi  # fine-tuning it
   # durations of each text unit for the interleaved layout (a no-op for the continuation one)
   py -m tts.align --tokenizer "$(tokenizer_model)" --config "$llm_conf" --data "$data/train" "$data/dev"
-  if [ "$llm_align_conf" != none ]; then  # alignment warm-up on text-only synthetic tokens
+  if [ "$llm_align_conf" != none ] && [ -z "${init_model:-}" ]; then  # alignment warm-up on text-only synthetic tokens
     OMP_WAIT_POLICY=PASSIVE launch -m tts.llm_train --config "$llm_align_conf" --synthetic-tokens \
       --train "$data/train" --dev "$data/dev" --exp "$exp/llm_align" --tokenizer "$(tokenizer_model)" \
       "${train_opts[@]}"
@@ -83,8 +100,10 @@ vocoder_model() {
 # The report resynthesises dev tokens with a same-speaker prompt (mel L1, WER, SIM; the
 # trained vocoder when it exists, else Griffin-Lim).
 stage4() {
+  local init=()
+  if [ -n "${init_model:-}" ]; then init=(--init "$init_model/flow"); fi
   launch -m flow.train --config "$flow_conf" --train "$data/train" --dev "$data/dev" \
-    --exp "$exp/flow" --tokenizer "$(tokenizer_model)" --threads 1 "${train_opts[@]}"
+    --exp "$exp/flow" --tokenizer "$(tokenizer_model)" --threads 1 "${init[@]}" "${train_opts[@]}"
 }
 stage4_report() {
   py -m flow.report --model "$exp/flow/model" --data "$data/dev" --out "$exp/flow/report" \
@@ -94,7 +113,9 @@ stage4_report() {
 # stage 5: the vocoder: reconstruction losses ($vocoder_conf), then, with $vocoder_gan_conf,
 # a GAN phase that starts from that generator
 stage5() {
-  OMP_WAIT_POLICY=PASSIVE launch -m vocoder.train --config "$vocoder_conf" \
+  local init=()
+  if [ -n "${init_model:-}" ]; then init=(--init "$init_model/vocoder"); fi
+  OMP_WAIT_POLICY=PASSIVE launch -m vocoder.train --config "$vocoder_conf" "${init[@]}" \
     --train "$data/train" --dev "$data/dev" --exp "$exp/vocoder" "${train_opts[@]}"
   if [ "${vocoder_gan_conf:-none}" != none ]; then
     OMP_WAIT_POLICY=PASSIVE launch -m vocoder.train --config "$vocoder_gan_conf" --init "$exp/vocoder/model" \
@@ -109,9 +130,9 @@ stage6_speaker() {
     --exp "$exp/speaker" --max-steps "$speaker_steps" "${train_opts[@]}"
 }
 stage6() {
-  run_once "$exp/speaker/.done" stage6_speaker
+  if [ -z "${init_model:-}" ]; then run_once "$exp/speaker/.done" stage6_speaker; fi
   py -m tts.model_dir --tokenizer "$(tokenizer_model)" --llm "$exp/llm/model" --flow "$exp/flow/model" \
-    --vocoder "$(vocoder_model)" --speaker "$exp/speaker/model" --out "$exp/model" \
+    --vocoder "$(vocoder_model)" --speaker "$(speaker_model)" --out "$exp/model" \
     --mel-preset "$mel_preset" \
     --examples "$data/test"  # one demo example per held-out speaker
   rm -f "$exp/model/onnx/.export.done"  # new weights: the ONNX export must run again
@@ -142,7 +163,7 @@ _wait_bg() {
 }
 _stage5_and_speaker() {  # what needs only the data: the vocoder and the speaker verifier
   if stage_enabled 5; then run_once "$exp/vocoder/.stage5.done" stage5; fi
-  if stage_enabled 6; then run_once "$exp/speaker/.done" stage6_speaker; fi
+  if stage_enabled 6 && [ -z "${init_model:-}" ]; then run_once "$exp/speaker/.done" stage6_speaker; fi
 }
 
 # With parallel=true, stages that do not depend on each other train side by side, one
@@ -152,6 +173,9 @@ _stage5_and_speaker() {  # what needs only the data: the vocoder and the speaker
 #   then, all joined: stage 4's report (it vocodes with the trained vocoder), stages 6 and 7.
 run_stages() {
   _voxlm_train_opts
+  if [ -n "${init_model:-}" ]; then
+    py -m tts.model_dir --check "$init_model" --mel-preset "$mel_preset" || return 1
+  fi
   if [ "${parallel:-false}" = true ] && [ -n "${launcher:-}" ]; then
     log "parallel=true is ignored under a launcher ($launcher): stages run one by one"
     parallel=false
@@ -164,12 +188,14 @@ run_stages() {
   if [ "${parallel:-false}" = true ] && { stage_enabled 5 || stage_enabled 6; }; then
     _bg stage5_speaker _stage5_and_speaker
   fi
-  if stage_enabled 1; then
+  if stage_enabled 1 && [ -n "${init_model:-}" ]; then
+    log "stage 1: fine-tuning $init_model: its tokenizer, $(tokenizer_model), as it is"
+  elif stage_enabled 1; then
     log "stage 1: tokenizer (ASR encoder + FSQ inside, CTC) on $data/train -> $(tokenizer_model)"
     run_once "$exp/tokenizer/.stage1.done" stage1
   fi
   if stage_enabled 2; then
-    log "stage 2: speech tokens -> $data/{train,dev,test}/tokens; scores -> $(dirname "$(tokenizer_model)")/report.json"
+    log "stage 2: speech tokens -> $data/{train,dev,test}/tokens; scores -> $(tokenizer_report)"
     run_once "$exp/tokenizer/.stage2.done" stage2
   fi
   if stage_enabled 4 && [ "${parallel:-false}" = true ]; then
@@ -198,7 +224,7 @@ run_stages() {
     cat "$exp/flow/report/report.md"
   fi
   if stage_enabled 6; then
-    log "stage 6: speaker verifier -> $exp/speaker; package -> $exp/model"
+    log "stage 6: speaker verifier -> $(speaker_model); package -> $exp/model"
     run_once "$exp/model/.stage6.done" stage6
     if [ "${onnx_export:-true}" = true ]; then
       log "stage 6: ONNX export -> $exp/model/onnx (report.json: sizes, opset, parity)"

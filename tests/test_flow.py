@@ -330,6 +330,16 @@ def test_train_and_report_cli(tmp_path, speech):
     assert (exp / "model" / "model.safetensors").is_file() and (exp / "checkpoints" / "last.ckpt").is_file()
     assert (d / "mel" / "spk-0.npy").is_file()  # mel cache
     assert train.main([*args, "--max-steps", "3"]) == 0  # resumes from last.ckpt
+    start = FlowModel.from_pretrained(exp / "model")  # fine-tuning: weights and mel statistics carry over
+    start.set_mel_stats(torch.linspace(-6, -3, 80), torch.linspace(1, 2, 80))
+    start.save_pretrained(tmp_path / "start")
+    ft = ["--config", str(CONF / "flow_tiny.yaml"), "--train", str(d), "--max-steps", "1"]
+    assert train.main([*ft, "--exp", str(tmp_path / "ft"), "--init", str(tmp_path / "start")]) == 0
+    tuned = FlowModel.from_pretrained(tmp_path / "ft" / "model")
+    assert torch.equal(tuned.mel_mean, start.mel_mean) and torch.equal(tuned.mel_std, start.mel_std)
+    FlowModel(FlowConfig(vocab_size=256, dim=32, layers=1, heads=2, mel="24k")).save_pretrained(tmp_path / "f24")
+    with pytest.raises(SystemExit, match="mel definition"):  # another mel: nothing of it fits
+        train.main([*ft, "--exp", str(tmp_path / "ft24"), "--init", str(tmp_path / "f24")])
     out = tmp_path / "report"
     assert report.main(["--model", str(exp / "model"), "--data", str(d), "--out", str(out), "--steps", "2",
                         "--chunk", "10", "--no-judges", "--max-utts", "2", "--png", "1"]) == 0

@@ -9,6 +9,7 @@ from helpers import write_even_durations
 from transformers import AutoModelForCausalLM
 
 from tts.datadir import write_table
+from tts.frontend import FrontendConfig
 from tts.llm import IGNORE, LLMCheckpointError, LLMConfig, SpeechLM, hidden_unit_id
 from tts.llm_report import report
 from tts.llm_train import (
@@ -304,3 +305,25 @@ def test_overfit_two_utterances_greedy_reproduces(tmp_path, units, layout):
     summary, rows = report(lm, LookupTokenizer(), tmp_path / "train", SamplingConfig(greedy=True))
     assert summary["utterances"] == 2 and summary["cer_real_tokens"] == 0.0
     assert 0.0 <= summary["teacher_forced_acc"] <= 1.0 and len(rows) == 2
+
+
+def test_finetune_starts_from_a_saved_model_whatever_the_config_says(tmp_path):
+    """init_from a saved VoxLM LLM: its architecture, frontend, layout and weights (lr 0: the
+    result is the start), not the config's; a tokenizer of another vocabulary is refused."""
+    _fake_data(tmp_path / "train", {"a-1": ("Hello there.", [3, 3, 7, 1, 9, 9, 12, 4]),
+                                    "a-2": ("Good day.", [20, 21, 22, 5, 5, 31])})
+    start = tiny_lm(speech_vocab_size=32, frontend=FrontendConfig(units="chars"))  # continuation layout
+    start.save_pretrained(tmp_path / "start")
+    cfg = load_config(CONF / "llm_tiny.yaml")  # hidden 64, 2 layers, phones, interleaved
+    cfg.llm.init_from, cfg.llm.speech_vocab_size = str(tmp_path / "start"), 32
+    cfg.trainer.max_steps, cfg.trainer.val_every, cfg.optim.lr = 3, 1000, 0.0
+    train(cfg, tmp_path / "train", None, tmp_path / "exp", enable_model_summary=False)
+    tuned = SpeechLM.from_pretrained(tmp_path / "exp" / "model")
+    assert (tuned.cfg.hidden_size, tuned.cfg.num_layers, tuned.cfg.layout) == (32, 1, "continuation")
+    assert tuned.frontend.cfg.units == "chars" and tuned.layout == start.layout
+    x = torch.tensor([start.layout.context(start.frontend.encode("Hello there.")[0], None, [3, 3])])
+    with torch.no_grad():
+        assert torch.equal(tuned(x), start(x))
+    cfg.llm.speech_vocab_size = 16
+    with pytest.raises(LLMCheckpointError, match="speaks 32 speech tokens, the tokenizer has 16"):
+        train(cfg, tmp_path / "train", None, tmp_path / "exp2")

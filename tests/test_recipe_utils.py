@@ -121,3 +121,49 @@ def test_validator_cli(tmp_path):
     (d / "spk2utt").unlink()
     bad = subprocess.run([sys.executable, "-m", "tts.datadir", str(d)], capture_output=True, text=True)
     assert bad.returncode == 1 and "missing spk2utt" in bad.stdout
+
+
+def run_stages_dry(tmp_path: Path, init_model: str) -> list[str]:
+    """recipes/stages.sh's run_stages, every python command (py, launch) logged instead of run."""
+    (tmp_path / "exp" / "flow" / "report").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "exp" / "eval").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "exp" / "flow" / "report" / "report.md").write_text("")  # what the reports print
+    (tmp_path / "exp" / "eval" / "summary.md").write_text("")
+    script = (
+        f"set -euo pipefail; . {ROOT}/recipes/utils.sh; . {ROOT}/recipes/stages.sh;"
+        f" py() {{ echo \"$*\" >> {tmp_path}/calls; }}; launch() {{ py \"$@\"; }}; stage0() {{ :; }};"
+        f" stage=0; stop_stage=7; nj=1; data={tmp_path}/data; exp={tmp_path}/exp; stage0_desc=none;"
+        " mel_preset=16k; ngpu=0; num_nodes=1; launcher=''; tokenizer_conf=tok.yaml; tokenizer_ft_conf=ft.yaml;"
+        " llm_conf=llm.yaml; llm_align_conf=none; flow_conf=flow.yaml; vocoder_conf=voc.yaml;"
+        " vocoder_gan_conf=gan.yaml; llm_report_utts=1; vocoder_report_utts=1; flow_report_utts=1;"
+        f" speaker_steps=1; n_candidates=2; eval_per_speaker=1; onnx_export=false; init_model='{init_model}';"
+        " run_stages"
+    )
+    r = bash(script)
+    assert r.returncode == 0, r.stderr
+    return (tmp_path / "calls").read_text().splitlines()
+
+
+def test_fine_tuning_a_packaged_model_wires_its_parts(tmp_path):
+    """init_model: no tokenizer or speaker-verifier training, the model's tokenizer throughout,
+    its LLM, flow and vocoder as starting points, its verifier packaged, nothing written into it."""
+    init = tmp_path / "init"
+    calls = run_stages_dry(tmp_path / "ft", str(init))
+    exp = tmp_path / "ft" / "exp"
+    assert calls[0] == f"-m tts.model_dir --check {init} --mel-preset 16k"  # refuses a broken or other-mel model
+    assert not [c for c in calls if "tokenizer.train" in c or "tts.speaker_train" in c]
+    called = {c.split()[1]: c for c in calls}  # module -> its last call
+    assert f"--tokenizer {init}/tokenizer" in called["tts.llm_train"]
+    assert f"--init-from {init}/llm" in called["tts.llm_train"]
+    assert f"--init {init}/flow" in called["flow.train"]
+    voc = [c for c in calls if c.startswith("-m vocoder.train")]
+    assert f"--init {init}/vocoder" in voc[0] and f"--init {exp}/vocoder/model" in voc[1]  # then the GAN phase
+    assert f"--out {exp}/tokenizer/report.json" in called["tokenizer.report"]
+    assert f"--speaker {init}/speaker" in called["tts.model_dir"] and f"--out {exp}/model" in called["tts.model_dir"]
+    assert not any(f"--out {init}" in c for c in calls)
+    plain = run_stages_dry(tmp_path / "plain", "")  # without it: every part trains from scratch
+    assert sum("tokenizer.train" in c for c in plain) == 2 and any("tts.speaker_train" in c for c in plain)
+    first = {}
+    for c in plain:
+        first.setdefault(c.split()[1], c)
+    assert not any("--init" in first[m] for m in ("tts.llm_train", "flow.train", "vocoder.train"))

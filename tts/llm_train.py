@@ -23,7 +23,7 @@ import json
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import lightning as L
@@ -35,7 +35,16 @@ from torch.utils.data import DataLoader, Dataset
 from tts.config import ConfigError, from_dict, load_yaml  # noqa: F401  (re-exported for callers)
 from tts.datadir import read_table
 from tts.frontend import Frontend, TextError
-from tts.llm import IGNORE, LengthRatio, LLMConfig, SpeechLM, hidden_unit_id, sequence_length
+from tts.llm import (
+    IGNORE,
+    LAYOUT_FILE,
+    LengthRatio,
+    LLMCheckpointError,
+    LLMConfig,
+    SpeechLM,
+    hidden_unit_id,
+    sequence_length,
+)
 from tts.training import (
     BucketBatchSampler,
     ResumableLoader,
@@ -296,6 +305,25 @@ def speech_vocab_from_tokenizer(path: str | Path) -> int:
     return int(json.loads(cfg.read_text())["codebook_size"])
 
 
+def initial_model(cfg: LLMConfig) -> SpeechLM:
+    """The model a run starts from: a new one (``init_from`` unset, or a plain HF causal LM
+    whose weights it takes), or, when ``init_from`` is a saved VoxLM LLM, that model to
+    fine-tune: its architecture, frontend and layout, whatever the config's ``llm`` section
+    says of them (only ``uncond_prob`` is the config's). Its speech vocabulary must be the
+    tokenizer's: tokens of another tokenizer mean nothing to it."""
+    path = Path(cfg.init_from) if cfg.init_from else None
+    if path is None or not (path / LAYOUT_FILE).is_file():
+        return SpeechLM(cfg)
+    lm = SpeechLM.from_pretrained(path)
+    if lm.cfg.speech_vocab_size != cfg.speech_vocab_size:
+        raise LLMCheckpointError(
+            f"init_from {path} speaks {lm.cfg.speech_vocab_size} speech tokens, the tokenizer has "
+            f"{cfg.speech_vocab_size}: fine-tune on tokens of the tokenizer it was trained with")
+    lm.cfg = replace(lm.cfg, uncond_prob=cfg.uncond_prob)
+    print(f"llm: fine-tuning {path} ({lm.cfg.arch}, {lm.cfg.layout} layout, {lm.cfg.frontend.units})", flush=True)
+    return lm.train()
+
+
 def train(cfg: LLMTrainConfig, train_dir: str | Path, dev_dir: str | Path | None, exp: str | Path,
           synthetic: bool = False, **trainer_kwargs) -> SpeechLM:
     """Train (or resume) and return the model; ``<exp>/model`` holds the saved directory.
@@ -304,7 +332,7 @@ def train(cfg: LLMTrainConfig, train_dir: str | Path, dev_dir: str | Path | None
     """
     exp = Path(exp)
     L.seed_everything(cfg.trainer.seed, workers=True)
-    lm = SpeechLM(cfg.llm)
+    lm = initial_model(cfg.llm)
     synth = cfg.llm.speech_vocab_size if synthetic else None
     inter = lm.layout.interleaved
     pairs = load_pairs(train_dir, lm.frontend, lm.max_positions, synth, durations=inter)
@@ -351,7 +379,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg.llm.speech_vocab_size = speech_vocab_from_tokenizer(args.tokenizer)
     if args.init_from:
         cfg.llm.init_from = args.init_from
-    train(cfg, args.train, args.dev, args.exp, synthetic=args.synthetic_tokens)
+    try:
+        train(cfg, args.train, args.dev, args.exp, synthetic=args.synthetic_tokens)
+    except LLMCheckpointError as err:  # a missing, corrupt or unfitting init_from: one line
+        raise SystemExit(f"tts.llm_train: error: {err}") from None
     return 0
 
 

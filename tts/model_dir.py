@@ -149,6 +149,26 @@ def read_examples(root: str | Path) -> list[tuple[str, str, Path, str]]:
     return rows
 
 
+def check_init_model(path: str | Path, mel_preset: str) -> int:
+    """``--check``: 0 when ``path`` can start a fine-tuning run of a ``mel_preset`` recipe
+    (which reads ``path/<component>``), else one ``ERROR:`` line and 1."""
+    from tts.mel import MelConfig
+
+    try:
+        manifest = check_model_dir(path)
+        moved = {c: f for c, f in manifest.get("components", {}).items() if c != f}
+        if moved:
+            raise ModelDirError(f"{path}: components in other folders ({moved}); the recipe reads <model>/<name>")
+        if manifest.get("mel") != MelConfig.preset(mel_preset).to_dict():
+            raise ModelDirError(f"{path} was trained on another mel than --mel-preset {mel_preset}: "
+                                f"{manifest.get('mel')}")
+    except ModelDirError as err:
+        print(f"ERROR: {err}")
+        return 1
+    print(json.dumps(manifest))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -160,8 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mel-preset", default="16k", help="the shared mel definition (16k or 24k)")
     p.add_argument("--examples", help="held-out data dir: one demo example per speaker "
                    "(alone, without components: add examples to an existing model dir)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="the model directory to write (or to add --examples to)")
+    p.add_argument("--check", metavar="DIR", help="only validate DIR (a model to fine-tune: complete, "
+                   "components in their own folders, the mel of --mel-preset)")
     a = p.parse_args(argv)
+    if a.check:
+        return check_init_model(a.check, a.mel_preset)
+    if not a.out:
+        p.error("--out is required (or --check DIR)")
     given = [n for n in COMPONENTS if getattr(a, n)]
     if given != list(COMPONENTS) and (given or not a.examples):
         p.error(f"give all of --{' --'.join(COMPONENTS)} (or only --examples)")

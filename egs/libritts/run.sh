@@ -36,9 +36,10 @@ num_nodes=1         # nodes; > 1 needs --launcher (e.g. "srun" inside an allocat
 launcher=""
 mel_preset=24k      # the 24 kHz mel definition (tts/mel.py); flow and vocoder configs agree
 parallel=false      # true: independent stages side by side (one machine, no launcher; recipes/stages.sh)
+init_model=""       # a packaged model dir to fine-tune on this data (its tokenizer, its weights; README)
 recipe_options="stage stop_stage nj libritts_root train_sets dev_set test_set max_seconds download_dir corpus
   data exp tokenizer_conf llm_conf llm_align_conf flow_conf vocoder_conf llm_report_utts vocoder_report_utts
-  flow_report_utts speaker_steps n_candidates eval_per_speaker ngpu num_nodes launcher parallel"
+  flow_report_utts speaker_steps n_candidates eval_per_speaker ngpu num_nodes launcher parallel init_model"
 . ../../recipes/parse_options.sh
 
 if stage_enabled -1; then

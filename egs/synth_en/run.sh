@@ -36,8 +36,9 @@ launcher=""         # e.g. "srun": starts every rank of trainers and extraction
 mel_preset=16k      # the shared mel definition (tts/mel.py) the configs use
 onnx_export=true    # stage 6 also exports every network to $exp/model/onnx (voxlm export onnx)
 parallel=true       # independent stages side by side, one process each (recipes/stages.sh, run_stages)
+init_model=""       # a packaged model dir to fine-tune on this data (its tokenizer, its weights; README)
 recipe_options="stage stop_stage nj train_hours dev_per_spk test_per_spk data exp tokenizer_conf tokenizer_ft_conf llm_conf llm_align_conf flow_conf vocoder_conf vocoder_gan_conf
-  llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker ngpu num_nodes launcher onnx_export parallel"
+  llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker ngpu num_nodes launcher onnx_export parallel init_model"
 . ../../recipes/parse_options.sh
 
 stage0_desc="toy corpus"
