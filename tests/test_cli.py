@@ -82,3 +82,34 @@ def test_synth_batch_from_meta_list(tiny_model_dir, tmp_path, tone):
     assert all(sf.info(out / f"u{i}.wav").duration > 0 for i in (1, 2))
     r = run_cli("synth", "--model", str(tiny_model_dir), "--meta", str(meta), "--text", "Hi.")
     assert r.returncode == 2 and "--meta and --out-dir" in r.stderr
+
+
+def test_sampling_options_and_threads_reach_the_synthesizer(tiny_model_dir, tmp_path, tone, monkeypatch):
+    import soundfile as sf
+    import torch
+
+    from tts.synthesizer import Synthesizer
+
+    seen, real = [], Synthesizer.synthesize
+
+    def spy(self, *args, **kw):
+        seen.append({**kw, "threads": torch.get_num_threads()})
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(Synthesizer, "synthesize", spy)
+    r = run_cli("bench", "--model", str(tiny_model_dir), "--text", "Hi.", "--n-candidates", "1", "--repeats", "1",
+                "--flow-steps", "2", "--top-k", "5")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["options"] == {"flow_steps": 2, "top_k": 5}
+    assert len(seen) == 2 and all(kw["flow_steps"] == 2 and kw["top_k"] == 5 for kw in seen)  # warm-up + 1
+    sf.write(tmp_path / "p.wav", tone(2.0), 16000)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        r = run_cli("synth", "--model", str(tiny_model_dir), "--text", "Hi.", "--prompt", str(tmp_path / "p.wav"),
+                    "--prompt-text", "a voice", "--out", str(tmp_path / "o.wav"), "--threads", "1",
+                    "--temperature", "0.5", "--flow-steps", "2")
+    finally:
+        torch.set_num_threads(before)
+    assert r.returncode == 0, r.stderr
+    assert seen[-1]["threads"] == 1 and seen[-1]["temperature"] == 0.5 and "top_k" not in seen[-1]

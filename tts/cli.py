@@ -66,6 +66,12 @@ def _add_synthesis_options(p: argparse.ArgumentParser, widths: bool = False) -> 
     else:
         p.add_argument("--n-candidates", type=int, default=1, help="best-of-N search width")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    _add_sampling_options(p)
+
+
+def _add_sampling_options(p: argparse.ArgumentParser) -> None:
+    """How the LLM samples and the flow solves (synth, eval and bench): default the model's."""
     p.add_argument("--flow-steps", type=int, default=None, help="ODE steps (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="the flow's classifier-free guidance scale")
     p.add_argument("--text-guidance", type=float, default=None,
@@ -76,12 +82,17 @@ def _add_synthesis_options(p: argparse.ArgumentParser, widths: bool = False) -> 
 
 
 def _synthesis_kwargs(args: argparse.Namespace) -> dict:
-    kw = {"n_candidates": args.n_candidates, "seed": args.seed, "flow_steps": args.flow_steps,
-          "guidance": args.guidance}
-    for name in ("temperature", "top_k", "top_p", "text_guidance"):
-        if getattr(args, name) is not None:
-            kw[name] = getattr(args, name)
-    return kw
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return {"n_candidates": args.n_candidates, "seed": args.seed, **_sampling_kwargs(args)}
+
+
+def _sampling_kwargs(args: argparse.Namespace) -> dict:
+    """The sampling/flow options given on the command line (the others stay the model's)."""
+    names = ("flow_steps", "guidance", "temperature", "top_k", "top_p", "text_guidance")
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -226,14 +237,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from tts.stream_cli import bench_stream
         return bench_stream(args, synth, prompt_audio, args.prompt_text or "a prompt")
     prompt = synth.prepare_prompt(prompt_audio, synth.sample_rate, args.prompt_text or "a prompt")
-    results = {"model": args.model, "threads": args.threads, "prompt_s": time.perf_counter() - t0, "runs": []}
-    synth.synthesize(args.text, prompt, seed=0)  # warm-up, not timed: lazy loads (g2p dictionary), allocator
+    options = _sampling_kwargs(args)
+    results = {"model": args.model, "threads": args.threads, "options": options,
+               "prompt_s": time.perf_counter() - t0, "runs": []}
+    synth.synthesize(args.text, prompt, seed=0, **options)  # warm-up, not timed: lazy loads (g2p dictionary), allocator
     for n in args.n_candidates:
         secs = audio = 0.0
         parts: dict[str, float] = {}  # seconds per component (llm, flow, ...), summed over repeats
         for i in range(args.repeats):
             t0 = time.perf_counter()
-            r = synth.synthesize(args.text, prompt, n_candidates=n, seed=i)
+            r = synth.synthesize(args.text, prompt, n_candidates=n, seed=i, **options)
             secs += time.perf_counter() - t0
             audio += r.duration
             for name in COMPONENTS:
@@ -318,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="onnx: onnxruntime (fp32, and int8 where exported) vs torch eager, "
                         "each component and end to end")
+    _add_sampling_options(p)
     add_stream_options(p, bench=True)
     p.set_defaults(func=cmd_bench)
 

@@ -78,7 +78,9 @@ def synth_stream(args: argparse.Namespace, kwargs: dict) -> int:
 
 def bench_stream(args: argparse.Namespace, synth, prompt_audio, prompt_text: str) -> int:
     """Median time to the first chunk (cached and uncached prompt), RTF and stalls per chunk size."""
-    sr, kw = synth.sample_rate, stream_kwargs(args)
+    from tts.cli import _sampling_kwargs
+
+    sr, kw = synth.sample_rate, {**stream_kwargs(args), **_sampling_kwargs(args)}
     prompt = synth.prepare_prompt(prompt_audio, sr, prompt_text)
     _timed(synth.stream(args.text, prompt, seed=0, **{**kw, "chunk_tokens": args.chunk_tokens[0]}))  # warm-up
     out = {"model": args.model, "threads": args.threads, "text": args.text, "repeats": args.repeats,
