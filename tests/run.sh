@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: bootstrap (idempotent), lint, then the test suite.
 #   bash tests/run.sh [pytest args...]
-# Tests marked `slow` (the whole toy recipe, stages 0-7, at tiny size: ~7 min on
+# Tests marked `slow` (both recipes, stages 0-7, at tiny size: ~5 and ~4 min on
 # 2 cores) run too; VOXLM_FAST=1 skips them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
