@@ -327,3 +327,24 @@ def test_finetune_starts_from_a_saved_model_whatever_the_config_says(tmp_path):
     cfg.llm.speech_vocab_size = 16
     with pytest.raises(LLMCheckpointError, match="speaks 32 speech tokens, the tokenizer has 16"):
         train(cfg, tmp_path / "train", None, tmp_path / "exp2")
+
+
+@pytest.mark.parametrize("kw", [{}, {"layout": "interleaved", "frontend": FrontendConfig(units="phones")},
+                                {"uncond_prob": 0.1}], ids=["continuation", "interleaved", "text-guidance"])
+def test_batched_inputs_decode_as_they_would_alone(kw):
+    """Other texts and prompts (left-padded into one loop, each from its own seed) give the
+    tokens each gives alone, greedy or sampled, with text guidance too."""
+    from tts.sampling import Item, generate_many
+
+    lm = tiny_lm(**kw)
+    lm.ratio.max_ratio = 3.0
+    texts, prompts = ["Hello there.", "A much longer sentence, with a comma.", "Hi."], ["a voice", "another one", "x"]
+    items = [Item(lm.frontend.encode(t)[0], lm.frontend.encode(p)[0], ps, seed=s)
+             for t, p, ps, s in zip(texts, prompts, [[1, 2, 3], [4] * 9, []], [3, 5, 7], strict=True)]
+    for greedy in (True, False):
+        cfg = SamplingConfig(greedy=greedy, num_candidates=3, text_guidance=0.5 if "uncond_prob" in kw else 0.0)
+        for it, many in zip(items, generate_many(lm, items, cfg), strict=True):
+            alone = generate(lm, it.text_ids, it.prompt_text_ids, it.prompt_speech,
+                             SamplingConfig(**{**vars(cfg), "seed": it.seed}))
+            assert (many.tokens, many.hit_max, many.steps) == (alone.tokens, alone.hit_max, alone.steps)
+            assert (many.min_len, many.max_len) == (alone.min_len, alone.max_len)

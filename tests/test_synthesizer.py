@@ -141,3 +141,32 @@ def test_prompt_longer_than_the_flow_allows_is_cut_for_the_flow(synth, tone, mon
     monkeypatch.setattr(synth.flow, "generate", spy)
     r = synth.synthesize("Hi.", tone(3.0), 16000, prompt_text="a voice", **FAST)
     assert r.duration > 0 and seen == {"frames": 60, "tokens": 30} and limit >= 60
+
+
+def test_batch_gives_each_request_what_synthesize_gives_it(synth, prompt_wav, tmp_path):
+    """Requests of other texts, sentence counts and voices in one batched LLM loop: each
+    result equals its own synthesize() call (same seed), in order; a bad request either
+    raises before any audio or, with errors="return", takes its error's place."""
+    import soundfile as sf
+
+    from tts.synthesizer import Request
+
+    other = synth.prepare_prompt(np.roll(prompt_wav, 7000), 22050, "another voice here")
+    sf.write(tmp_path / "p.wav", prompt_wav, 22050)
+    requests = [Request("Hi there.", prompt_wav, 22050, "a voice"),
+                Request("One more. And a second, longer sentence!", other),
+                Request("Good day.", str(tmp_path / "p.wav"), None, "a voice")]
+    opts = dict(FAST, n_candidates=2)
+    batch = synth.synthesize_batch(requests, batch_size=3, **opts)  # 4 sentences: two LLM batches
+    for r, b in zip(requests, batch, strict=True):
+        alone = synth.synthesize(r.text, r.prompt, r.prompt_sample_rate, r.prompt_text, **opts)
+        assert b.sentences == alone.sentences and [c.tokens for c in b.candidates] == [c.tokens for c in alone.candidates]
+        np.testing.assert_array_equal(b.audio, alone.audio)
+        assert b.timings["llm_s"] > 0 and b.timings["rtf"] > 0
+    bad = [requests[0], Request("   ", prompt_wav, 22050, "a voice"), Request("Hi.", np.zeros(16000), 16000, "x")]
+    with pytest.raises(TextError):
+        synth.synthesize_batch(bad, **FAST)
+    out = synth.synthesize_batch(bad, errors="return", **FAST)
+    assert isinstance(out[1], TextError) and isinstance(out[2], AudioError)
+    np.testing.assert_array_equal(out[0].audio, synth.synthesize("Hi there.", prompt_wav, 22050, "a voice",
+                                                                 **FAST).audio)

@@ -32,6 +32,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 import torch
+from transformers import PreTrainedModel
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
 from tts.llm import SpeechLM, hidden_unit_id
@@ -43,10 +44,17 @@ def _cache_kwarg(model_cls: type) -> str:
     return "cache" if "cache" in inspect.signature(model_cls.forward).parameters else "past_key_values"
 
 
-def _cache_call(model, ids: torch.Tensor, cache=None):
-    """One forward keeping only the last position's logits: (B, T) ids -> (B, V) logits, cache."""
+def _cache_call(model, ids: torch.Tensor, cache=None, mask: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None):
+    """One forward keeping only the last position's logits: (B, T) ids -> (B, V) logits, cache.
+
+    mask (B, past + T) and positions (B, T): for rows left-padded to one length (several
+    requests in one batch); None when every row is whole (the model's defaults then).
+    """
     kw = _cache_kwarg(type(model))
-    out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **({kw: cache} if cache is not None else {}))
+    extra = {} if mask is None else {"attention_mask": mask, "position_ids": positions}
+    out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **({kw: cache} if cache is not None else {}),
+                **extra)
     return out.logits[:, -1], getattr(out, kw)
 
 
@@ -133,7 +141,27 @@ def generate(lm: SpeechLM, text_ids: list[int], prompt_text_ids: list[int] | Non
 
     text_ids: the target text's ids (one frontend chunk); the length guards count them.
     """
-    steps = decode(lm, text_ids, prompt_text_ids, prompt_speech, cfg)
+    return generate_many(lm, [Item(text_ids, prompt_text_ids, prompt_speech)], cfg)[0]
+
+
+@dataclass
+class Item:
+    """One input of a batched call: a target text chunk and its prompt; ``seed`` (None: the
+    config's) seeds this item's own generator, so its rows sample as they would alone."""
+
+    text_ids: list[int]
+    prompt_text_ids: list[int] | None = None
+    prompt_speech: list[int] | None = None
+    seed: int | None = None
+
+
+def generate_many(lm: SpeechLM, items: list[Item], cfg: SamplingConfig | None = None) -> list[Generation]:
+    """N candidates for each of several inputs (other texts, other prompts) in one batched loop.
+
+    A model that takes no attention mask (the onnxruntime adapter) runs them one by one."""
+    if len(items) > 1 and not isinstance(lm.model, PreTrainedModel):
+        return [generate_many(lm, [it], cfg)[0] for it in items]
+    steps = decode_many(lm, items, cfg)
     while True:
         try:
             next(steps)
@@ -141,39 +169,63 @@ def generate(lm: SpeechLM, text_ids: list[int], prompt_text_ids: list[int] | Non
             return done.value
 
 
-@torch.inference_mode()
 def decode(lm: SpeechLM, text_ids: list[int], prompt_text_ids: list[int] | None = None,
            prompt_speech: list[int] | None = None,
            cfg: SamplingConfig | None = None) -> Generator[list[tuple[int, int]], None, Generation]:
     """:func:`generate` step by step (streaming): yields each step's new ``(candidate, token)``
-    pairs as soon as they are sampled, and returns the :class:`Generation` at the end.
+    pairs as soon as they are sampled, and returns the :class:`Generation` at the end."""
+    gens = yield from decode_many(lm, [Item(text_ids, prompt_text_ids, prompt_speech)], cfg)
+    return gens[0]
 
-    The interleaved layout (``tts.llm``) feeds the next text unit wherever a row samples
-    ``<|advance|>`` (forced after ``ratio.max_unit`` tokens of one unit), and allows
-    speech-end only at the last unit; a step then yields nothing for that row.
-    """
-    cfg = cfg or SamplingConfig()
-    if not text_ids:
+
+def _plan(lm: SpeechLM, item: Item, cfg: SamplingConfig) -> tuple[list[int], int, int]:
+    """An item's prefill ids and length bounds, or a GenerationError."""
+    if not item.text_ids:
         raise GenerationError("empty target text")
-    layout, model, g = lm.layout, lm.model, cfg.text_guidance
-    if g < 0 or (g and lm.cfg.uncond_prob <= 0):
-        raise GenerationError(f"text_guidance {g}: needs a scale >= 0 and an LLM trained with llm.uncond_prob > 0 "
-                              f"(this one: {lm.cfg.uncond_prob}), which learns the text-free branch")
-    ctx = layout.start(text_ids, prompt_text_ids, prompt_speech)
-    prefill = [ctx]
-    if g:  # the unconditional branch: the same layout with every text unit hidden
-        hide = hidden_unit_id(lm.frontend)
-        prefill.append(layout.start([hide] * len(text_ids), [hide] * len(prompt_text_ids or []), prompt_speech))
+    ctx = lm.layout.start(item.text_ids, item.prompt_text_ids, item.prompt_speech)
     min_len, max_len = length_bounds(
-        len(text_ids), cfg.min_ratio if cfg.min_ratio is not None else lm.ratio.min_ratio,
+        len(item.text_ids), cfg.min_ratio if cfg.min_ratio is not None else lm.ratio.min_ratio,
         cfg.max_ratio if cfg.max_ratio is not None else lm.ratio.max_ratio)
-    units_left = len(text_ids) - 1 if layout.interleaved else 0  # each feeds one position too
+    units_left = len(item.text_ids) - 1 if lm.layout.interleaved else 0  # each feeds one position too
     max_len = min(max_len, lm.max_positions - len(ctx) - units_left)
     if max_len < min_len:
         raise GenerationError(
             f"input too long: {len(ctx)} context ids leave {max_len} of {lm.max_positions} positions "
             f"for >= {min_len} speech tokens; split the text or shorten the prompt")
-    generator = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
+    return ctx, min_len, max_len
+
+
+def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rows of ids -> (B, T) left-padded ids and their (B, T) mask; no mask when none is padded."""
+    width = max(map(len, rows))
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long).reshape(len(rows), width)
+    if all(len(r) == width for r in rows):
+        return ids, None
+    return ids, torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+
+
+@torch.inference_mode()
+def decode_many(lm: SpeechLM, items: list[Item],
+                cfg: SamplingConfig | None = None) -> Generator[list[tuple[int, int]], None, list[Generation]]:
+    """:func:`generate_many` step by step: yields each step's new ``(row, token)`` pairs, row
+    ``i * N + j`` being item ``i``'s candidate ``j``, and returns one :class:`Generation` per item.
+
+    Contexts of other lengths are left-padded (an attention mask and position ids keep each
+    row as it would be alone). The interleaved layout (``tts.llm``) feeds the next text unit
+    wherever a row samples ``<|advance|>`` (forced after ``ratio.max_unit`` tokens of one
+    unit), and allows speech-end only at the last unit; a step then yields nothing for that row.
+    """
+    cfg = cfg or SamplingConfig()
+    layout, model, g = lm.layout, lm.model, cfg.text_guidance
+    if g < 0 or (g and lm.cfg.uncond_prob <= 0):
+        raise GenerationError(f"text_guidance {g}: needs a scale >= 0 and an LLM trained with llm.uncond_prob > 0 "
+                              f"(this one: {lm.cfg.uncond_prob}), which learns the text-free branch")
+    plans = [_plan(lm, it, cfg) for it in items]
+    prefill = [ctx for ctx, _, _ in plans]
+    if g:  # the unconditional branch: the same layout with every text unit hidden
+        hide = hidden_unit_id(lm.frontend)
+        prefill += [layout.start([hide] * len(it.text_ids), [hide] * len(it.prompt_text_ids or []),
+                                 it.prompt_speech) for it in items]
     n, offset, end = cfg.num_candidates, layout.speech_offset, layout.speech_vocab_size
     adv = end + 1  # local index of <|advance|> (interleaved layout only)
     # Sampling runs over speech tokens 0..K-1, speech-end at local index K (``end``), advance at K+1.
@@ -181,57 +233,82 @@ def decode(lm: SpeechLM, text_ids: list[int], prompt_text_ids: list[int] | None 
     if layout.interleaved:
         allowed.append(layout.advance_id)
     allowed = torch.tensor(allowed)
-    units = torch.tensor(text_ids)
+    generators = [torch.Generator().manual_seed(s) if s is not None else None
+                  for s in (cfg.seed if it.seed is None else it.seed for it in items)]
+    # per row (item-major: item i's N candidates are rows i*N .. i*N+N-1)
+    item = torch.arange(len(items)).repeat_interleave(n)
+    min_len = torch.tensor([p[1] for p in plans])[item]
+    max_len = torch.tensor([p[2] for p in plans])[item]
+    last_unit = torch.tensor([len(it.text_ids) - 1 for it in items])[item]
+    units, _ = _left_pad([it.text_ids[::-1] for it in items], 0)  # reversed back: padded on the right
+    units = units.flip(1)[item]
+    history = _left_pad([it.prompt_speech or [] for it in items], -1)[0][item]  # -1: never a repeat
 
-    last, cache = _cache_call(model, torch.tensor(prefill))
+    ids, mask = _left_pad(prefill, layout.pad_id)
+    positions = None if mask is None else (mask.cumsum(1) - 1).clamp(min=0)
+    last, cache = _cache_call(model, ids, mask=mask, positions=positions)
     if n > 1:
-        cache.batch_repeat_interleave(n)  # with guidance: n conditional rows, then n unconditional
-    logits = guided(last[:, allowed], g).expand(n, -1)
-    history = torch.tensor([prompt_speech or []] * n, dtype=torch.long).reshape(n, -1)
-    alive = torch.arange(n)  # candidate index of each cache row
-    unit = torch.zeros(n, dtype=torch.long)  # the text unit each row is speaking (interleaved)
-    in_unit = torch.zeros(n, dtype=torch.long)  # speech tokens since that unit began
-    length = torch.zeros(n, dtype=torch.long)  # speech tokens so far
-    rows: list[list[int]] = [[] for _ in range(n)]
-    hit_max = [False] * n
+        cache.batch_repeat_interleave(n)  # with guidance: conditional rows, then unconditional ones
+    if mask is not None:
+        mask, positions = mask.repeat_interleave(n, 0), positions[:, -1].repeat_interleave(n)
+    logits = guided(last[:, allowed], g).repeat_interleave(n, 0)
+    alive = torch.arange(len(items) * n)  # the row of each cache row
+    unit = torch.zeros(len(alive), dtype=torch.long)  # the text unit each row is speaking (interleaved)
+    in_unit = torch.zeros(len(alive), dtype=torch.long)  # speech tokens since that unit began
+    length = torch.zeros(len(alive), dtype=torch.long)  # speech tokens so far
+    rows: list[list[int]] = [[] for _ in alive]
+    hit_max, ended = [False] * len(rows), [0] * len(rows)
     step = 0
     while True:
         logits = logits.clone()
         logits[length < min_len, end] = float("-inf")
         if layout.interleaved:
-            at_last = unit == len(text_ids) - 1
+            at_last = unit == last_unit
             logits[~at_last, end] = float("-inf")
             logits[at_last, adv] = float("-inf")
             force = in_unit >= lm.ratio.max_unit  # a unit that runs on: advance (or end) now
             logits[force, :end] = float("-inf")
             logits[force & at_last, end] = 0.0
-        nxt = sample_step(logits, history, cfg, generator, end)
+        nxt = torch.empty(len(alive), dtype=torch.long)
+        for i in item.unique().tolist():  # each item from its own generator
+            sel = (item == i).nonzero().squeeze(1)
+            nxt[sel] = sample_step(logits[sel], history[sel], cfg, generators[i], end)
         step += 1
         speech = nxt < end
         new = list(zip(alive[speech].tolist(), nxt[speech].tolist(), strict=True))
-        for i, tok in new:
-            rows[i].append(tok)
+        for r, tok in new:
+            rows[r].append(tok)
         if new:
             yield new
         length = length + speech
         running = nxt != end
         cut = running & (length >= max_len)  # guard: rows still running at max_len are cut
-        for i in alive[cut].tolist():
-            hit_max[i] = True
+        for r in alive[cut].tolist():
+            hit_max[r] = True
         keep = running & ~cut
+        for r in alive[~keep].tolist():
+            ended[r] = step
         if not keep.all():
             if not keep.any():
                 break
             idx = keep.nonzero().squeeze(1)
-            cache.batch_select_indices(torch.cat([idx, idx + len(alive)]) if g else idx)
-            alive, nxt, history, speech, unit, in_unit, length = (
-                x[idx] for x in (alive, nxt, history, speech, unit, in_unit, length))
+            both = torch.cat([idx, idx + len(alive)]) if g else idx
+            cache.batch_select_indices(both)
+            if mask is not None:
+                mask, positions = mask[both], positions[both]
+            alive, nxt, history, speech, unit, in_unit, length, item, min_len, max_len, last_unit, units = (
+                x[idx] for x in (alive, nxt, history, speech, unit, in_unit, length, item, min_len, max_len,
+                                 last_unit, units))
         history = torch.cat([history, nxt[:, None]], dim=1)
         in_unit = torch.where(speech, in_unit + 1, 0)
         unit = unit + ~speech
-        fed = torch.where(speech, nxt + offset, units[unit.clamp(max=len(text_ids) - 1)])
+        fed = torch.where(speech, nxt + offset, units.gather(1, torch.minimum(unit, last_unit)[:, None])[:, 0])
         if g:
             fed = torch.cat([fed, torch.where(speech, nxt + offset, hide)])
-        last, cache = _cache_call(model, fed[:, None], cache)
+        if mask is not None:
+            mask = torch.cat([mask, torch.ones(len(mask), 1, dtype=mask.dtype)], dim=1)
+            positions = positions + 1
+        last, cache = _cache_call(model, fed[:, None], cache, mask, None if mask is None else positions[:, None])
         logits = guided(last[:, allowed], g)
-    return Generation(rows, hit_max, min_len, max_len, step)
+    return [Generation(rows[i * n:(i + 1) * n], hit_max[i * n:(i + 1) * n], p[1], p[2],
+                       max(ended[i * n:(i + 1) * n])) for i, p in enumerate(plans)]

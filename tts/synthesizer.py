@@ -25,7 +25,7 @@ from tts.frontend import TextError
 from tts.llm import SpeechLM
 from tts.mel import MelConfig, mel_spectrogram
 from tts.model_dir import BACKENDS, ModelDirError, check_model_dir
-from tts.sampling import SamplingConfig, generate
+from tts.sampling import Generation, GenerationError, Item, SamplingConfig, generate, generate_many
 from tts.speaker import SpeakerEncoder
 from tts.verifiers import Candidate, SpeakerSimilarity, TokenIntelligibility, VerifyRequest, rank
 from vocoder.model import Vocoder
@@ -65,6 +65,27 @@ class SynthesisResult:
     @property
     def duration(self) -> float:
         return len(self.audio) / self.sample_rate
+
+
+@dataclass
+class Request:
+    """One input of :meth:`Synthesizer.synthesize_batch` (the arguments of ``synthesize``)."""
+
+    text: str
+    prompt: np.ndarray | str | Path | Prompt
+    prompt_sample_rate: int | None = None
+    prompt_text: str | None = None
+
+
+@dataclass
+class _Search:
+    """The best-of-N options every sentence of a call shares."""
+
+    n_candidates: int
+    prune_to: int
+    flow_steps: int | None
+    guidance: float | None
+    use_speaker_verifier: bool
 
 
 class Synthesizer:
@@ -149,33 +170,115 @@ class Synthesizer:
                                                           seed, sampling)
         t_prompt = time.perf_counter()
         clock = _Clock()  # seconds spent in each component, over all sentences
-        request_cands, chosen, pieces = [], [], []
+        search = _Search(n_candidates, prune_to, flow_steps, guidance, use_speaker_verifier)
+        ranked = []
         for i, sentence in enumerate(sentences):
             cfg = SamplingConfig(**{**sampling, "num_candidates": n_candidates, "seed": seed + i})
             with clock("llm_s"):
                 gen = generate(self.lm, self.lm.frontend.encode_normalized(sentence), prompt_ids, prompt.tokens, cfg)
-            cands = [Candidate(t, sentence=i, hit_max_length=h) for t, h in zip(gen.tokens, gen.hit_max, strict=True)]
-            req = VerifyRequest(sentence, prompt.embedding, self.sample_rate)
-            with clock("token_verifier_s"):
-                self._score(self.intelligibility, req, cands)
-            ranked = rank([c for c in cands if c.tokens], [self.intelligibility])
-            if not ranked:
-                raise RuntimeError(f"the LLM produced no speech tokens for {sentence!r}")
-            keep = ranked[: max(1, prune_to)] if n_candidates > 1 else ranked[:1]
-            for c in keep:
-                c.audio = self._vocode(c.tokens, prompt, flow_steps, guidance, seed + i, clock)
-            if use_speaker_verifier and n_candidates > 1:
-                with clock("speaker_verifier_s"):
-                    self._score(self.similarity, req, keep)
-            ranked = rank(keep, [self.intelligibility, self.similarity]) + ranked[len(keep):]
-            request_cands += ranked
-            chosen.append(ranked[0])
-            pieces.append(ranked[0].audio)
-        audio = join_with_pauses(pieces, self.sample_rate)
-        t_end = time.perf_counter()
-        timings = {"prompt_s": t_prompt - t0, "total_s": t_end - t0, **clock.seconds,
-                   "rtf": (t_end - t_prompt) / max(len(audio) / self.sample_rate, 1e-6)}
-        return SynthesisResult(audio, self.sample_rate, request_cands, chosen, sentences, prompt.text, timings)
+            ranked.append(self._choose(i, sentence, gen, prompt, seed + i, search, clock))
+        clock.seconds["prompt_s"] = t_prompt - t0
+        return self._result(sentences, prompt, ranked, clock, wall_s=time.perf_counter() - t_prompt)
+
+    def synthesize_batch(self, requests: list[Request], n_candidates: int = 1, seed: int | None = None,
+                         prune_to: int = 2, flow_steps: int | None = None, guidance: float | None = None,
+                         use_speaker_verifier: bool = True, batch_size: int = 8, errors: str = "raise",
+                         **sampling) -> list[SynthesisResult | Exception]:
+        """:meth:`synthesize` for many requests, their LLM decoding batched ``batch_size``
+        sentences at a time (other texts, other prompts: one KV-cached loop).
+
+        Each result is what ``synthesize(request..., seed=seed)`` returns for it (the same
+        tokens: every sentence samples from its own seeded generator), in request order; the
+        LLM's time of a batch is shared equally among its sentences in ``timings``. The same
+        prompt (one :class:`Prompt`, or one path with one ``prompt_text``) is analysed once.
+        ``errors="raise"`` raises the first bad request's error before any audio is made;
+        ``"return"`` puts it in that request's place and synthesizes the others.
+        """
+        from tts.errors import USER_ERRORS
+
+        if n_candidates < 1 or batch_size < 1:
+            raise ValueError(f"n_candidates and batch_size must be >= 1, got {n_candidates}, {batch_size}")
+        if errors not in ("raise", "return"):
+            raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
+        results: list = [None] * len(requests)
+        clocks, begun, items, prompts = [_Clock() for _ in requests], {}, [], {}
+        for j, r in enumerate(requests):
+            t0 = time.perf_counter()
+            try:
+                key = (str(r.prompt), r.prompt_sample_rate, r.prompt_text) if isinstance(r.prompt, str | Path) else None
+                prompt = prompts.get(key) or r.prompt
+                sentences, prompt, s, prompt_ids = self._begin(r.text, prompt, r.prompt_sample_rate, r.prompt_text,
+                                                               seed, sampling)
+            except USER_ERRORS as err:
+                if errors == "raise":
+                    raise
+                results[j] = err
+                continue
+            if key is not None:
+                prompts[key] = prompt
+            clocks[j].seconds["prompt_s"] = time.perf_counter() - t0
+            begun[j] = (sentences, prompt, s)
+            items += [(j, i, Item(self.lm.frontend.encode_normalized(x), prompt_ids, prompt.tokens, seed=s + i))
+                      for i, x in enumerate(sentences)]
+        cfg = SamplingConfig(**{**sampling, "num_candidates": n_candidates})
+        gens = {}
+        for k in range(0, len(items), batch_size):
+            chunk = items[k:k + batch_size]
+            t0 = time.perf_counter()
+            try:
+                outs = generate_many(self.lm, [it for _, _, it in chunk], cfg)
+            except GenerationError:  # an input too long for the model: find it, keep the others
+                outs = [self._generate_alone(it, cfg, errors, results, j) for j, _, it in chunk]
+            share = (time.perf_counter() - t0) / len(chunk)
+            for (j, i, _), gen in zip(chunk, outs, strict=True):
+                clocks[j].seconds["llm_s"] = clocks[j].seconds.get("llm_s", 0.0) + share
+                gens[j, i] = gen
+        search = _Search(n_candidates, prune_to, flow_steps, guidance, use_speaker_verifier)
+        for j, (sentences, prompt, s) in begun.items():
+            if results[j] is not None:
+                continue
+            ranked = [self._choose(i, x, gens[j, i], prompt, s + i, search, clocks[j]) for i, x in enumerate(sentences)]
+            results[j] = self._result(sentences, prompt, ranked, clocks[j])
+        return results
+
+    def _generate_alone(self, item: Item, cfg: SamplingConfig, errors: str, results: list, j: int) -> Generation | None:
+        try:
+            return generate_many(self.lm, [item], cfg)[0]
+        except GenerationError as err:
+            if errors == "raise":
+                raise
+            results[j] = err
+            return None
+
+    def _choose(self, i: int, sentence: str, gen: Generation, prompt: Prompt, seed: int, search: _Search,
+                clock: _Clock) -> list[Candidate]:
+        """Sentence ``i``'s candidates ranked, best first: the token verifier scores all, the
+        best ``prune_to`` are vocoded and scored by the speaker verifier."""
+        cands = [Candidate(t, sentence=i, hit_max_length=h) for t, h in zip(gen.tokens, gen.hit_max, strict=True)]
+        req = VerifyRequest(sentence, prompt.embedding, self.sample_rate)
+        with clock("token_verifier_s"):
+            self._score(self.intelligibility, req, cands)
+        ranked = rank([c for c in cands if c.tokens], [self.intelligibility])
+        if not ranked:
+            raise RuntimeError(f"the LLM produced no speech tokens for {sentence!r}")
+        keep = ranked[: max(1, search.prune_to)] if search.n_candidates > 1 else ranked[:1]
+        for c in keep:
+            c.audio = self._vocode(c.tokens, prompt, search.flow_steps, search.guidance, seed, clock)
+        if search.use_speaker_verifier and search.n_candidates > 1:
+            with clock("speaker_verifier_s"):
+                self._score(self.similarity, req, keep)
+        return rank(keep, [self.intelligibility, self.similarity]) + ranked[len(keep):]
+
+    def _result(self, sentences: list[str], prompt: Prompt, ranked: list[list[Candidate]],
+                clock: _Clock, wall_s: float | None = None) -> SynthesisResult:
+        """The chosen candidates joined; ``clock`` holds prompt_s and each component's seconds,
+        ``wall_s`` the synthesis time (default: the components' sum, a batch's share)."""
+        audio = join_with_pauses([r[0].audio for r in ranked], self.sample_rate)
+        synth_s = wall_s if wall_s is not None else sum(v for k, v in clock.seconds.items() if k != "prompt_s")
+        timings = {"prompt_s": 0.0, **clock.seconds, "total_s": clock.seconds.get("prompt_s", 0.0) + synth_s,
+                   "rtf": synth_s / max(len(audio) / self.sample_rate, 1e-6)}
+        return SynthesisResult(audio, self.sample_rate, [c for r in ranked for c in r], [r[0] for r in ranked],
+                               sentences, prompt.text, timings)
 
     def stream(self, text: str, prompt_audio: np.ndarray | str | Path | Prompt | None = None,
                prompt_sample_rate: int | None = None, prompt_text: str | None = None, **options):
