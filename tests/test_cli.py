@@ -71,13 +71,15 @@ def test_synth_batch_from_meta_list(tiny_model_dir, tmp_path, tone):
     (tmp_path / "voices").mkdir()
     sf.write(tmp_path / "voices" / "p.wav", tone(2.0, 16000), 16000)
     meta = tmp_path / "meta.lst"  # prompt paths are relative to the list
-    meta.write_text("u1|a voice|voices/p.wav|Hi there.\nu2||voices/p.wav|Good morning.\nu3|a voice|voices/p.wav|...\n")
+    meta.write_text("u1|a voice|voices/p.wav|Hi there.\nu2||voices/p.wav|Good morning.\nu3|a voice|voices/p.wav|...\n"
+                    "u4|a voice|voices/gone.wav|Hello.\n")  # u3, u4: one batch with u1, u2
     out = tmp_path / "out"
     r = run_cli("synth", "--model", str(tiny_model_dir), "--meta", str(meta), "--out-dir", str(out),
                 "--flow-steps", "2")
     assert r.returncode == 2, r.stderr  # u3 has nothing to say: reported, skipped, no file
     assert "u3: error: nothing speakable" in r.stderr and "Traceback" not in r.stderr
-    assert json.loads(r.stdout.strip().splitlines()[-1])["failed"] == ["u3"]
+    assert "u4: error: audio file not found" in r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["failed"] == ["u3", "u4"]
     assert sorted(p.name for p in out.iterdir()) == ["u1.wav", "u2.wav"]
     assert all(sf.info(out / f"u{i}.wav").duration > 0 for i in (1, 2))
     r = run_cli("synth", "--model", str(tiny_model_dir), "--meta", str(meta), "--text", "Hi.")

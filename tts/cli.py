@@ -124,11 +124,43 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+BATCH_REQUESTS = 8  # meta-list lines per Synthesizer.synthesize_batch call (synth --meta, eval)
+
+
+def synthesize_cases(synth, cases: list, kwargs: dict, desc: str):
+    """Meta-list cases -> ``(case, SynthesisResult or its user error)`` in order, their LLM
+    decoding batched ``BATCH_REQUESTS`` lines at a time; each voice is analysed once."""
+    from tqdm import tqdm
+
+    from tts.errors import USER_ERRORS
+    from tts.synthesizer import Request
+
+    prompts: dict = {}
+    with tqdm(total=len(cases), desc=desc) as bar:
+        for k in range(0, len(cases), BATCH_REQUESTS):
+            chunk, out, ready = cases[k:k + BATCH_REQUESTS], {}, []
+            for c in chunk:
+                key = (c.prompt_wav, c.prompt_text)
+                if key not in prompts:
+                    try:
+                        prompts[key] = synth.prepare_prompt(c.prompt_wav, None, c.prompt_text or None)
+                    except USER_ERRORS as err:  # every line of this voice fails the same way
+                        prompts[key] = err
+                if isinstance(prompts[key], Exception):
+                    out[c.utt] = prompts[key]
+                else:
+                    ready.append(c)
+            results = synth.synthesize_batch([Request(c.target_text, prompts[c.prompt_wav, c.prompt_text])
+                                              for c in ready], errors="return", **kwargs)
+            out |= {c.utt: r for c, r in zip(ready, results, strict=True)}
+            for c in chunk:
+                yield c, out[c.utt]
+            bar.update(len(chunk))
+
+
 def synth_batch(args: argparse.Namespace) -> int:
     """``--meta`` (seed-tts-eval list) -> ``--out-dir/<utt>.wav``; a bad line is reported and skipped."""
     from pathlib import Path
-
-    from tqdm import tqdm
 
     from tts.audio import save_audio
     from tts.errors import USER_ERRORS
@@ -137,16 +169,11 @@ def synth_batch(args: argparse.Namespace) -> int:
 
     cases = read_meta(args.meta)
     synth = Synthesizer.from_pretrained(args.model, backend=args.backend)
-    prompts, failed = {}, []
-    for c in tqdm(cases, desc="synthesize"):
-        try:
-            key = (c.prompt_wav, c.prompt_text)
-            if key not in prompts:  # one analysis per voice
-                prompts[key] = synth.prepare_prompt(c.prompt_wav, None, c.prompt_text or None)
-            r = synth.synthesize(c.target_text, prompts[key], **_synthesis_kwargs(args))
-        except USER_ERRORS as err:
+    failed = []
+    for c, r in synthesize_cases(synth, cases, _synthesis_kwargs(args), "synthesize"):
+        if isinstance(r, USER_ERRORS):
             failed.append(c.utt)
-            print(f"voxlm synth: {c.utt}: error: {err}", file=sys.stderr)
+            print(f"voxlm synth: {c.utt}: error: {r}", file=sys.stderr)
             continue
         save_audio(Path(args.out_dir) / f"{c.utt}.wav", r.audio, r.sample_rate)
     print(json.dumps({"out_dir": args.out_dir, "written": len(cases) - len(failed), "failed": failed}))
@@ -156,8 +183,6 @@ def synth_batch(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Zero-shot clones of a test list (or of a data dir's speakers) at each best-of-N width, judged."""
     from pathlib import Path
-
-    from tqdm import tqdm
 
     from tts.audio import save_audio
     from tts.evaluate import (
@@ -185,13 +210,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for n in widths:
         name, wav_dir = f"voxlm_n{n}", out / f"wavs_n{n}"
         systems[name], audio_s, compute_s = wav_dir, 0.0, 0.0
-        for c in tqdm(cases, desc=f"synthesize N={n}"):
-            path = wav_dir / f"{c.utt}.wav"
-            if path.is_file():  # resumable: finished outputs are kept
-                continue
-            r = synth.synthesize(c.target_text, c.prompt_wav, prompt_text=c.prompt_text,
-                                 **{**_synthesis_kwargs(args), "n_candidates": n})
-            save_audio(path, r.audio, r.sample_rate)
+        todo = [c for c in cases if not (wav_dir / f"{c.utt}.wav").is_file()]  # resumable: finished ones kept
+        for c, r in synthesize_cases(synth, todo, {**_synthesis_kwargs(args), "n_candidates": n},
+                                     f"synthesize N={n}"):
+            if isinstance(r, Exception):
+                raise r
+            save_audio(wav_dir / f"{c.utt}.wav", r.audio, r.sample_rate)
             audio_s, compute_s = audio_s + r.duration, compute_s + r.timings["total_s"]
             choices[(name, c.utt)] = [{"scores": x.scores, "total": x.total, "chosen": any(x is y for y in r.chosen)}
                                       for x in r.candidates]
