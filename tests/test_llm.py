@@ -348,3 +348,4 @@ def test_batched_inputs_decode_as_they_would_alone(kw):
                              SamplingConfig(**{**vars(cfg), "seed": it.seed}))
             assert (many.tokens, many.hit_max, many.steps) == (alone.tokens, alone.hit_max, alone.steps)
             assert (many.min_len, many.max_len) == (alone.min_len, alone.max_len)
+    assert generate_many(lm, [], cfg) == []

@@ -1,4 +1,4 @@
-"""Speech-token generation: N candidates for one input in one batched, KV-cached loop.
+"""Speech-token generation: N candidates for one input (or many) in one batched, KV-cached loop.
 
 Per step: logits over speech tokens and speech-end (and <|advance|>) only -> temperature ->
 top-k -> top-p (transformers' logits warpers) -> sample; then repetition-aware
@@ -20,7 +20,11 @@ It doubles the batch, not the number of steps.
 
 The prompt is prefilled once with batch 1; its KV cache is then repeated for
 the N candidates, and rows that finish are dropped from the cache, so N
-candidates cost far less than N separate calls.
+candidates cost far less than N separate calls. Several inputs (other texts,
+other prompts: :func:`generate_many`) share one loop the same way: their contexts
+are left-padded to one length, with an attention mask and position ids that keep
+every row as it would be alone, and each input samples from its own seeded
+generator, so it gets the tokens it would get alone.
 """
 
 from __future__ import annotations
@@ -217,6 +221,8 @@ def decode_many(lm: SpeechLM, items: list[Item],
     """
     cfg = cfg or SamplingConfig()
     layout, model, g = lm.layout, lm.model, cfg.text_guidance
+    if not items:
+        return []
     if g < 0 or (g and lm.cfg.uncond_prob <= 0):
         raise GenerationError(f"text_guidance {g}: needs a scale >= 0 and an LLM trained with llm.uncond_prob > 0 "
                               f"(this one: {lm.cfg.uncond_prob}), which learns the text-free branch")
