@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt-seconds", type=float, default=6.0, help="cut prompts to at most this long")
     p.add_argument("--png", type=int, default=4, help="spectrogram PNGs to write")
     p.add_argument("--no-judges", action="store_true", help="mel L1 only")
+    p.add_argument("--judge-jobs", type=int, default=1, help="processes for the ASR judge (the same transcripts)")
     p.add_argument("--no-vocoded-gt", action="store_true", help="skip the real-mel-through-vocoder row (saves ASR time)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_judges:
         from tts.judges import IntelligibilityJudge, SpeakerJudge
         refs = [texts[u] for u, _ in pairs]
-        asr, spk = IntelligibilityJudge(), SpeakerJudge()
+        asr, spk = IntelligibilityJudge(jobs=args.judge_jobs), SpeakerJudge()
         real_emb = spk.embed_batch(rows["real"], desc="spk real")
         prompt_emb = spk.embed_batch([wavs[pr] for _, pr in pairs], desc="spk prompt")
         report["systems"] = {}

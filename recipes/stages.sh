@@ -107,7 +107,7 @@ stage4() {
 }
 stage4_report() {
   py -m flow.report --model "$exp/flow/model" --data "$data/dev" --out "$exp/flow/report" \
-    --vocoder "$(vocoder_model)" --steps 10 --chunk 50 --threads 1 \
+    --vocoder "$(vocoder_model)" --steps 10 --chunk 50 --threads 1 --judge-jobs "$nj" \
     --max-utts "$flow_report_utts"
 }
 # stage 5: the vocoder: reconstruction losses ($vocoder_conf), then, with $vocoder_gan_conf,
@@ -140,7 +140,7 @@ stage6() {
 # stage 7: zero-shot clones of the held-out test speakers, judged (WER, SIM, RTF)
 stage7() {
   py -m tts.cli eval --model "$exp/model" --data "$data/test" --per-speaker "$eval_per_speaker" \
-    --n-candidates "1,$n_candidates" --out "$exp/eval"
+    --n-candidates "1,$n_candidates" --judge-jobs "$nj" --out "$exp/eval"
 }
 
 # Background stages (parallel=true): _bg NAME CMD... runs CMD with its output in $exp/logs/NAME.log;

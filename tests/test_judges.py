@@ -90,3 +90,13 @@ def test_speaker_judge(clips) -> None:
     assert same > diff + 0.1, (same, diff)
     rowwise = judge.similarity(embs[:2], embs[1:])
     assert rowwise.shape == (2,) and rowwise[0] == pytest.approx(same, abs=1e-5)
+
+
+def test_intelligibility_judge_jobs_give_the_same_transcripts(clips) -> None:
+    """Two worker processes (each its own decoder) transcribe a list as one decoder does, in order."""
+    audios = [clips[k] for k in sorted(clips)] * 2
+    one = IntelligibilityJudge(progress=False).transcribe_batch(audios)
+    assert IntelligibilityJudge(progress=False, jobs=2).transcribe_batch(audios) == one
+    assert len(set(one)) > 1  # not all the same words: the order is checked
+    with pytest.raises(ValueError, match="jobs"):
+        IntelligibilityJudge(jobs=0)

@@ -201,7 +201,7 @@ def test_cli_eval_stream_reports_clicks_and_latency(tiny_model_dir, prompt_wav, 
     meta.write_text(f"u1|a voice|{wav}|Hi there.\nu2|a voice|{wav}|Good morning to you.\n")
     seen = {}
 
-    def judges(cases, systems, progress=True):  # the real judges are tested in test_judges.py
+    def judges(cases, systems, progress=True, judge_jobs=1):  # the real judges are tested in test_judges.py
         seen.update(systems)
         return {n: {"wer": 0.0, "sim": 1.0, "utterances": len(cases)} for n in ["ground_truth", *systems]}
     monkeypatch.setattr(evaluate, "score_rows", judges)

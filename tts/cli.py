@@ -221,7 +221,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                       for x in r.candidates]
         if audio_s:
             timing[name] = compute_s / audio_s
-    rows = score_rows(cases, systems)
+    rows = score_rows(cases, systems, judge_jobs=args.judge_jobs)
     for name, rtf in timing.items():
         rows[name]["rtf"] = rtf
     for name, r in rows.items():  # the verifiers' view of each candidate beside the judges' figures
@@ -339,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--meta", help="utt|prompt_text|prompt_wav|target_text|ground_truth_wav list")
     src.add_argument("--data", help="data dir of unseen speakers to build the list from")
     p.add_argument("--per-speaker", type=int, default=5, help="targets per speaker (with --data)")
+    p.add_argument("--judge-jobs", type=int, default=1,
+                   help="processes for the ASR judge (pocketsphinx uses one core; the same transcripts)")
     p.add_argument("--out", required=True,
                    help="output dir: wavs_n<N>/, summary.json, summary.md, utts.jsonl, png/")
     add_stream_options(p)

@@ -77,9 +77,10 @@ def make_meta(data_dir: str | Path, per_speaker: int = 5, seed: int = 0) -> list
     return cases
 
 
-def score_rows(cases: list[Case], systems: dict[str, Path], progress: bool = True) -> dict:
-    """WER and SIM for the ground truth and for each system folder of ``<utt>.wav``."""
-    asr, spk = IntelligibilityJudge(progress=progress), SpeakerJudge(progress=progress)
+def score_rows(cases: list[Case], systems: dict[str, Path], progress: bool = True, judge_jobs: int = 1) -> dict:
+    """WER and SIM for the ground truth and for each system folder of ``<utt>.wav``
+    (``judge_jobs``: processes for the ASR judge; the same transcripts)."""
+    asr, spk = IntelligibilityJudge(progress=progress, jobs=judge_jobs), SpeakerJudge(progress=progress)
     refs = [c.target_text for c in cases]
     prompts = spk.embed_batch([c.prompt_wav for c in cases], desc="prompts")
     rows = {}

@@ -100,9 +100,17 @@ def word_error_rate(refs: Sequence[str], hyps: Sequence[str]) -> WerResult:
 
 
 class IntelligibilityJudge:
-    """pocketsphinx (bundled US English model) transcribes; jiwer scores WER."""
+    """pocketsphinx (bundled US English model) transcribes; jiwer scores WER.
 
-    def __init__(self, progress: bool = True) -> None:
+    ``jobs`` > 1: :meth:`transcribe_batch` spreads the utterances over that many processes,
+    each with its own decoder (pocketsphinx runs on one core). The transcripts are the same
+    (each utterance is decoded from a reset front end, whatever came before it).
+    """
+
+    def __init__(self, progress: bool = True, jobs: int = 1) -> None:
+        if jobs < 1:
+            raise ValueError(f"jobs must be >= 1, got {jobs}")
+        self.jobs = jobs
         try:
             from pocketsphinx import Decoder
         except ImportError as err:  # pragma: no cover - a declared dependency
@@ -132,8 +140,14 @@ class IntelligibilityJudge:
         return hyp.hypstr.strip() if hyp is not None else ""
 
     def transcribe_batch(self, audios: Sequence[AudioLike], desc: str = "asr") -> list[str]:
-        """Paths or ``(array, sr)`` pairs -> transcripts, with a progress bar."""
-        return [self.transcribe(a) for a in tqdm(audios, desc=desc, disable=not self.progress)]
+        """Paths or ``(array, sr)`` pairs -> transcripts, in order, with a progress bar."""
+        bar = {"desc": desc, "total": len(audios), "disable": not self.progress}
+        if self.jobs == 1 or len(audios) < 2 * self.jobs:  # a worker's start costs a few utterances
+            return [self.transcribe(a) for a in tqdm(audios, **bar)]
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(self.jobs, initializer=_start_worker) as pool:
+            return list(tqdm(pool.imap(_transcribe_in_worker, audios, chunksize=2), **bar))
 
     @staticmethod
     def wer(refs: Sequence[str], hyps: Sequence[str]) -> WerResult:
@@ -145,6 +159,18 @@ class IntelligibilityJudge:
         if len(refs) != len(audios):
             raise ValueError(f"{len(refs)} references but {len(audios)} audios")
         return word_error_rate(refs, self.transcribe_batch(audios))
+
+
+_worker_judge: IntelligibilityJudge | None = None
+
+
+def _start_worker() -> None:
+    global _worker_judge
+    _worker_judge = IntelligibilityJudge(progress=False)
+
+
+def _transcribe_in_worker(audio: AudioLike) -> str:
+    return _worker_judge.transcribe(audio)
 
 
 class SpeakerJudge:

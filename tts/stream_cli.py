@@ -138,7 +138,7 @@ def eval_stream(args: argparse.Namespace, cases: list, kwargs: dict) -> int:
         if s.joins and len(offline) == len(streamed):  # same tokens: same length; the offline audio at
             clicks["stream"].append(click_ratio(streamed, s.joins))  # the same places is the baseline
             clicks["offline"].append(click_ratio(offline, s.joins))
-    rows = score_rows(cases, dirs)
+    rows = score_rows(cases, dirs, judge_jobs=args.judge_jobs)
     for name, vals in clicks.items():
         vals = [v for v in vals if np.isfinite(v)]
         rows[name]["click_ratio_at_stream_joins"] = float(np.mean(vals)) if vals else None
