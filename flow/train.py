@@ -133,11 +133,10 @@ def train(cfg: FlowTrainConfig, train_dir: str | Path, dev_dir: str | Path | Non
     train_ds = FlowDataset(train_dir, mc.mel_config, mc.upsample, cfg.data.crop_frames,
                            vocab_size=mc.vocab_size, progress=progress)
     module = FlowLightning(cfg, export_dir=exp / "model")
-    fresh = ["mel_mean"]
-    if init and last_checkpoint(exp) is None:
+    if init and last_checkpoint(exp) is None:  # its mel statistics carry over (init_from: the same mel)
         fresh = init_from(module.model, init)
         log.info("warm start from %s; newly initialised: %s", init, fresh or "nothing")
-    if "mel_mean" in fresh:  # the init model's statistics carry over (the mel they normalise is the same)
+    else:
         module.model.set_mel_stats(*mel_stats(train_dir, train_ds.utts))
     loaders = {"train_dataloaders": make_loader(train_ds, cfg.data, True, cfg.trainer.seed)}
     if dev_dir:

@@ -82,10 +82,6 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
 
 
 def _synthesis_kwargs(args: argparse.Namespace) -> dict:
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
     return {"n_candidates": args.n_candidates, "seed": args.seed, **_sampling_kwargs(args)}
 
 
@@ -238,12 +234,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import time
 
     import numpy as np
-    import torch
 
     from tts.audio import load_audio
     from tts.synthesizer import COMPONENTS, Synthesizer
 
-    torch.set_num_threads(args.threads)
     if args.backend == "onnx":  # onnxruntime vs torch eager, per component and end to end
         from tts.onnx_bench import bench
 
@@ -387,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from tts.errors import USER_ERRORS
 
+    if getattr(args, "threads", None):  # synth, eval, bench: torch's CPU threads
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except USER_ERRORS as err:  # bad input: one clear line, no traceback
