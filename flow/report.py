@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
+    if args.judge_jobs < 1:
+        p.error(f"--judge-jobs must be >= 1, got {args.judge_jobs}")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)

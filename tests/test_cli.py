@@ -115,3 +115,10 @@ def test_sampling_options_and_threads_reach_the_synthesizer(tiny_model_dir, tmp_
         torch.set_num_threads(before)
     assert r.returncode == 0, r.stderr
     assert seen[-1]["threads"] == 1 and seen[-1]["temperature"] == 0.5 and "top_k" not in seen[-1]
+
+
+def test_thread_and_judge_counts_must_be_positive(tiny_model_dir, tmp_path):
+    for opt in (["--threads", "0"], ["--judge-jobs", "-1"], ["--judge-jobs", "two"]):
+        r = run_cli("eval", "--model", str(tiny_model_dir), "--data", str(tmp_path), "--out", str(tmp_path / "o"), *opt)
+        assert r.returncode == 2 and "expected a positive integer" in r.stderr, opt
+    assert not (tmp_path / "o").exists()  # refused before anything ran

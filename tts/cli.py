@@ -55,6 +55,17 @@ def _widths(text: str) -> list[int]:
     return widths
 
 
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1 (threads, processes)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+
 def _add_synthesis_options(p: argparse.ArgumentParser, widths: bool = False) -> None:
     p.add_argument("--model", required=True, help="VoxLM model directory")
     p.add_argument("--backend", choices=BACKENDS, default="torch",
@@ -66,7 +77,7 @@ def _add_synthesis_options(p: argparse.ArgumentParser, widths: bool = False) -> 
     else:
         p.add_argument("--n-candidates", type=int, default=1, help="best-of-N search width")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's)")
     _add_sampling_options(p)
 
 
@@ -333,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--meta", help="utt|prompt_text|prompt_wav|target_text|ground_truth_wav list")
     src.add_argument("--data", help="data dir of unseen speakers to build the list from")
     p.add_argument("--per-speaker", type=int, default=5, help="targets per speaker (with --data)")
-    p.add_argument("--judge-jobs", type=int, default=1,
+    p.add_argument("--judge-jobs", type=_positive, default=1,
                    help="processes for the ASR judge (pocketsphinx uses one core; the same transcripts)")
     p.add_argument("--out", required=True,
                    help="output dir: wavs_n<N>/, summary.json, summary.md, utts.jsonl, png/")
