@@ -307,6 +307,25 @@ def test_overfit_two_utterances_greedy_reproduces(tmp_path, units, layout):
     assert 0.0 <= summary["teacher_forced_acc"] <= 1.0 and len(rows) == 2
 
 
+def test_train_averages_the_last_checkpoints(tmp_path):
+    """trainer.average_last: N keeps N step checkpoints and <exp>/model is their element-wise mean."""
+    _fake_data(tmp_path / "train", {"a-1": ("Hello there.", [3, 3, 7, 1, 9, 9, 12, 4]),
+                                    "a-2": ("Good day.", [20, 21, 22, 5, 5, 31])})
+    cfg = load_config(CONF / "llm_tiny.yaml")
+    cfg.llm.frontend.units, cfg.llm.layout = "chars", "continuation"
+    cfg.trainer.max_steps, cfg.trainer.checkpoint_every, cfg.trainer.val_every = 6, 2, 1000
+    cfg.trainer.average_last = 3
+    lm = train(cfg, tmp_path / "train", None, tmp_path / "exp", enable_model_summary=False)
+    ckpts = sorted((tmp_path / "exp" / "checkpoints").glob("step*.ckpt"))
+    assert [p.name for p in ckpts] == ["step0000002.ckpt", "step0000004.ckpt", "step0000006.ckpt"]
+    name = "model.model.layers.0.mlp.up_proj.weight"
+    states = [torch.load(p, weights_only=False)["state_dict"]["lm." + name] for p in ckpts]
+    assert not torch.equal(states[0], states[2])  # the weights moved
+    mean = sum(states) / 3
+    torch.testing.assert_close(SpeechLM.from_pretrained(tmp_path / "exp" / "model").state_dict()[name], mean)
+    torch.testing.assert_close(lm.state_dict()[name], mean)
+
+
 def test_finetune_starts_from_a_saved_model_whatever_the_config_says(tmp_path):
     """init_from a saved VoxLM LLM: its architecture, frontend, layout and weights (lr 0: the
     result is the start), not the config's; a tokenizer of another vocabulary is refused."""

@@ -51,6 +51,7 @@ from tts.training import (
     TrainerConfig,
     add_trainer_args,
     apply_trainer_args,
+    average_checkpoints,
     build_trainer,
     last_checkpoint,
     warmup_cosine,
@@ -354,6 +355,11 @@ def train(cfg: LLMTrainConfig, train_dir: str | Path, dev_dir: str | Path | None
     trainer.fit(task, **loaders, ckpt_path=last_checkpoint(exp))
     state = trainer.strategy.lightning_module_state_dict()  # collective under FSDP: every rank calls it
     if trainer.is_global_zero:
+        if cfg.trainer.average_last > 1:  # rank 0 wrote the (full) step checkpoints
+            state, steps = average_checkpoints(exp, cfg.trainer.average_last)
+            if not _sharded(lm):
+                task.load_state_dict(state)
+            print(f"llm: model = mean of the checkpoints of steps {steps}", flush=True)
         save_from_state(lm, state, exp / "model")
     return lm
 
