@@ -261,16 +261,23 @@ class FlowModel(nn.Module):
     @torch.no_grad()
     def generate(self, tokens, prompt_tokens=None, prompt_mel=None, spk=None, *, steps: int | None = None,
                  solver: str | None = None, schedule: str | None = None, guidance: float | None = None,
-                 chunk: int | None = None, first_chunk: int | None = None, seed: int = 0,
-                 prior_start: float | None = None) -> torch.Tensor:
+                 chunk: int | None = None, first_chunk: int | None = None, lookahead: int = 0,
+                 seed: int = 0, prior_start: float | None = None) -> torch.Tensor:
         """Tokens (N,) [+ prompt tokens (Np,) and log-mel (C, Tp)] -> target log-mel (C, upsample * N).
 
         ``chunk``: streaming-mask inference (None = offline, full attention): the prompt is
         one block, the target is cut into chunks of ``chunk`` frames after a first one of
         ``first_chunk`` (default ``chunk``), and a frame sees its own block and the past.
         What :meth:`stream` yields piece by piece. Deterministic for a given ``seed``.
-        ``prior_start``: see :mod:`flow.cfm` (default: the config's ``cfm.prior_start``).
+        ``lookahead``: frames of the next chunk each chunk also sees (:mod:`flow.streaming`);
+        then this runs the stream itself. ``prior_start``: see :mod:`flow.cfm` (default: the
+        config's ``cfm.prior_start``).
         """
+        if chunk and lookahead:
+            return torch.cat(list(self.stream(tokens, prompt_tokens, prompt_mel, spk, chunk=chunk,
+                                              first_chunk=first_chunk, lookahead=lookahead, steps=steps,
+                                              solver=solver, schedule=schedule, guidance=guidance, seed=seed,
+                                              prior_start=prior_start)), dim=1)
         opts = self._options(steps, solver, schedule, guidance, prior_start)
         ids, cond, spk_vec, tp = self.prepare(tokens, prompt_tokens, prompt_mel, spk)
         total = cond.shape[-1]
@@ -283,20 +290,20 @@ class FlowModel(nn.Module):
 
     @torch.no_grad()
     def stream(self, tokens, prompt_tokens=None, prompt_mel=None, spk=None, *, chunk: int = 50,
-               first_chunk: int | None = None, steps: int | None = None, solver: str | None = None,
-               schedule: str | None = None, guidance: float | None = None, seed: int = 0,
-               prior_start: float | None = None) -> Iterator[torch.Tensor]:
+               first_chunk: int | None = None, lookahead: int = 0, steps: int | None = None,
+               solver: str | None = None, schedule: str | None = None, guidance: float | None = None,
+               seed: int = 0, prior_start: float | None = None) -> Iterator[torch.Tensor]:
         """Yield the target log-mel chunk by chunk, (C, frames) each, as soon as each chunk is final.
 
-        The pieces concatenate to ``generate(..., chunk=chunk, first_chunk=first_chunk)`` up to
-        float rounding. Each chunk attends to the cached keys/values of the blocks before it
+        The pieces concatenate to ``generate(..., chunk=chunk, first_chunk=first_chunk,
+        lookahead=lookahead)`` up to float rounding. Each chunk attends to the cached keys/values of the blocks before it
         (:mod:`flow.streaming`), so the cost is linear in the length. For tokens that arrive
         one by one, use :class:`flow.streaming.FlowStream` directly.
         """
         tokens = self._check_tokens(tokens, "tokens")
         ctx = prompt_context(self, prompt_tokens, prompt_mel, spk, steps=steps, solver=solver,
                              schedule=schedule, guidance=guidance, prior_start=prior_start)
-        stream = FlowStream(self, ctx, chunk=chunk, first_chunk=first_chunk, seed=seed)
+        stream = FlowStream(self, ctx, chunk=chunk, first_chunk=first_chunk, seed=seed, lookahead=lookahead)
         yield from stream.push(tokens.tolist())
         yield from stream.finish()
 

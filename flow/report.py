@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--prior-start", type=float, default=None, help="start time on the prior path (default: the config's)")
     p.add_argument("--chunk", type=int, default=50, help="streaming chunk in frames (0: skip the chunked row)")
+    p.add_argument("--lookahead", type=int, default=0, help="frames of the next chunk each chunk sees")
     p.add_argument("--prompt-seconds", type=float, default=6.0, help="cut prompts to at most this long")
     p.add_argument("--png", type=int, default=4, help="spectrogram PNGs to write")
     p.add_argument("--no-judges", action="store_true", help="mel L1 only")
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         l1.append(float((gen[:, :n] - gt_t).abs().mean()))
         mels = {"flow": gen} if args.no_vocoded_gt else {"vocoded_gt": gt_t, "flow": gen}
         if args.chunk:
-            gen_c = model.generate(torch.from_numpy(tokens[utt]), p_tok, p_mel, seed=args.seed, chunk=args.chunk, **opts)
+            gen_c = model.generate(torch.from_numpy(tokens[utt]), p_tok, p_mel, seed=args.seed, chunk=args.chunk,
+                                   lookahead=args.lookahead, **opts)
             l1_chunk.append(float((gen_c[:, :n] - gt_t).abs().mean()))
             mels["flow_chunked"] = gen_c
         rows["real"].append(wavs[utt])
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             plot(out / "png" / f"{utt}.png", f"{utt}: mel L1 {l1[-1]:.3f}, {args.steps} steps", panels)
 
     report = {"model": args.model, "data": args.data, "utterances": len(pairs), "vocoder": voc_name,
-              "steps": args.steps, "chunk": args.chunk, "seed": args.seed,
+              "steps": args.steps, "chunk": args.chunk, "lookahead": args.lookahead, "seed": args.seed,
               "options": {k: v for k, v in opts.items() if v is not None},
               "mel_l1": {"flow": float(np.mean(l1))}, "flow_rtf": flow_sec / max(audio_sec, 1e-9)}
     if args.chunk:

@@ -16,6 +16,14 @@ seed, the target's from ``seed`` in fixed blocks of frames.
 
 The pieces of a stream concatenate to ``FlowModel.generate(..., chunk=, first_chunk=)``
 with the same seed, up to float rounding.
+
+**Lookahead** (``lookahead=L`` frames): a chunk is solved together with the next ``L``
+frames (their tokens must have arrived), which it sees with full attention, and only
+the chunk is kept: its cache entries and its mel. The next chunk solves those ``L``
+frames again from the same noise, now as its own. A chunk's last frames thus hear a
+little of what follows (without it, chunk ends cost intelligibility: egs/synth_en/RESULTS.md),
+for ``L`` frames of latency and ``(chunk + L) / chunk`` the compute. The token encoder
+sees the same extended block.
 """
 
 from __future__ import annotations
@@ -86,14 +94,18 @@ def prompt_context(model: FlowModel, prompt_tokens=None, prompt_mel=None, spk=No
 class FlowStream:
     """Push speech tokens as they come; get each chunk's mel (C, frames) once it is final.
 
-    ``chunk``/``first_chunk`` are in mel frames. ``finish()`` solves the last, shorter chunk.
+    ``chunk``/``first_chunk``/``lookahead`` are in mel frames. ``finish()`` solves the last,
+    shorter chunk.
     """
 
     def __init__(self, model: FlowModel, context: FlowContext, *, chunk: int, first_chunk: int | None = None,
-                 seed: int = 0):
+                 seed: int = 0, lookahead: int = 0):
         if chunk < 1 or (first_chunk is not None and first_chunk < 1):
             raise ValueError(f"chunk sizes must be positive, got chunk={chunk}, first_chunk={first_chunk}")
+        if lookahead < 0:
+            raise ValueError(f"lookahead must be >= 0 frames, got {lookahead}")
         self.model, self.ctx, self.chunk, self.first_chunk = model, context, chunk, first_chunk
+        self.lookahead = lookahead
         self.kv = [[s.copy() for s in slots] for slots in context.kv]  # the context stays as it is
         self.noise = NoiseSource(seed, model.n_mels)
         self.tokens: list[int] = []
@@ -109,25 +121,35 @@ class FlowStream:
             self.tokens += self.model._check_tokens(torch.tensor(tokens), "tokens").tolist()
         self.model.check_total_frames(self.ctx.prompt_frames + self.frames)
         out = []
-        while self.frames >= self.next_end:
-            out.append(self._solve(self.next_end))
+        while self.frames >= self.next_end + self.lookahead:
+            out.append(self._solve(self.next_end, self.next_end + self.lookahead))
             self.next_end += self.chunk
         return out
 
     @torch.no_grad()
     def finish(self) -> list[torch.Tensor]:
-        return [self._solve(self.frames)] if self.frames > self.done else []
+        out = []
+        while self.next_end < self.frames:  # chunks whose lookahead was cut short by the end
+            out.append(self._solve(self.next_end, self.frames))
+            self.next_end += self.chunk
+        return out + ([self._solve(self.frames, self.frames)] if self.frames > self.done else [])
 
-    def _solve(self, end: int) -> torch.Tensor:
+    def _solve(self, end: int, ahead: int) -> torch.Tensor:
+        """Solve target frames [done, ahead), keep [done, end): -> their mel (C, end - done)."""
         m, start = self.model, self.done
         dev = m.mel_mean.device
-        feats = self._features(start, end)
-        cond = torch.zeros(1, m.n_mels, end - start, device=dev)
-        x0 = self.noise.take(end)[None, :, start:].to(dev)
+        feats = self._features(start, ahead)
+        cond = torch.zeros(1, m.n_mels, ahead - start, device=dev)
+        x0 = self.noise.take(ahead)[None, :, start:].to(dev)
         x = m.solve_block(feats, cond, self.ctx.spk, x0, None, self.ctx.options, kv=iter(self.kv),
                           offset=self.ctx.prompt_frames + start)
+        if ahead > end:  # forget the lookahead frames: the next chunk solves them as its own
+            for slots in self.kv:
+                for slot in slots:
+                    k, v = slot.blocks[-1]
+                    slot.blocks[-1] = (k[..., :end - start].contiguous(), v[:, :, :end - start].contiguous())
         self.done = end
-        return m.denormalize(x[0])
+        return m.denormalize(x[0, :, :end - start])
 
     def _features(self, start: int, end: int) -> tuple:
         """(token features (1, end - start, D), prior mu (1, C, end - start) or None) of target frames [start, end).
@@ -143,7 +165,8 @@ class FlowStream:
         if m.encoder is None:
             return m.features(ids[:, start:])
         ids = torch.cat([self.ctx.prompt_ids.to(dev), ids], dim=1)
-        mask = block_mask(stream_blocks(tp, tp + end, self.chunk, self.first_chunk), dev)[None, None]
+        ends = stream_blocks(tp, tp + start, self.chunk, self.first_chunk) if start else ([tp] if tp else [])
+        mask = block_mask(ends + [tp + end], dev)[None, None]  # the blocks so far, then [start, end)
         tok, mu = m.features(ids, mask, self.ctx.spk)
         return tok[:, tp + start:], mu[..., tp + start:]
 

@@ -15,7 +15,7 @@ from flow.backbone import attention_mask, chunk_mask
 from flow.cfm import CFMConfig, cfm_loss, solve, time_grid
 from flow.config import FlowConfig
 from flow.model import FlowCheckpointError, FlowInputError, FlowModel
-from flow.streaming import initial_noise
+from flow.streaming import FlowStream, initial_noise, prompt_context
 from flow.train import FlowTrainConfig, tokenizer_vocab_size
 from tts.audio import load_audio
 from tts.mel import MelConfig, mel_spectrogram
@@ -84,6 +84,37 @@ def test_chunked_generation_is_causal_and_streams(encoder_layers, prior_start, p
     assert [p.shape[1] for p in odd] == [4, 10, 10, 10, 10, 10]
     ref = model.generate(tokens[:27], p_tok, p_mel, chunk=10, first_chunk=4, steps=3)
     assert torch.allclose(torch.cat(odd, 1), ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("encoder_layers", [0, 2])
+def test_chunk_lookahead_sees_only_its_frames_and_streams(encoder_layers):
+    model = tiny(encoder_layers=encoder_layers)
+    g = torch.Generator().manual_seed(2)
+    tokens = torch.randint(0, 32, (30,), generator=g)
+    p_tok, p_mel = torch.randint(0, 32, (10,), generator=g), torch.randn(80, 20, generator=g)
+    a = model.generate(tokens, p_tok, p_mel, chunk=10, lookahead=4, steps=3)
+    assert a.shape == (80, 60)
+    changed = tokens.clone()
+    changed[20:] = (changed[20:] + 1) % 32  # target frames 40..
+    b = model.generate(changed, p_tok, p_mel, chunk=10, lookahead=4, steps=3)
+    assert torch.allclose(a[:, :30], b[:, :30], atol=1e-5)  # chunks ending by 30 see frames < 34 only
+    assert not torch.allclose(a[:, 30:40], b[:, 30:40])  # the chunk [30, 40) sees 40..43
+    no_la = model.generate(tokens, p_tok, p_mel, chunk=10, steps=3)
+    assert not torch.allclose(a[:, :10], no_la[:, :10])  # lookahead changes what a chunk hears
+    ctx = prompt_context(model, p_tok, p_mel, steps=3)
+    stream, pieces = FlowStream(model, ctx, chunk=10, lookahead=4), []
+    for i, tok in enumerate(tokens.tolist()):
+        out = stream.push([tok])
+        pieces += out
+        if out:  # a chunk leaves once its lookahead frames have arrived, not before
+            assert stream.frames == 2 * (i + 1) and stream.frames >= stream.done + 4
+    pieces += stream.finish()
+    assert [p.shape[1] for p in pieces] == [10] * 6
+    assert torch.allclose(torch.cat(pieces, 1), a, atol=1e-4)
+    odd = model.generate(tokens[:27], p_tok, p_mel, chunk=10, first_chunk=4, lookahead=8, steps=3)
+    assert odd.shape == (80, 54) and torch.isfinite(odd).all()
+    with pytest.raises(ValueError, match="lookahead"):
+        FlowStream(model, ctx, chunk=10, lookahead=-1)
 
 
 def test_prior_start_grid_and_point():

@@ -36,21 +36,21 @@ def prompt_wav():
     return (0.5 * np.sin(2 * np.pi * 150 * t) + 0.01 * rng.standard_normal(32000)).astype(np.float32)
 
 
-def reference(synth, text, prompt, chunk, first, seed=3, steps=2):
+def reference(synth, text, prompt, chunk, first, ahead=streaming.FLOW_LOOKAHEAD_TOKENS, seed=3, steps=2):
     r = synth.synthesize(text, prompt, **{**FAST, "seed": seed})
     pieces = []
     for i, c in enumerate(r.chosen):
         mel = synth.flow.generate(torch.tensor(c.tokens), *synth.flow_prompt(prompt), steps=steps,
-                                  chunk=2 * chunk, first_chunk=2 * first, seed=seed + i)
+                                  chunk=2 * chunk, first_chunk=2 * first, lookahead=2 * ahead, seed=seed + i)
         pieces.append(synth.vocoder(mel[None])[0].detach().numpy())
     return join_with_pauses(pieces, synth.sample_rate), r
 
 
 def test_stream_equals_reference_and_reuses_the_prompt(synth, prompt_wav):
     prompt = synth.prepare_prompt(prompt_wav, 16000, "a voice")
-    ref, r = reference(synth, "Hi there. Bye now!", prompt, chunk=5, first=3)
+    ref, r = reference(synth, "Hi there. Bye now!", prompt, chunk=5, first=3, ahead=2)
     s = synth.stream("Hi there. Bye now!", prompt, chunk_tokens=5, first_chunk_tokens=3,
-                     vocoder_lookahead=None, **FAST)
+                     vocoder_lookahead=None, flow_lookahead_tokens=2, **FAST)
     chunks = list(s)
     assert all(c.dtype == np.float32 and c.ndim == 1 for c in chunks) and len(chunks) > 2
     out = np.concatenate(chunks)
@@ -60,7 +60,12 @@ def test_stream_equals_reference_and_reuses_the_prompt(synth, prompt_wav):
     # the flow's prompt block was cached on the Prompt and reused; an uncached call is the same
     assert len(prompt.flow_contexts) == 1
     again = np.concatenate(list(synth.stream("Hi there. Bye now!", prompt_wav, 16000, "a voice",
-                                             chunk_tokens=5, first_chunk_tokens=3, vocoder_lookahead=None, **FAST)))
+                                             chunk_tokens=5, first_chunk_tokens=3, vocoder_lookahead=None,
+                                             flow_lookahead_tokens=2, **FAST)))
+    no_ahead = np.concatenate(list(synth.stream("Hi there. Bye now!", prompt, chunk_tokens=5, first_chunk_tokens=3,
+                                                vocoder_lookahead=None, flow_lookahead_tokens=0, **FAST)))
+    ref0, _ = reference(synth, "Hi there. Bye now!", prompt, chunk=5, first=3, ahead=0)
+    np.testing.assert_allclose(no_ahead, ref0, atol=1e-4 * np.abs(ref0).max())
     np.testing.assert_allclose(again, out, atol=1e-6)
 
 

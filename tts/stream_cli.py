@@ -21,6 +21,8 @@ def add_stream_options(p: argparse.ArgumentParser, bench: bool = False) -> None:
     else:
         p.add_argument("--chunk-tokens", type=int, default=None, help="--stream: tokens per chunk after the first")
     p.add_argument("--first-chunk-tokens", type=int, default=None, help="--stream: tokens in the first chunk")
+    p.add_argument("--flow-lookahead-tokens", type=int, default=None,
+                   help="--stream: tokens after each chunk that the flow sees with it (default: tts.streaming's)")
     p.add_argument("--vocoder-lookahead", type=int, default=None,
                    help="--stream: mel frames the vocoder waits for before a join (default: tts.streaming's)")
 
@@ -30,7 +32,9 @@ def stream_kwargs(args: argparse.Namespace) -> dict:
     return {"chunk_tokens": getattr(args, "chunk_tokens", None) or streaming.CHUNK_TOKENS,
             "first_chunk_tokens": args.first_chunk_tokens or streaming.FIRST_CHUNK_TOKENS,
             "vocoder_lookahead": streaming.VOCODER_LOOKAHEAD if args.vocoder_lookahead is None
-            else args.vocoder_lookahead}
+            else args.vocoder_lookahead,
+            "flow_lookahead_tokens": streaming.FLOW_LOOKAHEAD_TOKENS if args.flow_lookahead_tokens is None
+            else args.flow_lookahead_tokens}
 
 
 def _timed(stream) -> tuple[list[float], list, float]:
@@ -85,6 +89,7 @@ def bench_stream(args: argparse.Namespace, synth, prompt_audio, prompt_text: str
     _timed(synth.stream(args.text, prompt, seed=0, **{**kw, "chunk_tokens": args.chunk_tokens[0]}))  # warm-up
     out = {"model": args.model, "threads": args.threads, "text": args.text, "repeats": args.repeats,
            "first_chunk_tokens": kw["first_chunk_tokens"], "vocoder_lookahead": kw["vocoder_lookahead"],
+           "flow_lookahead_tokens": kw["flow_lookahead_tokens"],
            "load_average_1min": round(os.getloadavg()[0], 2), "runs": []}
     for chunk in args.chunk_tokens:
         for cached in (True, False):

@@ -13,7 +13,9 @@
   ``with`` block, or dropping a half-read generator) stops and joins the thread; an
   exception in the thread is raised to the caller at the point it would have produced.
 * **Chunks**: the flow solves ``first_chunk_tokens`` first (small: first audio sooner),
-  then ``chunk_tokens`` at a time; each chunk is final once solved. The vocoder holds back
+  then ``chunk_tokens`` at a time; each chunk is final once solved. It waits for
+  ``flow_lookahead_tokens`` more and solves them with the chunk, so the chunk's end hears
+  what follows (:mod:`flow.streaming`; without it chunk ends cost intelligibility). The vocoder holds back
   ``vocoder_lookahead`` mel frames of audio (they still lack right context) and cross-fades
   each window into the next, so joins do not click. With ``vocoder_lookahead >=
   vocoder.context_frames`` its output equals offline vocoding exactly.
@@ -26,7 +28,7 @@
 Reference behaviour (tested): with ``vocoder_lookahead >= vocoder.context_frames`` the
 concatenated stream equals, up to float rounding, ``join_with_pauses`` over sentences of
 ``vocoder(flow.generate(tokens_i, *synth.flow_prompt(prompt), chunk=2 * chunk_tokens,
-first_chunk=2 * first_chunk_tokens, seed=seed + i))``, where ``tokens_i`` are exactly the
+first_chunk=2 * first_chunk_tokens, lookahead=2 * flow_lookahead_tokens, seed=seed + i))``, where ``tokens_i`` are exactly the
 tokens ``synthesize(..., seed=seed)`` samples for sentence ``i``. The default smaller
 look-ahead departs from that only in the few frames before each join.
 """
@@ -49,6 +51,7 @@ from vocoder.streaming import VocoderStream
 
 CHUNK_TOKENS = 12  # 0.48 s per chunk after the first (24 frames: the flow trains on 25- and 50-frame chunks)
 FIRST_CHUNK_TOKENS = 6  # 0.24 s: the first audio waits for these
+FLOW_LOOKAHEAD_TOKENS = 5  # 0.2 s (10 frames) of what follows, seen by each chunk (egs/synth_en/RESULTS.md)
 VOCODER_LOOKAHEAD = 4  # mel frames (80 ms); see vocoder.streaming
 QUEUE_SIZE = 256  # tokens the LLM may run ahead of the flow
 
@@ -210,7 +213,7 @@ def _decode_sentences(lm, sentences: list[str], prompt_ids: list[int], prompt_to
 def stream(synth, text: str, prompt_audio=None, prompt_sample_rate: int | None = None,
            prompt_text: str | None = None, *, chunk_tokens: int = CHUNK_TOKENS,
            first_chunk_tokens: int | None = FIRST_CHUNK_TOKENS, vocoder_lookahead: int | None = VOCODER_LOOKAHEAD,
-           n_candidates: int = 1, seed: int | None = None, flow_steps: int | None = None,
+           flow_lookahead_tokens: int = FLOW_LOOKAHEAD_TOKENS, n_candidates: int = 1, seed: int | None = None, flow_steps: int | None = None,
            guidance: float | None = None, **sampling) -> SpeechStream:
     """See the module docstring. Inputs are checked (and an uncached prompt analysed) before
     this returns; the LLM starts at once, audio comes as the caller iterates."""
@@ -224,23 +227,27 @@ def stream(synth, text: str, prompt_audio=None, prompt_sample_rate: int | None =
     first_chunk_tokens = first_chunk_tokens or chunk_tokens
     if chunk_tokens < 1 or first_chunk_tokens < 1:
         raise ValueError(f"chunk sizes must be >= 1 token, got {chunk_tokens} and {first_chunk_tokens}")
+    if flow_lookahead_tokens < 0:
+        raise ValueError(f"flow_lookahead_tokens must be >= 0, got {flow_lookahead_tokens}")
     sentences, prompt, seed, prompt_ids = synth._begin(text, prompt_audio, prompt_sample_rate, prompt_text,
                                                        seed, sampling)
     lookahead = synth.vocoder.context_frames if vocoder_lookahead is None else vocoder_lookahead
     out = SpeechStream(synth.sample_rate, sentences, t0, cpu0)
     first_done, stopped = threading.Event(), threading.Event()
-    hold = (first_chunk_tokens, first_done, stopped)
+    hold = (first_chunk_tokens + flow_lookahead_tokens, first_done, stopped)
     producer = TokenProducer(_decode_sentences(synth.lm, sentences, prompt_ids, prompt.tokens, seed, sampling, hold),
                              stopped=stopped)
     out._gen = _run(synth, out, producer, flow_context(synth, prompt, flow_steps, guidance), seed,
-                    chunk_tokens, first_chunk_tokens, lookahead, first_done)
+                    (chunk_tokens, first_chunk_tokens, flow_lookahead_tokens), lookahead, first_done)
     return out
 
 
 @torch.no_grad()
 def _run(synth, out: SpeechStream, producer: TokenProducer, ctx: FlowContext, seed: int,
-         chunk_tokens: int, first_tokens: int, lookahead: int, first_done: threading.Event) -> Iterator[np.ndarray]:
+         flow_tokens: tuple[int, int, int], lookahead: int, first_done: threading.Event) -> Iterator[np.ndarray]:
+    # flow_tokens: (chunk, first chunk, flow lookahead) in tokens; lookahead: the vocoder's, in frames
     up = synth.flow.config.upsample
+    chunk_tokens, first_tokens, ahead_tokens = flow_tokens
     edges, n = _Edges(synth.sample_rate), len(out.sentences)
     current, emitted, start, voc_done = -1, 0, 0, 0  # sentence; samples out; its first sample; vocoded
     try:
@@ -248,7 +255,7 @@ def _run(synth, out: SpeechStream, producer: TokenProducer, ctx: FlowContext, se
             if i != current:
                 current, start, voc_done = i, emitted, 0
                 flow = FlowStream(synth.flow, ctx, chunk=chunk_tokens * up, first_chunk=first_tokens * up,
-                                  seed=seed + i)
+                                  lookahead=ahead_tokens * up, seed=seed + i)
                 voc = VocoderStream(synth.vocoder, lookahead=lookahead)
             ended = isinstance(item, Generation)
             if ended and not flow.tokens:
