@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         report["mel_l1"]["flow_chunked"] = float(np.mean(l1_chunk))
     rows = {k: v for k, v in rows.items() if v}
     if not args.no_judges:
-        from tts.judges import IntelligibilityJudge, SpeakerJudge
+        from tts.judges import IntelligibilityJudge, SpeakerJudge, paired_difference
         refs = [texts[u] for u, _ in pairs]
         asr, spk = IntelligibilityJudge(jobs=args.judge_jobs), SpeakerJudge()
         real_emb = spk.embed_batch(rows["real"], desc="spk real")
@@ -180,18 +180,27 @@ def main(argv: list[str] | None = None) -> int:
                 "sim_to_real": float(np.mean(spk.similarity(emb, real_emb))),
                 "sim_to_prompt": float(np.mean(spk.similarity(emb, prompt_emb))),
             }
-            for row, hyp in zip(per_utt, w.hyps, strict=True):
-                row[f"hyp_{name}"] = hyp
+            for row, hyp, err in zip(per_utt, w.hyps, w.per_utt, strict=True):
+                row[f"hyp_{name}"], row[f"wer_{name}"] = hyp, err
+        if "flow_chunked" in rows:  # the streaming cost, paired per utterance
+            report["chunked_minus_offline_wer"] = paired_difference(
+                [r["wer_flow_chunked"] for r in per_utt], [r["wer_flow"] for r in per_utt])
     report["per_utt"] = per_utt
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [f"# flow report: {args.model} on {args.data}", "",
-             f"{len(pairs)} utterances, {args.steps} steps, vocoder: {voc_name}, flow RTF {report['flow_rtf']:.3f}", "",
-             "| system | mel L1 | WER | SIM to real | SIM to prompt |", "|---|---|---|---|---|"]
+             f"{len(pairs)} utterances, {args.steps} steps, vocoder: {voc_name}, flow RTF {report['flow_rtf']:.3f}"
+             + (f"; flow_chunked: {args.chunk}-frame chunks, {args.lookahead} frames of lookahead" if args.chunk else ""),
+             "", "| system | mel L1 | WER | SIM to real | SIM to prompt |", "|---|---|---|---|---|"]
     for name, s in report.get("systems", {n: {} for n in rows}).items():
         m = report["mel_l1"].get(name)
         cells = [f"{m:.3f}" if m is not None else "-"] + [
             f"{s[k]:.3f}" if k in s else "-" for k in ("wer", "sim_to_real", "sim_to_prompt")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if "chunked_minus_offline_wer" in report:
+        d = report["chunked_minus_offline_wer"]
+        se = f" ± {d['wer_diff_se']:.3f}" if d["wer_diff_se"] is not None else ""
+        lines += ["", f"chunked - offline WER per utterance: {d['wer_diff_mean']:+.3f}{se} "
+                      f"({d['worse']} worse, {d['better']} better, {d['equal']} equal)"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

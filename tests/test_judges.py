@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from tts.audio import read_audio
-from tts.judges import IntelligibilityJudge, SpeakerJudge, WerResult, word_error_rate
+from tts.judges import (
+    IntelligibilityJudge,
+    SpeakerJudge,
+    WerResult,
+    paired_difference,
+    word_error_rate,
+)
 
 pytestmark = pytest.mark.skipif(
     shutil.which("flite") is None, reason="needs flite (apt-get install flite)"
@@ -49,6 +55,15 @@ def test_word_error_rate_normalises_and_averages() -> None:
     assert word_error_rate(["..."], [""]).wer == 0.0
     with pytest.raises(ValueError):
         word_error_rate(["a"], [])
+
+
+def test_paired_difference() -> None:
+    d = paired_difference([0.5, 0.2, 0.0, 0.3], [0.25, 0.4, 0.0, 0.1])
+    assert d["wer_diff_mean"] == pytest.approx(0.0625) and (d["better"], d["worse"], d["equal"]) == (1, 2, 1)
+    assert d["wer_diff_se"] == pytest.approx(np.std([0.25, -0.2, 0.0, 0.2], ddof=1) / 2)
+    assert paired_difference([0.1], [0.3])["wer_diff_se"] is None
+    with pytest.raises(ValueError, match="equally long"):
+        paired_difference([0.1, 0.2], [0.3])
 
 
 def test_intelligibility_judge(clips) -> None:

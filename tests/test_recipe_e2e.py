@@ -54,6 +54,9 @@ def test_recipe_stages_0_to_7(tmp_path):
     paired = voc["vocoder_minus_griffinlim_wer"]  # per-utterance pairs, one line each beside the report
     assert paired["better"] + paired["worse"] + paired["equal"] == voc["utterances"] == 2
     assert len((exp / "vocoder_gan" / "report_utts.jsonl").read_text().splitlines()) == 2
+    flow = json.loads((exp / "flow" / "report" / "report.json").read_text())
+    paired = flow["chunked_minus_offline_wer"]  # the streaming cost (chunks + lookahead), per utterance
+    assert paired["better"] + paired["worse"] + paired["equal"] == flow["utterances"] and flow["lookahead"] == 10
     for name in ("stage5_speaker", "stage4"):  # parallel=true (the default): side by side, logged apart
         assert (exp / "logs" / f"{name}.log").is_file()
     report = json.loads((exp / "eval" / "summary.json").read_text())

@@ -99,6 +99,17 @@ def word_error_rate(refs: Sequence[str], hyps: Sequence[str]) -> WerResult:
     )
 
 
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Per-item ``a - b`` (e.g. two systems' WER on the same utterances): mean, its standard
+    error (None for one item) and how many items ``a`` is below, above and level with ``b``."""
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"need two equally long non-empty lists, got {len(a)} and {len(b)}")
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    return {"wer_diff_mean": float(d.mean()),
+            "wer_diff_se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None,
+            "better": int((d < 0).sum()), "worse": int((d > 0).sum()), "equal": int((d == 0).sum())}
+
+
 class IntelligibilityJudge:
     """pocketsphinx (bundled US English model) transcribes; jiwer scores WER.
 

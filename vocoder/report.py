@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from tts.audio import load_audio, save_audio
 from tts.datadir import load_data_dir
-from tts.judges import IntelligibilityJudge, SpeakerJudge
+from tts.judges import IntelligibilityJudge, SpeakerJudge, paired_difference
 from tts.mel import MelSpectrogram
 from vocoder.experiment import plot_spectrograms
 from vocoder.griffinlim import GriffinLim
@@ -99,10 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                     "mel_l1": float(np.mean(dist[s]["mel_l1"])), "rtf": spent[s] / seconds}
         systems[s] = row
 
-    diff = np.array(wer["vocoder"].per_utt) - np.array(wer["griffinlim"].per_utt)  # paired, per utterance
-    paired = {"wer_diff_mean": float(diff.mean()),
-              "wer_diff_se": float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else None,
-              "better": int((diff < 0).sum()), "worse": int((diff > 0).sum()), "equal": int((diff == 0).sum())}
+    paired = paired_difference(wer["vocoder"].per_utt, wer["griffinlim"].per_utt)  # per utterance
     with open(out.parent / (out.stem + "_utts.jsonl"), "w") as f:
         for i, u in enumerate(utts):
             row = {"utt": u.utt, "ref": u.text}
