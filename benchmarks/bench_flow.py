@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target-seconds", type=float, default=10.0)
     p.add_argument("--prompt-seconds", type=float, default=3.0)
     p.add_argument("--chunk", type=int, default=50, help="chunk in frames")
-    p.add_argument("--lookahead", type=int, default=10, help="frames of the next chunk each chunk sees")
+    p.add_argument("--lookahead", type=int, default=4, help="frames of the next chunk each chunk sees")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args(argv)

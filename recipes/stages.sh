@@ -107,7 +107,7 @@ stage4() {
 }
 stage4_report() {
   py -m flow.report --model "$exp/flow/model" --data "$data/dev" --out "$exp/flow/report" \
-    --vocoder "$(vocoder_model)" --steps 10 --chunk 50 --lookahead 10 --threads 1 --judge-jobs "$nj" \
+    --vocoder "$(vocoder_model)" --steps 10 --chunk 50 --lookahead 4 --threads 1 --judge-jobs "$nj" \
     --max-utts "$flow_report_utts"
 }
 # stage 5: the vocoder: reconstruction losses ($vocoder_conf), then, with $vocoder_gan_conf,

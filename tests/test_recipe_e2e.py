@@ -56,7 +56,7 @@ def test_recipe_stages_0_to_7(tmp_path):
     assert len((exp / "vocoder_gan" / "report_utts.jsonl").read_text().splitlines()) == 2
     flow = json.loads((exp / "flow" / "report" / "report.json").read_text())
     paired = flow["chunked_minus_offline_wer"]  # the streaming cost (chunks + lookahead), per utterance
-    assert paired["better"] + paired["worse"] + paired["equal"] == flow["utterances"] and flow["lookahead"] == 10
+    assert paired["better"] + paired["worse"] + paired["equal"] == flow["utterances"] and flow["lookahead"] == 4
     for name in ("stage5_speaker", "stage4"):  # parallel=true (the default): side by side, logged apart
         assert (exp / "logs" / f"{name}.log").is_file()
     report = json.loads((exp / "eval" / "summary.json").read_text())

@@ -51,7 +51,7 @@ from vocoder.streaming import VocoderStream
 
 CHUNK_TOKENS = 12  # 0.48 s per chunk after the first (24 frames: the flow trains on 25- and 50-frame chunks)
 FIRST_CHUNK_TOKENS = 6  # 0.24 s: the first audio waits for these
-FLOW_LOOKAHEAD_TOKENS = 5  # 0.2 s (10 frames) of what follows, seen by each chunk (egs/synth_en/RESULTS.md)
+FLOW_LOOKAHEAD_TOKENS = 2  # 80 ms (4 frames) of what follows, seen by each chunk (egs/synth_en/RESULTS.md)
 VOCODER_LOOKAHEAD = 4  # mel frames (80 ms); see vocoder.streaming
 QUEUE_SIZE = 256  # tokens the LLM may run ahead of the flow
 
