@@ -80,6 +80,11 @@ class KVSlot:
     def copy(self) -> KVSlot:
         return KVSlot(self.blocks, self.mod)
 
+    def keep_first(self, frames: int) -> None:
+        """Keep only the first ``frames`` frames of the newest block (streaming lookahead)."""
+        kt, v = self.blocks[-1]
+        self.blocks[-1] = (kt[..., :frames].contiguous(), v[:, :, :frames].contiguous())
+
 
 def attend_blocks(q: torch.Tensor, blocks: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """Full attention of q (B, H, L, d) over (keys^T, values) blocks of a :class:`KVSlot` -> (B, H, L, d)."""

@@ -146,8 +146,7 @@ class FlowStream:
         if ahead > end:  # forget the lookahead frames: the next chunk solves them as its own
             for slots in self.kv:
                 for slot in slots:
-                    k, v = slot.blocks[-1]
-                    slot.blocks[-1] = (k[..., :end - start].contiguous(), v[:, :, :end - start].contiguous())
+                    slot.keep_first(end - start)
         self.done = end
         return m.denormalize(x[0, :, :end - start])
 
