@@ -296,8 +296,9 @@ class FlowModel(nn.Module):
         """Yield the target log-mel chunk by chunk, (C, frames) each, as soon as each chunk is final.
 
         The pieces concatenate to ``generate(..., chunk=chunk, first_chunk=first_chunk,
-        lookahead=lookahead)`` up to float rounding. Each chunk attends to the cached keys/values of the blocks before it
-        (:mod:`flow.streaming`), so the cost is linear in the length. For tokens that arrive
+        lookahead=lookahead)`` up to float rounding. Each chunk attends to the cached
+        keys/values of the blocks before it (:mod:`flow.streaming`), so the cost is linear in
+        the length. For tokens that arrive
         one by one, use :class:`flow.streaming.FlowStream` directly.
         """
         tokens = self._check_tokens(tokens, "tokens")

@@ -15,9 +15,9 @@
 * **Chunks**: the flow solves ``first_chunk_tokens`` first (small: first audio sooner),
   then ``chunk_tokens`` at a time; each chunk is final once solved. It waits for
   ``flow_lookahead_tokens`` more and solves them with the chunk, so the chunk's end hears
-  what follows (:mod:`flow.streaming`; without it chunk ends cost intelligibility). The vocoder holds back
-  ``vocoder_lookahead`` mel frames of audio (they still lack right context) and cross-fades
-  each window into the next, so joins do not click. With ``vocoder_lookahead >=
+  what follows (:mod:`flow.streaming`; without it chunk ends cost intelligibility). The
+  vocoder holds back ``vocoder_lookahead`` mel frames of audio (they still lack right
+  context) and cross-fades each window into the next, so joins do not click. With ``vocoder_lookahead >=
   vocoder.context_frames`` its output equals offline vocoding exactly.
 * **Search**: best-of-N ranks whole candidates, which a stream cannot wait for, so
   ``n_candidates`` > 1 is refused; ``synthesize`` does the search.
@@ -28,8 +28,8 @@
 Reference behaviour (tested): with ``vocoder_lookahead >= vocoder.context_frames`` the
 concatenated stream equals, up to float rounding, ``join_with_pauses`` over sentences of
 ``vocoder(flow.generate(tokens_i, *synth.flow_prompt(prompt), chunk=2 * chunk_tokens,
-first_chunk=2 * first_chunk_tokens, lookahead=2 * flow_lookahead_tokens, seed=seed + i))``, where ``tokens_i`` are exactly the
-tokens ``synthesize(..., seed=seed)`` samples for sentence ``i``. The default smaller
+first_chunk=2 * first_chunk_tokens, lookahead=2 * flow_lookahead_tokens, seed=seed + i))``,
+where ``tokens_i`` are exactly the tokens ``synthesize(..., seed=seed)`` samples for sentence ``i``. The default smaller
 look-ahead departs from that only in the few frames before each join.
 """
 
@@ -213,8 +213,8 @@ def _decode_sentences(lm, sentences: list[str], prompt_ids: list[int], prompt_to
 def stream(synth, text: str, prompt_audio=None, prompt_sample_rate: int | None = None,
            prompt_text: str | None = None, *, chunk_tokens: int = CHUNK_TOKENS,
            first_chunk_tokens: int | None = FIRST_CHUNK_TOKENS, vocoder_lookahead: int | None = VOCODER_LOOKAHEAD,
-           flow_lookahead_tokens: int = FLOW_LOOKAHEAD_TOKENS, n_candidates: int = 1, seed: int | None = None, flow_steps: int | None = None,
-           guidance: float | None = None, **sampling) -> SpeechStream:
+           flow_lookahead_tokens: int = FLOW_LOOKAHEAD_TOKENS, n_candidates: int = 1, seed: int | None = None,
+           flow_steps: int | None = None, guidance: float | None = None, **sampling) -> SpeechStream:
     """See the module docstring. Inputs are checked (and an uncached prompt analysed) before
     this returns; the LLM starts at once, audio comes as the caller iterates."""
     t0, cpu0 = time.perf_counter(), time.process_time()
