@@ -208,7 +208,9 @@ def test_cli_eval_stream_reports_clicks_and_latency(tiny_model_dir, prompt_wav, 
 
     def judges(cases, systems, progress=True, judge_jobs=1):  # the real judges are tested in test_judges.py
         seen.update(systems)
-        return {n: {"wer": 0.0, "sim": 1.0, "utterances": len(cases)} for n in ["ground_truth", *systems]}
+        wer = {"ground_truth": 0.0, "offline": 0.5, "stream": 0.25}
+        return {n: {"wer": wer[n], "sim": 1.0, "utterances": len(cases), "per_utt": [{"wer": wer[n]} for _ in cases]}
+                for n in ["ground_truth", *systems]}
     monkeypatch.setattr(evaluate, "score_rows", judges)
     assert main(["eval", "--model", str(tiny_model_dir), "--meta", str(meta), "--out", str(tmp_path / "ev"),
                  "--stream", "--flow-steps", "2", "--chunk-tokens", "3", "--first-chunk-tokens", "2"]) == 0
@@ -218,3 +220,5 @@ def test_cli_eval_stream_reports_clicks_and_latency(tiny_model_dir, prompt_wav, 
     assert all((tmp_path / "ev" / d / f"{u}.wav").is_file() for d in seen for u in ("u1", "u2"))
     assert rep["stream"]["first_audio_ms_median"] > 0
     assert rep["stream"]["click_ratio_at_stream_joins"] is not None
+    paired = rep["stream"]["stream_minus_offline_wer"]  # clone by clone, the same tokens
+    assert paired["wer_diff_mean"] == pytest.approx(-0.25) and (paired["better"], paired["worse"]) == (2, 0)

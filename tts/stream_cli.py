@@ -123,6 +123,7 @@ def eval_stream(args: argparse.Namespace, cases: list, kwargs: dict) -> int:
 
     from tts.audio import save_audio
     from tts.evaluate import save_report, score_rows
+    from tts.judges import paired_difference
     from tts.streaming import click_ratio
     from tts.synthesizer import Synthesizer
 
@@ -147,6 +148,8 @@ def eval_stream(args: argparse.Namespace, cases: list, kwargs: dict) -> int:
     for name, vals in clicks.items():
         vals = [v for v in vals if np.isfinite(v)]
         rows[name]["click_ratio_at_stream_joins"] = float(np.mean(vals)) if vals else None
+    rows["stream"]["stream_minus_offline_wer"] = paired_difference(  # per clone: the same tokens
+        [u["wer"] for u in rows["stream"]["per_utt"]], [u["wer"] for u in rows["offline"]["per_utt"]])
     rows["stream"]["first_audio_ms_median"] = round(1000 * statistics.median(first), 1)
     rows["stream"]["stream_options"] = stream_kwargs(args)
     rows["stream"]["load_average_1min"] = round(os.getloadavg()[0], 2)
