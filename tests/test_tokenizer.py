@@ -17,7 +17,13 @@ import torch
 from tokenizer import CheckpointError, SpeechTokenizer, num_tokens
 from tokenizer.config import ConfigError, ModelConfig, QuantizerConfig, load_config
 from tokenizer.extract import extract, model_fingerprint
-from tokenizer.frontend import CharVocab, FeatureExtractor, load_for_tokenizer, normalize_text
+from tokenizer.frontend import (
+    PHONES,
+    CharVocab,
+    FeatureExtractor,
+    load_for_tokenizer,
+    normalize_text,
+)
 from tokenizer.model import TokenizerModel
 from tokenizer.train import ctc_loss, train
 from tts.audio import AudioError
@@ -130,6 +136,22 @@ def test_missing_and_corrupt_checkpoint(tokenizer, tmp_path):
     shutil.copy(tmp_path / "m4" / "model.safetensors", d / "model.safetensors")
     with pytest.raises(CheckpointError, match="do not match"):
         SpeechTokenizer.from_pretrained(d)
+
+
+def test_phone_head_reads_what_it_was_trained_on(clips):
+    """The phone log-posteriors (tts.align's input) come from the encoder features, or with
+    inter_from: codes from the quantized codes: then they are a function of the token ids alone."""
+    torch.manual_seed(0)
+    for source in ("encoder", "codes"):
+        tok = SpeechTokenizer(TokenizerModel(tiny_config(inter_targets="phones", inter_from=source)))
+        tok.model.eval()
+        ids = tok.encode(clips[0], 16000)
+        logp = tok.phone_log_probs_batch([clips[0]], 16000)[0]
+        assert logp.shape == (2 * len(ids), len(PHONES) + 1)
+        codes = tok.model.quantizer.embed(torch.as_tensor(ids)[None])
+        with torch.no_grad():
+            from_codes = tok.model.ctc_logits(tok.model.inter_head, codes).log_softmax(-1)[0].numpy()
+        assert np.allclose(logp, from_codes, atol=1e-4) == (source == "codes")
 
 
 def test_vq_option_encodes(clips):

@@ -127,16 +127,18 @@ class SpeechTokenizer:
     def phone_log_probs_batch(self, audios: list[np.ndarray], sample_rate: int | list[int],
                               batch_size: int = 16) -> list[np.ndarray]:
         """Clips -> log-posteriors of the auxiliary phone CTC, (num_tokens * ctc_upsample, 1 + len(PHONES))
-        each; index 0 is the blank, phone ``p`` is ``1 + PHONES.index(p)`` (:mod:`tts.align` uses them)."""
+        each; index 0 is the blank, phone ``p`` is ``1 + PHONES.index(p)`` (:mod:`tts.align` uses them).
+        The head reads what it was trained on: the pre-quantizer features, or the quantized codes
+        (``inter_from: codes``)."""
         if not self.has_phone_head:
             raise ValueError("this tokenizer has no phone CTC head (train it with inter_targets: phones)")
-        if self.config.inter_from != "encoder":
-            raise ValueError("the phone head reads the codes (inter_from: codes); alignment wants the encoder")
         feats = self._features_batch(audios, sample_rate)
         up, out = self.config.ctc_upsample, []
         for start in range(0, len(feats), batch_size):
             x, lengths = self._batch(feats[start:start + batch_size])
             h, mask = self.model.encode_continuous(x, lengths)
+            if self.config.inter_from == "codes":
+                h = self.model.quantizer(h, mask)[0]
             logp = self.model.ctc_logits(self.model.inter_head, h).log_softmax(-1)  # (B, T * up, P)
             out += [logp[i, : int(mask[i].sum()) * up].cpu().numpy() for i in range(len(h))]
         return out
