@@ -140,9 +140,10 @@ def test_missing_and_corrupt_checkpoint(tokenizer, tmp_path):
 
 def test_phone_head_reads_what_it_was_trained_on(clips):
     """The phone log-posteriors (tts.align's input) come from the encoder features, or with
-    inter_from: codes from the quantized codes: then they are a function of the token ids alone."""
+    inter_from: codes from the quantized codes: then they are a function of the token ids alone.
+    With inter_from: both, training reads the same head on both (and alignment the features)."""
     torch.manual_seed(0)
-    for source in ("encoder", "codes"):
+    for source in ("encoder", "codes", "both"):
         tok = SpeechTokenizer(TokenizerModel(tiny_config(inter_targets="phones", inter_from=source)))
         tok.model.eval()
         ids = tok.encode(clips[0], 16000)
@@ -150,8 +151,14 @@ def test_phone_head_reads_what_it_was_trained_on(clips):
         assert logp.shape == (2 * len(ids), len(PHONES) + 1)
         codes = tok.model.quantizer.embed(torch.as_tensor(ids)[None])
         with torch.no_grad():
-            from_codes = tok.model.ctc_logits(tok.model.inter_head, codes).log_softmax(-1)[0].numpy()
-        assert np.allclose(logp, from_codes, atol=1e-4) == (source == "codes")
+            from_codes = tok.model.ctc_logits(tok.model.inter_head, codes).log_softmax(-1)[0]
+            feats = tok._features(clips[0], 16000)[None]
+            out = tok.model(feats, torch.tensor([feats.shape[1]]))
+        assert np.allclose(logp, from_codes.numpy(), atol=1e-4) == (source == "codes")
+        assert (out.inter_code_logits is not None) == (source == "both")
+        if source == "both":  # the second read is the codes', the first the features'
+            assert torch.allclose(out.inter_code_logits[0].log_softmax(-1), from_codes, atol=1e-4)
+            assert np.allclose(out.inter_logits[0].log_softmax(-1).numpy(), logp, atol=1e-4)
 
 
 def test_vq_option_encodes(clips):

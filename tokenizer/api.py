@@ -128,8 +128,8 @@ class SpeechTokenizer:
                               batch_size: int = 16) -> list[np.ndarray]:
         """Clips -> log-posteriors of the auxiliary phone CTC, (num_tokens * ctc_upsample, 1 + len(PHONES))
         each; index 0 is the blank, phone ``p`` is ``1 + PHONES.index(p)`` (:mod:`tts.align` uses them).
-        The head reads what it was trained on: the pre-quantizer features, or the quantized codes
-        (``inter_from: codes``)."""
+        The head reads the quantized codes when it was trained on them alone (``inter_from: codes``),
+        else the pre-quantizer features (``encoder``; ``both``, whose head learnt both)."""
         if not self.has_phone_head:
             raise ValueError("this tokenizer has no phone CTC head (train it with inter_targets: phones)")
         feats = self._features_batch(audios, sample_rate)

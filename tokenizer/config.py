@@ -58,7 +58,9 @@ class ModelConfig:
     ctc_upsample: int = 2  # CTC output frames per token frame (characters outrun 25 Hz)
     inter_ctc_weight: float = 0.3  # auxiliary CTC read from each quantized code by an MLP (0 = off)
     inter_targets: str = "phones"  # its targets: "phones" (CMUdict ARPAbet, training only) or "chars"
-    inter_from: str = "encoder"  # read it from the pre-quantizer features ("encoder") or "codes"
+    inter_from: str = "encoder"  # read it from the pre-quantizer features ("encoder"), the "codes",
+    # or "both": the same head reads both and the two CTC losses are averaged (the features teach
+    # the head fast; the codes must then read as the same phones)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     vocab: list[str] = field(default_factory=list)  # CTC symbols after the blank; set from data
 
@@ -110,8 +112,8 @@ def check_model_config(cfg: ModelConfig) -> None:
         raise ConfigError(f"model.quantizer.kind must be 'fsq' or 'vq', got {cfg.quantizer.kind!r}")
     if cfg.inter_targets not in ("chars", "phones"):
         raise ConfigError(f"model.inter_targets must be 'chars' or 'phones', got {cfg.inter_targets!r}")
-    if cfg.inter_from not in ("encoder", "codes"):
-        raise ConfigError(f"model.inter_from must be 'encoder' or 'codes', got {cfg.inter_from!r}")
+    if cfg.inter_from not in ("encoder", "codes", "both"):
+        raise ConfigError(f"model.inter_from must be 'encoder', 'codes' or 'both', got {cfg.inter_from!r}")
     if not 0 <= cfg.split <= cfg.num_blocks:
         raise ConfigError(f"model.quantize_after={cfg.split} outside 0..{cfg.num_blocks}")
     if cfg.dim % cfg.heads:

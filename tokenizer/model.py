@@ -181,7 +181,8 @@ class EncoderOutput:
     ids: torch.Tensor  # (B, T) token ids, 0..codebook_size-1
     lengths: torch.Tensor  # (B,) tokens per clip
     logits: torch.Tensor | None = None  # (B, T * ctc_upsample, vocab) CTC logits
-    inter_logits: torch.Tensor | None = None  # (B, T * ctc_upsample, V') read from each code alone
+    inter_logits: torch.Tensor | None = None  # (B, T * ctc_upsample, V') read frame by frame
+    inter_code_logits: torch.Tensor | None = None  # the same head on the codes (inter_from: both)
     aux_loss: torch.Tensor | None = None
 
 
@@ -234,14 +235,17 @@ class TokenizerModel(nn.Module):
         if self.training and self.cfg.quantizer.recon_weight > 0:  # codes keep x's main directions
             err = ((quantized - x.detach()) ** 2).mean(-1)
             aux = aux + self.cfg.quantizer.recon_weight * (err * mask).sum() / mask.sum()
-        src = quantized if self.cfg.inter_from == "codes" else x
-        inter = self.ctc_logits(self.inter_head, src) if self.inter_head is not None else None
+        inter = inter_codes = None
+        if self.inter_head is not None:
+            inter = self.ctc_logits(self.inter_head, quantized if self.cfg.inter_from == "codes" else x)
+            if self.cfg.inter_from == "both":
+                inter_codes = self.ctc_logits(self.inter_head, quantized)
         if bypass:
             quantized = x
         elif mix < 1.0:  # early training: part of the continuous features passes around the codes
             quantized = mix * quantized + (1 - mix) * x
         logits = self.decode(quantized, mask)
-        return EncoderOutput(ids, mask.sum(1), logits, inter, aux)
+        return EncoderOutput(ids, mask.sum(1), logits, inter, inter_codes, aux)
 
     @torch.no_grad()
     def tokens(self, feats: torch.Tensor, feat_lengths: torch.Tensor) -> EncoderOutput:

@@ -77,8 +77,13 @@ class TokenizerExperiment(L.LightningModule):
         if out.inter_logits is not None:
             loss_inter = ctc_loss(out.inter_logits, out.lengths * up, batch["inter_targets"],
                                   batch["inter_target_lengths"])
-            loss = (1 - w) * loss_ctc + w * loss_inter + out.aux_loss
             self.log("train/ctc_inter", loss_inter, batch_size=len(batch["utts"]))
+            if out.inter_code_logits is not None:  # inter_from: both
+                loss_codes = ctc_loss(out.inter_code_logits, out.lengths * up, batch["inter_targets"],
+                                      batch["inter_target_lengths"])
+                self.log("train/ctc_inter_codes", loss_codes, batch_size=len(batch["utts"]))
+                loss_inter = (loss_inter + loss_codes) / 2
+            loss = (1 - w) * loss_ctc + w * loss_inter + out.aux_loss
         bs = len(batch["utts"])
         self.log("train/ctc", loss_ctc, prog_bar=True, batch_size=bs)
         self.log("train/loss", loss, batch_size=bs)
