@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tts.align import ctc_viterbi, phone_targets, unit_durations
+from tts.align import ctc_viterbi, phone_targets, unit_durations, unit_token_stats
 from tts.frontend import Frontend, FrontendConfig
 
 
@@ -39,6 +39,19 @@ def test_unit_durations_give_pauses_to_punctuation_and_sum_to_the_tokens():
     assert d[4] > 0 and d[3] == round((10 + 1 + 4) / 2) - 5  # the comma takes the pause after its tail
     assert d[6] > 0  # the final mark takes the trailing silence
     assert d[0] == 3 and d[2] == 2
+
+
+def test_unit_token_stats_measure_what_the_unit_leaves_to_guess():
+    # unit A always gives token 1; unit B gives 2 or 3 equally often; "_" spans nothing
+    units = {"u1": ["A", "_", "B"], "u2": ["B", "A"]}
+    tokens = {"u1": [1, 1, 2, 3], "u2": [2, 3, 1, 1]}
+    durations = {"u1": [2, 0, 2], "u2": [2, 2]}
+    stats = unit_token_stats(units, tokens, durations)
+    assert stats["tokens"] == 8
+    assert np.isclose(stats["h_token"], 1.5)  # 1 half the time, 2 and 3 a quarter each
+    assert np.isclose(stats["h_token_given_unit"], 0.5)  # 0 bits for A, 1 bit for B
+    assert np.isclose(stats["unit_majority"], 6 / 8)
+    assert unit_token_stats({}, {}, {}) == {"tokens": 0}
 
 
 def test_phone_targets_map_frontend_units_to_the_tokenizer_phone_ids():

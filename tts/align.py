@@ -16,7 +16,9 @@ tail. Spans are rounded to token boundaries, so ``sum(durations) == len(tokens)`
 
 Writes ``<data>/durations``, one ``<utt> d_1 ... d_U`` line per utterance (a Kaldi
 table like ``tokens``); utterances that cannot be aligned (no phone, fewer
-frames than the labels need) are left out and counted.
+frames than the labels need) are left out and counted. It then prints how much of a
+token its unit predicts (:func:`unit_token_stats`): a tokenizer's figure of how much
+the LLM must guess beyond the phones it reads.
 
 The Viterbi is written here (numpy, ~20 lines) because torchaudio, whose
 ``forced_align`` does it, cannot be installed beside the CPU torch build.
@@ -131,6 +133,50 @@ def align_dir(data_dir: str | Path, frontend: Frontend, tokenizer, batch_size: i
     return len(out), skipped + len(set(texts) & set(tokens)) - len(todo)
 
 
+def unit_token_stats(units: dict[str, list[str]], tokens: dict[str, list[int]],
+                     durations: dict[str, list[int]]) -> dict[str, float]:
+    """How far the phone a token belongs to predicts it: the interleaved LLM's easiest share.
+
+    Over the tokens of every aligned utterance: ``h_token`` (bits, the tokens' unigram entropy),
+    ``h_token_given_unit`` (bits, conditional on the unit whose span holds the token) and
+    ``unit_majority`` (the share of tokens that are their unit's most frequent token: the
+    accuracy of a model that knew only the unit). Tokenizers whose codes follow the phones
+    give the LLM less to guess."""
+    from collections import Counter, defaultdict
+
+    per_unit: dict[str, Counter] = defaultdict(Counter)
+    for utt, durs in durations.items():
+        toks = iter(tokens[utt])
+        for unit, d in zip(units[utt], durs, strict=True):
+            if d:
+                per_unit[unit].update(next(toks) for _ in range(d))
+    overall = Counter()
+    for c in per_unit.values():
+        overall.update(c)
+    n = sum(overall.values())
+    if not n:
+        return {"tokens": 0}
+
+    def entropy(c: Counter) -> float:
+        p = np.array(list(c.values()), dtype=np.float64) / sum(c.values())
+        return float(-(p * np.log2(p)).sum())
+
+    return {"tokens": n,
+            "h_token": entropy(overall),
+            "h_token_given_unit": sum(sum(c.values()) / n * entropy(c) for c in per_unit.values()),
+            "unit_majority": sum(max(c.values()) for c in per_unit.values()) / n}
+
+
+def dir_token_stats(data_dir: str | Path, frontend: Frontend) -> dict[str, float]:
+    """:func:`unit_token_stats` of a data dir with ``text``, ``tokens`` and ``durations``."""
+    d = Path(data_dir)
+    durations = {u: [int(x) for x in v.split()] for u, v in read_table(d / "durations").items()}
+    texts = read_table(d / "text")
+    tokens = {u: [int(x) for x in v.split()] for u, v in read_table(d / "tokens").items()}
+    units = {u: frontend.symbols(frontend.transcript(texts[u])) for u in durations}
+    return unit_token_stats(units, tokens, durations)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tokenizer", required=True, help="speech tokenizer model dir (with a phone CTC head)")
@@ -162,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{d}/durations: {n} utterances aligned, {skipped} skipped", file=sys.stderr)
             if not n:
                 return 1
+            stats = dir_token_stats(d, frontend)
+            print(f"{d}: tokens given their unit: H {stats['h_token_given_unit']:.2f} bits of "
+                  f"{stats['h_token']:.2f}, unit majority {stats['unit_majority']:.3f}", file=sys.stderr)
     except (*USER_ERRORS, ValueError) as err:  # bad data or model: one line (no durations file is written)
         print(f"tts.align: error: {err}", file=sys.stderr)
         return 2
