@@ -249,6 +249,20 @@ def test_train_resume_and_extract(corpus, tmp_path):
     assert read_table(data / "tokens") != table
 
 
+def test_train_reads_the_phone_head_on_the_codes_too(corpus, tmp_path):
+    """inter_from: both trains through the codes' phone CTC as well (logged beside the features')."""
+    import csv
+
+    cfg = load_config(CONF / "tokenizer_tiny.yaml")
+    cfg.model.inter_from = "both"
+    cfg.trainer.max_steps, cfg.trainer.log_every = 4, 1
+    train(cfg, corpus, corpus, tmp_path / "exp", enable_model_summary=False)
+    rows = list(csv.DictReader(next((tmp_path / "exp").rglob("metrics.csv")).read_text().splitlines()))
+    codes = [float(r["train/ctc_inter_codes"]) for r in rows if r.get("train/ctc_inter_codes")]
+    feats = [float(r["train/ctc_inter"]) for r in rows if r.get("train/ctc_inter")]
+    assert len(codes) == len(feats) >= 3 and codes != feats and all(np.isfinite(codes))
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in CONF.glob("tokenizer*.yaml")))
 def test_shipped_configs_build(name):
     cfg = load_config(CONF / name)
