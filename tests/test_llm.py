@@ -1,5 +1,6 @@
 """The text-to-speech-token LLM: layout, save/load as a stock HF model, training, sampling."""
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -68,6 +69,32 @@ def test_interleaved_layout_puts_each_unit_before_its_speech():
         LLMConfig(layout="zigzag")
 
 
+def test_unit_lookahead_feeds_each_unit_early_and_eos_after_the_last(tmp_path):
+    lm = tiny_lm(layout="interleaved", unit_lookahead=1)
+    lay = lm.layout
+    text = lm.frontend.encode_normalized("hi.")
+    speech = [lay.speech_offset + t for t in (3, 4, 5)]
+    ids, labels = lay.example(text, [3, 4, 5], durations=[2, 0, 1])
+    ctx = lay.context(text)
+    # u1 u2 | s s (u1) | u3 (u2 had no speech) | <eos> s (u3) | end
+    assert ids == [*ctx, text[0], text[1], *speech[:2], text[2], lay.eos_id, speech[2], lay.speech_end_id]
+    assert labels[len(ctx):] == [IGNORE, IGNORE, *speech[:2], lay.advance_id, lay.advance_id, speech[2],
+                                 lay.speech_end_id]
+    assert lay.start(text) == [*ctx, text[0], text[1]]
+    with pytest.raises(ValueError, match="unit_lookahead"):
+        LLMConfig(unit_lookahead=1)  # the continuation layout has no units to feed early
+    lm.save_pretrained(tmp_path / "new")
+    assert SpeechLM.from_pretrained(tmp_path / "new").layout == lay
+    # a directory saved before the lookahead existed: no lookahead, no eos_id in its layout
+    old = tiny_lm(layout="interleaved")
+    old.save_pretrained(tmp_path / "old")
+    meta_file = tmp_path / "old" / "voxlm_llm.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["layout"]["eos_id"], meta["layout"]["lookahead"], meta["llm"]["unit_lookahead"]
+    meta_file.write_text(json.dumps(meta))
+    assert SpeechLM.from_pretrained(tmp_path / "old").layout.lookahead == 0
+
+
 class ScriptedCache:
     """Each row's fed ids, with DynamicCache's batch operations."""
 
@@ -120,6 +147,17 @@ def test_interleaved_decoding_feeds_each_unit_after_an_advance():
     lm.model = ScriptedModel(lm.layout, advance=False)
     gen = generate(lm, text, cfg=SamplingConfig(greedy=True, min_ratio=0.1, max_ratio=10))
     assert gen.tokens == [[t % 16 for t in text for _ in range(3)]] and not gen.hit_max[0]
+
+
+def test_unit_lookahead_decoding_feeds_the_unit_after_next():
+    lm = tiny_lm(layout="interleaved", unit_lookahead=1)
+    text = lm.frontend.encode_normalized("hi, yo.")
+    lm.model = ScriptedModel(lm.layout)  # says the newest unit it was fed: here the next one
+    gen = generate(lm, text, cfg=SamplingConfig(greedy=True, min_ratio=0.1, max_ratio=10))
+    fed = [*text[1:], lm.layout.eos_id]
+    assert gen.tokens == [[t % 16 for t in fed for _ in range(2)]]
+    # the prefill ends with the second unit (the model records each call's last id), then one per advance
+    assert [t for t in lm.model.fed if t < lm.layout.speech_offset] == fed
 
 
 class GuidedScript(ScriptedModel):
@@ -275,9 +313,9 @@ def _fake_data(d: Path, utts: dict[str, tuple[str, list[int]]]) -> None:
     write_table(d / "utt2spk", {u: u.split("-")[0] for u in utts})
 
 
-@pytest.mark.parametrize("units,layout", [("chars", "continuation"), ("phones", "continuation"),
-                                          ("phones", "interleaved")])
-def test_overfit_two_utterances_greedy_reproduces(tmp_path, units, layout):
+@pytest.mark.parametrize("units,layout,lookahead", [("chars", "continuation", 0), ("phones", "continuation", 0),
+                                                    ("phones", "interleaved", 0), ("phones", "interleaved", 1)])
+def test_overfit_two_utterances_greedy_reproduces(tmp_path, units, layout, lookahead):
     utts = {
         "a-1": ("Dr. Smith paid $5.", [3, 3, 7, 1, 9, 9, 12, 4, 4, 4, 30, 2, 8, 15, 15, 6]),
         "a-2": ("Hello, 2 worlds!", [20, 21, 22, 5, 5, 5, 0, 11, 11, 13, 27, 27, 19, 31]),
@@ -285,14 +323,14 @@ def test_overfit_two_utterances_greedy_reproduces(tmp_path, units, layout):
     _fake_data(tmp_path / "train", utts)
     cfg = load_config(CONF / "llm_tiny.yaml")
     cfg.trainer.max_steps, cfg.trainer.val_every = 120, 1000
-    cfg.llm.frontend.units, cfg.llm.layout = units, layout
+    cfg.llm.frontend.units, cfg.llm.layout, cfg.llm.unit_lookahead = units, layout, lookahead
     if layout == "interleaved":
         with pytest.raises(FileNotFoundError, match="tts.align"):
             train(cfg, tmp_path / "train", None, tmp_path / "exp")
         write_even_durations(tmp_path / "train", SpeechLM(cfg.llm).frontend)
     lm = train(cfg, tmp_path / "train", None, tmp_path / "exp", enable_model_summary=False)
     lm = SpeechLM.from_pretrained(tmp_path / "exp" / "model")
-    assert lm.frontend.cfg.units == units
+    assert lm.frontend.cfg.units == units and lm.layout.lookahead == lookahead
     for text, speech in utts.values():
         ids = lm.frontend.encode(text)[0]
         gen = generate(lm, ids, cfg=SamplingConfig(greedy=True, num_candidates=2))
@@ -349,7 +387,10 @@ def test_finetune_starts_from_a_saved_model_whatever_the_config_says(tmp_path):
 
 
 @pytest.mark.parametrize("kw", [{}, {"layout": "interleaved", "frontend": FrontendConfig(units="phones")},
-                                {"uncond_prob": 0.1}], ids=["continuation", "interleaved", "text-guidance"])
+                                {"uncond_prob": 0.1},
+                                {"layout": "interleaved", "frontend": FrontendConfig(units="phones"),
+                                 "unit_lookahead": 2, "uncond_prob": 0.1}],
+                         ids=["continuation", "interleaved", "text-guidance", "lookahead-guidance"])
 def test_batched_inputs_decode_as_they_would_alone(kw):
     """Other texts and prompts (left-padded into one loop, each from its own seed) give the
     tokens each gives alone, greedy or sampled, with text guidance too."""

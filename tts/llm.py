@@ -20,6 +20,13 @@ neither skip nor repeat text, and a small model on a small corpus need not learn
 the text-to-speech alignment by attention. Speech-end is only allowed after the
 last unit. The prompt's speech stays plain (it needs no alignment at inference).
 
+``unit_lookahead: L`` (ELLA-V's local advance) feeds every unit L units early, so the
+speech of ``u_k`` is generated knowing ``u_{k+1} .. u_{k+L}`` (coarticulation: the
+tokens of a phone depend on the next one); ``<eos>`` fills the places after the last
+unit. With L = 1::
+
+    ... prompt speech | u1 u2 s s s u3 s s <eos> s ... <|speech_end|>
+
 Training sees the same layout, with or without a prompt utterance of the same
 speaker in front. The saved directory is a plain Hugging Face model directory
 (``config.json`` + ``model.safetensors`` + ``tokenizer.json``), so
@@ -44,7 +51,17 @@ from transformers import (
     Qwen2Config,
 )
 
-from tts.frontend import ADVANCE, BOS, PAD, SPEECH_END, SPEECH_START, UNK, Frontend, FrontendConfig
+from tts.frontend import (
+    ADVANCE,
+    BOS,
+    EOS,
+    PAD,
+    SPEECH_END,
+    SPEECH_START,
+    UNK,
+    Frontend,
+    FrontendConfig,
+)
 
 LAYOUT_FILE = "voxlm_llm.json"
 LAYOUTS = ("continuation", "interleaved")
@@ -70,6 +87,7 @@ class LLMConfig:
     speech_vocab_size: int = 1000  # codebook size of the speech tokenizer
     init_from: str | None = None  # local HF causal-LM dir: start from its weights (vocab resized)
     layout: str = "continuation"  # or "interleaved": text units between their speech (module doc)
+    unit_lookahead: int = 0  # interleaved: each unit fed this many units before its speech (module doc)
     # Training: the share of examples whose text units (target, prompt and interleaved) are all
     # <unk>: the unconditional branch of classifier-free guidance (SamplingConfig.text_guidance).
     uncond_prob: float = 0.0
@@ -78,6 +96,9 @@ class LLMConfig:
     def __post_init__(self):
         if self.layout not in LAYOUTS:
             raise ValueError(f"llm.layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.unit_lookahead < 0 or (self.unit_lookahead and self.layout != "interleaved"):
+            raise ValueError(f"llm.unit_lookahead {self.unit_lookahead}: >= 0, and > 0 only with "
+                             "the interleaved layout")
 
 
 @dataclass
@@ -100,6 +121,8 @@ class Layout:
     space_id: int
     advance_id: int  # -1 where the frontend has no <|advance|> (saved before the interleaved layout)
     interleaved: bool = False
+    eos_id: int = -1  # fills the unit places after the last unit (unit_lookahead > 0)
+    lookahead: int = 0  # interleaved: units fed this many units ahead of their speech
 
     @property
     def speech_offset(self) -> int:
@@ -123,11 +146,16 @@ class Layout:
             raise ValueError(f"speech token {bad[0]} outside codebook of {self.speech_vocab_size}")
         return [t + self.speech_offset for t in tokens]
 
+    def feed(self, text_ids: list[int]) -> list[int]:
+        """The interleaved layout's unit places: the units, then ``<eos>`` for each lookahead one."""
+        return list(text_ids) + [self.eos_id] * self.lookahead
+
     def start(self, text_ids: list[int], prompt_text_ids: list[int] | None = None,
               prompt_speech: list[int] | None = None) -> list[int]:
-        """What generation prefills: the context, and for the interleaved layout the first unit."""
+        """What generation prefills: the context, and for the interleaved layout the first unit
+        (and the ``lookahead`` ones after it)."""
         ctx = self.context(text_ids, prompt_text_ids, prompt_speech)
-        return ctx + [text_ids[0]] if self.interleaved else ctx
+        return ctx + self.feed(text_ids)[:1 + self.lookahead] if self.interleaved else ctx
 
     def example(self, text_ids: list[int], speech: list[int], prompt_text_ids: list[int] | None = None,
                 prompt_speech: list[int] | None = None, loss_on_prompt: bool = True,
@@ -146,10 +174,12 @@ class Layout:
         if durations is None or len(durations) != len(text_ids) or sum(durations) != len(speech):
             raise ValueError(f"interleaved layout: durations must give one count per text unit "
                              f"({len(text_ids)}) summing to the speech length ({len(speech)})")
-        ids, pos = list(ctx), 0
-        for k, (unit, d) in enumerate(zip(text_ids, durations, strict=True)):
-            ids.append(unit)
-            labels.append(self.advance_id if k else IGNORE)  # the first unit is given, not predicted
+        feed, la = self.feed(text_ids), self.lookahead
+        ids, pos = ctx + feed[:la], 0
+        labels += [IGNORE] * la  # the first 1 + lookahead units are given, not predicted
+        for k, d in enumerate(durations):
+            ids.append(feed[k + la])
+            labels.append(self.advance_id if k else IGNORE)
             chunk = self.speech_ids(speech[pos:pos + d])
             ids += chunk
             labels += chunk
@@ -157,20 +187,21 @@ class Layout:
         return ids + [self.speech_end_id], labels + [self.speech_end_id]
 
 
-def sequence_length(n_text: int, n_speech: int, interleaved: bool) -> int:
+def sequence_length(n_text: int, n_speech: int, interleaved: bool, lookahead: int = 0) -> int:
     """Ids in a training sequence without a prompt: ``<bos> text <|speech_start|>``, the units
-    again when interleaved, the speech, ``<|speech_end|>``."""
-    return n_text * (1 + interleaved) + n_speech + 3
+    again (and the lookahead's ``<eos>`` places) when interleaved, the speech, ``<|speech_end|>``."""
+    return n_text * (1 + interleaved) + n_speech + 3 + (lookahead if interleaved else 0)
 
 
-def make_layout(frontend: Frontend, speech_vocab_size: int, layout: str = "continuation") -> Layout:
+def make_layout(frontend: Frontend, speech_vocab_size: int, layout: str = "continuation",
+                lookahead: int = 0) -> Layout:
     tok = frontend.tokenizer
     advance = tok.vocab.get(ADVANCE, -1)
     if layout == "interleaved" and advance < 0:
         raise LLMCheckpointError(f"the interleaved layout needs {ADVANCE} in the frontend's vocabulary")
     return Layout(len(tok), speech_vocab_size, tok.token_id(PAD), tok.token_id(BOS),
                   tok.token_id(SPEECH_START), tok.token_id(SPEECH_END), tok.word_break_id,
-                  advance, layout == "interleaved")
+                  advance, layout == "interleaved", tok.token_id(EOS), lookahead)
 
 
 def hidden_unit_id(frontend: Frontend) -> int:
@@ -214,7 +245,7 @@ class SpeechLM(torch.nn.Module):
         super().__init__()
         self.cfg = cfg
         self.frontend = frontend or Frontend(cfg.frontend)
-        self.layout = make_layout(self.frontend, cfg.speech_vocab_size, cfg.layout)
+        self.layout = make_layout(self.frontend, cfg.speech_vocab_size, cfg.layout, cfg.unit_lookahead)
         self.model = model if model is not None else build_hf_model(cfg, self.layout)
         self.ratio = ratio or LengthRatio()
         if self.model.config.vocab_size < self.layout.vocab_size:
@@ -264,6 +295,7 @@ class SpeechLM(torch.nn.Module):
         except Exception as e:  # json, safetensors and transformers each raise their own types
             raise LLMCheckpointError(f"{path}: cannot load ({type(e).__name__}: {e})") from e
         lm = cls(cfg, model, frontend, LengthRatio(**meta.get("length_ratio", {})))
-        if asdict(lm.layout) != meta["layout"]:
+        layout = asdict(lm.layout)  # directories saved before a field existed lack it
+        if any(layout.get(k) != v for k, v in meta["layout"].items()):
             raise LLMCheckpointError(f"{path}: layout in {LAYOUT_FILE} does not match the frontend")
         return lm.eval()

@@ -44,7 +44,8 @@ def _cer(ref: str, hyp: str) -> float:
 def report(lm: SpeechLM, tokenizer, data_dir: str | Path, sampling: SamplingConfig,
            max_utts: int | None = None) -> tuple[dict, list[dict]]:
     """Return (summary, per-utterance rows). ``tokenizer`` needs ``transcribe_tokens(ids) -> str``."""
-    pairs = load_pairs(data_dir, lm.frontend, lm.max_positions, durations=lm.layout.interleaved)
+    pairs = load_pairs(data_dir, lm.frontend, lm.max_positions, durations=lm.layout.interleaved,
+                       lookahead=lm.layout.lookahead)
     by_spk: dict[str, list] = {}
     for p in pairs:
         by_spk.setdefault(p.spk, []).append(p)

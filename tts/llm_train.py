@@ -126,12 +126,13 @@ def synthetic_units(units: Sequence[str], speech_vocab_size: int) -> list[list[i
 
 
 def load_pairs(data_dir: str | Path, frontend: Frontend, max_positions: int,
-               synthetic_vocab: int | None = None, durations: bool = False) -> list[Pair]:
+               synthetic_vocab: int | None = None, durations: bool = False, lookahead: int = 0) -> list[Pair]:
     """Utterances with text and tokens that fit the model alone; others are skipped.
 
     synthetic_vocab: ignore ``tokens`` and use :func:`synthetic_tokens` of this codebook size.
     durations: also read ``durations`` (``tts.align``); utterances whose durations do not
     match their units and tokens (stale files) are skipped, and all of them is an error.
+    lookahead: the interleaved layout's unit lookahead (its places count towards the length).
     """
     d = Path(data_dir)
     texts = read_table(d / "text")
@@ -160,7 +161,7 @@ def load_pairs(data_dir: str | Path, frontend: Frontend, max_positions: int,
                 stale += 1
                 continue
         pair = Pair(utt, utt2spk.get(utt, utt), text_ids, speech, norm, dur if durations else None)
-        if pair.speech and sequence_length(len(text_ids), len(speech), durations) <= max_positions:
+        if pair.speech and sequence_length(len(text_ids), len(speech), durations, lookahead) <= max_positions:
             pairs.append(pair)
     if not pairs:
         what = "durations that match text and tokens (rerun tts.align)" if stale else "both text and tokens"
@@ -192,7 +193,8 @@ class PairDataset(Dataset):
         return len(self.pairs)
 
     def lengths(self) -> list[int]:
-        return [sequence_length(len(p.text_ids), len(p.speech), self.layout.interleaved) for p in self.pairs]
+        return [sequence_length(len(p.text_ids), len(p.speech), self.layout.interleaved, self.layout.lookahead)
+                for p in self.pairs]
 
     def __getitem__(self, i: int) -> tuple[list[int], list[int]]:
         p = self.pairs[i]
@@ -336,13 +338,14 @@ def train(cfg: LLMTrainConfig, train_dir: str | Path, dev_dir: str | Path | None
     lm = initial_model(cfg.llm)
     synth = cfg.llm.speech_vocab_size if synthetic else None
     inter = lm.layout.interleaved
-    pairs = load_pairs(train_dir, lm.frontend, lm.max_positions, synth, durations=inter)
+    pairs = load_pairs(train_dir, lm.frontend, lm.max_positions, synth, durations=inter, lookahead=lm.layout.lookahead)
     lm.ratio = measure_ratio(pairs)
     train_ds = PairDataset(pairs, lm, cfg.data.prompt_prob, cfg.data.loss_on_prompt, cfg.trainer.seed,
                            cfg.llm.uncond_prob)
     loaders = {"train_dataloaders": make_loader(train_ds, cfg.data, True, cfg.trainer.seed)}
     if dev_dir:
-        dev_ds = PairDataset(load_pairs(dev_dir, lm.frontend, lm.max_positions, synth, durations=inter), lm)
+        dev_ds = PairDataset(load_pairs(dev_dir, lm.frontend, lm.max_positions, synth, durations=inter,
+                                         lookahead=lm.layout.lookahead), lm)
         loaders["val_dataloaders"] = make_loader(dev_ds, cfg.data, False)
     exp.mkdir(parents=True, exist_ok=True)
     (exp / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))

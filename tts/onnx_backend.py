@@ -185,7 +185,8 @@ class OnnxLM:
         meta = json.loads((path / LAYOUT_FILE).read_text())
         self.frontend = Frontend.from_pretrained(path)
         self.cfg = LLMConfig(**{k: v for k, v in meta["llm"].items() if k != "frontend"})
-        self.layout = make_layout(self.frontend, meta["layout"]["speech_vocab_size"], self.cfg.layout)
+        self.layout = make_layout(self.frontend, meta["layout"]["speech_vocab_size"], self.cfg.layout,
+                                  self.cfg.unit_lookahead)
         self.ratio = LengthRatio(**meta.get("length_ratio", {}))
         hf = json.loads((path / "config.json").read_text())
         self.max_positions = hf["max_position_embeddings"]

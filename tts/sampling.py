@@ -246,8 +246,8 @@ def decode_many(lm: SpeechLM, items: list[Item],
     min_len = torch.tensor([p[1] for p in plans])[item]
     max_len = torch.tensor([p[2] for p in plans])[item]
     last_unit = torch.tensor([len(it.text_ids) - 1 for it in items])[item]
-    units, _ = _left_pad([it.text_ids[::-1] for it in items], 0)  # reversed back: padded on the right
-    units = units.flip(1)[item]
+    # each row's unit places (the units, then the lookahead's <eos>), padded on the right
+    units = _left_pad([layout.feed(it.text_ids)[::-1] for it in items], 0)[0].flip(1)[item]
     history = _left_pad([it.prompt_speech or [] for it in items], -1)[0][item]  # -1: never a repeat
 
     ids, mask = _left_pad(prefill, layout.pad_id)
@@ -308,9 +308,11 @@ def decode_many(lm: SpeechLM, items: list[Item],
         history = torch.cat([history, nxt[:, None]], dim=1)
         in_unit = torch.where(speech, in_unit + 1, 0)
         unit = unit + ~speech
-        fed = torch.where(speech, nxt + offset, units.gather(1, torch.minimum(unit, last_unit)[:, None])[:, 0])
-        if g:
-            fed = torch.cat([fed, torch.where(speech, nxt + offset, hide)])
+        place = torch.minimum(unit, last_unit)[:, None] + layout.lookahead  # the unit place to feed
+        fed = torch.where(speech, nxt + offset, units.gather(1, place)[:, 0])
+        if g:  # the text-free branch hides the units, not the lookahead's <eos>
+            hidden = torch.where(place[:, 0] <= last_unit, hide, layout.eos_id)
+            fed = torch.cat([fed, torch.where(speech, nxt + offset, hidden)])
         if mask is not None:
             mask = torch.cat([mask, torch.ones(len(mask), 1, dtype=mask.dtype)], dim=1)
             positions = positions + 1
