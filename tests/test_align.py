@@ -108,3 +108,37 @@ def test_align_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, tiny_model
     assert main(["--tokenizer", tok, "--config", conf, "--data", str(tmp_path)]) == 2
     assert "cannot read audio" in capsys.readouterr().err and not (tmp_path / "durations").exists()
     assert main(["--tokenizer", str(tmp_path / "nope"), "--config", conf, "--data", str(tmp_path)]) == 2
+
+
+def test_token_context_finds_the_context_tokens_depend_on(tmp_path, capsys):
+    """Tokens made from each unit's next unit: the held-out bits fall once the next unit is known."""
+    import importlib.util
+    import json
+
+    from tts.datadir import write_table
+
+    spec = importlib.util.spec_from_file_location(
+        "token_context", Path(__file__).resolve().parents[1] / "tools" / "token_context.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    conf = str(Path(__file__).resolve().parents[1] / "egs" / "synth_en" / "conf" / "llm.yaml")
+    fe = Frontend(FrontendConfig(units="phones"))
+    words = "the cat sat on a mat we saw seven green boats please call me back soon".split()
+    rng = np.random.default_rng(0)
+    code = {}
+    for split, n in (("train", 300), ("dev", 40)):
+        texts, tokens, durs = {}, {}, {}
+        for i in range(n):
+            text = " ".join(rng.choice(words, 5)) + "."
+            units = fe.symbols(fe.transcript(text))
+            toks = [code.setdefault(u, len(code) % 240) for u in units[1:] + ["</s>"] for _ in range(2)]
+            texts[f"s-{i:03d}"], tokens[f"s-{i:03d}"] = text, " ".join(map(str, toks))
+            durs[f"s-{i:03d}"] = " ".join(["2"] * len(units))
+        (tmp_path / split).mkdir()
+        write_table(tmp_path / split / "text", texts)
+        write_table(tmp_path / split / "tokens", tokens)
+        write_table(tmp_path / split / "durations", durs)
+    assert tool.main(["--config", conf, "--train", str(tmp_path / "train"), "--dev", str(tmp_path / "dev")]) == 0
+    bits = json.loads(capsys.readouterr().out)["bits_per_token"]
+    assert bits["+ next unit"] < 0.2 < 1.0 < bits["unit, place"] < bits["unit"] + 1e-9
+    assert bits["+ previous unit"] > bits["+ next unit"] + 0.8
