@@ -83,6 +83,10 @@ def test_unit_lookahead_feeds_each_unit_early_and_eos_after_the_last(tmp_path):
     assert lay.start(text) == [*ctx, text[0], text[1]]
     with pytest.raises(ValueError, match="unit_lookahead"):
         LLMConfig(unit_lookahead=1)  # the continuation layout has no units to feed early
+    edited = LLMConfig(**{**TINY, "layout": "interleaved", "unit_lookahead": 1})
+    edited.layout = "continuation"  # a loaded config changed in code: refused before any training
+    with pytest.raises(ValueError, match="unit_lookahead"):
+        SpeechLM(edited)
     lm.save_pretrained(tmp_path / "new")
     assert SpeechLM.from_pretrained(tmp_path / "new").layout == lay
     # a directory saved before the lookahead existed: no lookahead, no eos_id in its layout
@@ -350,7 +354,7 @@ def test_train_averages_the_last_checkpoints(tmp_path):
     _fake_data(tmp_path / "train", {"a-1": ("Hello there.", [3, 3, 7, 1, 9, 9, 12, 4]),
                                     "a-2": ("Good day.", [20, 21, 22, 5, 5, 31])})
     cfg = load_config(CONF / "llm_tiny.yaml")
-    cfg.llm.frontend.units, cfg.llm.layout = "chars", "continuation"
+    cfg.llm.frontend.units, cfg.llm.layout, cfg.llm.unit_lookahead = "chars", "continuation", 0
     cfg.trainer.max_steps, cfg.trainer.checkpoint_every, cfg.trainer.val_every = 6, 2, 1000
     cfg.trainer.average_last = 3
     lm = train(cfg, tmp_path / "train", None, tmp_path / "exp", enable_model_summary=False)

@@ -199,6 +199,8 @@ def make_layout(frontend: Frontend, speech_vocab_size: int, layout: str = "conti
     advance = tok.vocab.get(ADVANCE, -1)
     if layout == "interleaved" and advance < 0:
         raise LLMCheckpointError(f"the interleaved layout needs {ADVANCE} in the frontend's vocabulary")
+    if lookahead and layout != "interleaved":  # a config edited after loading: say so before training
+        raise ValueError(f"llm.unit_lookahead {lookahead} needs the interleaved layout, not {layout!r}")
     return Layout(len(tok), speech_vocab_size, tok.token_id(PAD), tok.token_id(BOS),
                   tok.token_id(SPEECH_START), tok.token_id(SPEECH_END), tok.word_break_id,
                   advance, layout == "interleaved", tok.token_id(EOS), lookahead)
