@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tts.datadir import read_table  # noqa: E402
+from tts.align import read_aligned  # noqa: E402
 from tts.frontend import Frontend  # noqa: E402
 
 BASE = ["unit", "place"]
@@ -42,13 +42,10 @@ CONTEXTS = {  # name -> the finest context (each also backs off to "unit, place"
 
 def token_rows(data_dir: Path, frontend: Frontend) -> list[dict]:
     """One dict per token of every aligned utterance: the token and its context."""
-    durations = read_table(data_dir / "durations")
-    texts, tokens = read_table(data_dir / "text"), read_table(data_dir / "tokens")
+    units_of, tokens, durations = read_aligned(data_dir, frontend)
     rows = []
-    for utt, durs in durations.items():
-        units = frontend.symbols(frontend.transcript(texts[utt]))
-        toks, d = [int(x) for x in tokens[utt].split()], [int(x) for x in durs.split()]
-        i = 0
+    for utt, d in durations.items():
+        units, toks, i = units_of[utt], tokens[utt], 0
         for k, (unit, n) in enumerate(zip(units, d, strict=True)):
             after = units[k + 1:k + 3] + ["</s>", "</s>"]
             for j in range(n):

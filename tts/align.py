@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tts.audio import read_audio, to_mono
-from tts.datadir import read_table, write_table
+from tts.datadir import read_int_table, read_table, write_table
 from tts.frontend import LETTERS, Frontend, TextError
 
 PAUSE_FRAMES = 8  # a blank run longer than this (160 ms at 50 Hz) after a phone is a pause
@@ -167,14 +167,18 @@ def unit_token_stats(units: dict[str, list[str]], tokens: dict[str, list[int]],
             "unit_majority": sum(max(c.values()) for c in per_unit.values()) / n}
 
 
+def read_aligned(data_dir: str | Path, frontend: Frontend):
+    """A data dir's aligned utterances (``text``, ``tokens``, ``durations``) -> their units,
+    tokens and durations, each keyed by utterance."""
+    d = Path(data_dir)
+    durations, texts = read_int_table(d / "durations"), read_table(d / "text")
+    units = {u: frontend.symbols(frontend.transcript(texts[u])) for u in durations}
+    return units, read_int_table(d / "tokens"), durations
+
+
 def dir_token_stats(data_dir: str | Path, frontend: Frontend) -> dict[str, float]:
     """:func:`unit_token_stats` of a data dir with ``text``, ``tokens`` and ``durations``."""
-    d = Path(data_dir)
-    durations = {u: [int(x) for x in v.split()] for u, v in read_table(d / "durations").items()}
-    texts = read_table(d / "text")
-    tokens = {u: [int(x) for x in v.split()] for u, v in read_table(d / "tokens").items()}
-    units = {u: frontend.symbols(frontend.transcript(texts[u])) for u in durations}
-    return unit_token_stats(units, tokens, durations)
+    return unit_token_stats(*read_aligned(data_dir, frontend))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,11 @@ def read_table(path: str | Path) -> dict[str, str]:
     return table
 
 
+def read_int_table(path: str | Path) -> dict[str, list[int]]:
+    """A table of integers per key (``tokens``, ``durations``) -> lists of ints."""
+    return {key: [int(x) for x in value.split()] for key, value in read_table(path).items()}
+
+
 def write_table(path: str | Path, table: dict[str, str]) -> None:
     """Write sorted ``<key> <value>`` lines atomically (tmp file + rename)."""
     path = Path(path)

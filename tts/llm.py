@@ -96,9 +96,14 @@ class LLMConfig:
     def __post_init__(self):
         if self.layout not in LAYOUTS:
             raise ValueError(f"llm.layout must be one of {LAYOUTS}, got {self.layout!r}")
-        if self.unit_lookahead < 0 or (self.unit_lookahead and self.layout != "interleaved"):
-            raise ValueError(f"llm.unit_lookahead {self.unit_lookahead}: >= 0, and > 0 only with "
-                             "the interleaved layout")
+        check_lookahead(self.layout, self.unit_lookahead)
+
+
+def check_lookahead(layout: str, lookahead: int) -> None:
+    """Lookahead is a count of units, and only the interleaved layout has units to feed early."""
+    if lookahead < 0 or (lookahead and layout != "interleaved"):
+        raise ValueError(f"llm.unit_lookahead {lookahead}: >= 0, and > 0 only with the interleaved layout "
+                         f"(this one: {layout!r})")
 
 
 @dataclass
@@ -199,8 +204,7 @@ def make_layout(frontend: Frontend, speech_vocab_size: int, layout: str = "conti
     advance = tok.vocab.get(ADVANCE, -1)
     if layout == "interleaved" and advance < 0:
         raise LLMCheckpointError(f"the interleaved layout needs {ADVANCE} in the frontend's vocabulary")
-    if lookahead and layout != "interleaved":  # a config edited after loading: say so before training
-        raise ValueError(f"llm.unit_lookahead {lookahead} needs the interleaved layout, not {layout!r}")
+    check_lookahead(layout, lookahead)  # again: a config may be edited after loading
     return Layout(len(tok), speech_vocab_size, tok.token_id(PAD), tok.token_id(BOS),
                   tok.token_id(SPEECH_START), tok.token_id(SPEECH_END), tok.word_break_id,
                   advance, layout == "interleaved", tok.token_id(EOS), lookahead)

@@ -33,7 +33,7 @@ import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from tts.config import ConfigError, from_dict, load_yaml  # noqa: F401  (re-exported for callers)
-from tts.datadir import read_table
+from tts.datadir import read_int_table, read_table
 from tts.frontend import Frontend, TextError
 from tts.llm import (
     IGNORE,
@@ -87,10 +87,6 @@ def load_config(path: str | Path) -> LLMTrainConfig:
     return load_yaml(LLMTrainConfig, path)
 
 
-def read_tokens(path: str | Path) -> dict[str, list[int]]:
-    return {utt: [int(t) for t in v.split()] for utt, v in read_table(path).items()}
-
-
 @dataclass
 class Pair:
     utt: str
@@ -136,14 +132,14 @@ def load_pairs(data_dir: str | Path, frontend: Frontend, max_positions: int,
     """
     d = Path(data_dir)
     texts = read_table(d / "text")
-    tokens = read_tokens(d / "tokens") if synthetic_vocab is None else {u: [] for u in texts}
+    tokens = read_int_table(d / "tokens") if synthetic_vocab is None else {u: [] for u in texts}
     utt2spk = read_table(d / "utt2spk") if (d / "utt2spk").is_file() else {}
     durs: dict[str, list[int]] = {}
     if durations and synthetic_vocab is None:
         if not (d / "durations").is_file():
             raise FileNotFoundError(f"{d}/durations missing: the interleaved layout needs it "
                                     f"(python -m tts.align --tokenizer ... --config ... --data {d})")
-        durs = read_tokens(d / "durations")
+        durs = read_int_table(d / "durations")
     pairs, stale = [], 0
     for utt in sorted(set(texts) & set(tokens)):
         try:
