@@ -142,3 +142,9 @@ def test_token_context_finds_the_context_tokens_depend_on(tmp_path, capsys):
     bits = json.loads(capsys.readouterr().out)["bits_per_token"]
     assert bits["+ next unit"] < 0.2 < 1.0 < bits["unit, place"] < bits["unit"] + 1e-9
     assert bits["+ previous unit"] > bits["+ next unit"] + 0.8
+    # bad input: a missing dir, durations of another text: one line, exit 2
+    assert tool.main(["--config", conf, "--train", str(tmp_path / "nope"), "--dev", str(tmp_path / "dev")]) == 2
+    assert "missing file" in capsys.readouterr().err
+    write_table(tmp_path / "dev" / "durations", {u: "2 2" for u in texts})
+    assert tool.main(["--config", conf, "--train", str(tmp_path / "train"), "--dev", str(tmp_path / "dev")]) == 2
+    assert "error" in capsys.readouterr().err

@@ -85,7 +85,14 @@ def main(argv: list[str] | None = None) -> int:
 
     llm = load_config(args.config).llm
     frontend = Frontend(llm.frontend)
-    train, dev = token_rows(args.train, frontend), token_rows(args.dev, frontend)
+    try:
+        train, dev = token_rows(args.train, frontend), token_rows(args.dev, frontend)
+    except (KeyError, ValueError) as err:  # missing files (DataDirError), durations of other text
+        print(f"token_context: error: {type(err).__name__}: {err} (rerun tts.align on these dirs)", file=sys.stderr)
+        return 2
+    if not train or not dev:
+        print("token_context: error: no aligned tokens in --train or --dev", file=sys.stderr)
+        return 2
     vocab = llm.speech_vocab_size
     out = {"train_tokens": len(train), "dev_tokens": len(dev),
            "bits_per_token": {"none (uniform)": math.log2(vocab),
