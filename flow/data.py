@@ -20,24 +20,15 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from tts.audio import load_audio
-from tts.datadir import DataDirError, read_table
+from tts.datadir import DataDirError, read_int_table, read_table
 from tts.mel import MelConfig, mel_spectrogram
 
 log = logging.getLogger(__name__)
 
 
 def read_tokens(path: str | Path) -> dict[str, np.ndarray]:
-    """Kaldi table of speech tokens -> {utt: int64 ids}; empty or non-integer rows are errors."""
-    out = {}
-    for utt, value in read_table(path).items():
-        try:
-            ids = np.array([int(x) for x in value.split()], dtype=np.int64)
-        except ValueError as err:
-            raise DataDirError(f"{path}: {utt}: tokens must be integers ({err})") from err
-        if ids.size == 0:
-            raise DataDirError(f"{path}: {utt}: no tokens")
-        out[utt] = ids
-    return out
+    """Kaldi table of speech tokens -> {utt: int64 ids} (errors: :func:`tts.datadir.read_int_table`)."""
+    return {utt: np.asarray(ids, dtype=np.int64) for utt, ids in read_int_table(path).items()}
 
 
 def mel_path(data_dir: str | Path, utt: str) -> Path:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tts.datadir import DataDirError, validate_data_dir, write_table
+from tts.datadir import DataDirError, read_int_table, validate_data_dir, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -167,3 +167,12 @@ def test_fine_tuning_a_packaged_model_wires_its_parts(tmp_path):
     for c in plain:
         first.setdefault(c.split()[1], c)
     assert not any("--init" in first[m] for m in ("tts.llm_train", "flow.train", "vocoder.train"))
+
+
+@pytest.mark.parametrize("row, match", [("u2 1 x 3", "u2: values must be integers"), ("u2", "u2: no values")])
+def test_int_table_names_the_bad_row(tmp_path, row, match):
+    (tmp_path / "tokens").write_text(f"u1 3 4 5\n{row}\n")
+    with pytest.raises(DataDirError, match=match):
+        read_int_table(tmp_path / "tokens")
+    (tmp_path / "tokens").write_text("u1 3 4 5\nu2 0\n")
+    assert read_int_table(tmp_path / "tokens") == {"u1": [3, 4, 5], "u2": [0]}

@@ -40,8 +40,17 @@ def read_table(path: str | Path) -> dict[str, str]:
 
 
 def read_int_table(path: str | Path) -> dict[str, list[int]]:
-    """A table of integers per key (``tokens``, ``durations``) -> lists of ints."""
-    return {key: [int(x) for x in value.split()] for key, value in read_table(path).items()}
+    """A table of integers per key (``tokens``, ``durations``) -> lists of ints; a row with no
+    value or a non-integer is a :class:`DataDirError` naming the file and the key."""
+    out = {}
+    for key, value in read_table(path).items():
+        try:
+            out[key] = [int(x) for x in value.split()]
+        except ValueError as err:
+            raise DataDirError(f"{path}: {key}: values must be integers ({err})") from err
+        if not out[key]:
+            raise DataDirError(f"{path}: {key}: no values")
+    return out
 
 
 def write_table(path: str | Path, table: dict[str, str]) -> None:
