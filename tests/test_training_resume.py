@@ -26,6 +26,7 @@ from tts.frontend import Frontend
 from tts.llm_train import load_config
 from tts.training import (
     BucketBatchSampler,
+    FinalCheckpoint,
     ResumableLoader,
     TrainerConfig,
     build_trainer,
@@ -131,6 +132,26 @@ def test_last_checkpoint_passes_over_a_torn_file(tmp_path):
     assert last_checkpoint(tmp_path) == ckpt_dir / "step0000005.ckpt"
     assert zipfile.is_zipfile(last_checkpoint(tmp_path))
     assert last_checkpoint(tmp_path / "nothing") is None
+
+
+class _Rank:
+    """A trainer as one rank sees it: rank 0's broadcast answer, and the saves this rank made."""
+
+    def __init__(self, step: int, rank0_says: bool):
+        self.global_step, self.saved = step, []
+        self.strategy = type("S", (), {"broadcast": staticmethod(lambda obj, src=0: rank0_says)})()
+
+    def save_checkpoint(self, path):
+        self.saved.append(path)
+
+
+@pytest.mark.parametrize("rank0_says", [False, True])
+def test_final_checkpoint_ranks_follow_rank_zero(tmp_path, rank0_says):
+    """The final save is collective: a rank that cannot see last.ckpt (another node) must not
+    save alone, nor skip alone; it follows rank 0, which writes."""
+    rank = _Rank(step=8, rank0_says=rank0_says)
+    FinalCheckpoint(tmp_path / "checkpoints" / "last.ckpt").on_train_end(rank, None)
+    assert rank.saved == ([tmp_path / "checkpoints" / "last.ckpt"] if rank0_says else [])
 
 
 def _write_llm_data(d: Path) -> None:
