@@ -30,12 +30,14 @@ def test_synth_writes_wav_and_reports_candidates(tiny_model_dir, tmp_path, tone)
     out = tmp_path / "out.wav"
     r = run_cli("synth", "--model", str(tiny_model_dir), "--text", "Hi there.", "--prompt",
                 str(tmp_path / "prompt.wav"), "--prompt-text", "a voice", "--out", str(out),
-                "--n-candidates", "2", "--flow-steps", "2")
+                "--n-candidates", "3", "--prune-to", "2", "--audio-verifier", "--flow-steps", "2")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     audio, sr = sf.read(out)
     assert sr == 16000 and abs(len(audio) / sr - report["seconds"]) < 1e-3
-    assert len(report["candidates"]) == 2 and sum(c["chosen"] for c in report["candidates"]) == 1
+    assert len(report["candidates"]) == 3 and sum(c["chosen"] for c in report["candidates"]) == 1
+    heard = [c for c in report["candidates"] if "audio_intelligibility" in c["scores"]]
+    assert len(heard) == 2 and report["candidates"][0] in heard  # --prune-to 2 vocoded and read
 
 
 def test_cli_bad_input_is_one_clear_line(tiny_model_dir, tmp_path):

@@ -46,6 +46,27 @@ def test_synthesize_returns_float32_audio_and_candidates(synth, prompt_wav):
     assert len(r.audio) == 2 * len(r.chosen[0].tokens) * 320
 
 
+def test_audio_verifier_reads_the_vocoded_candidates(synth, prompt_wav, monkeypatch):
+    """audio_verifier=True: the tokenizer's ASR reads each vocoded candidate's audio, and that
+    score joins the ranking (here it decides it: the verifier 'hears' the text in one audio)."""
+    heard = []
+
+    def transcribe(audio, sr):
+        heard.append(len(audio))
+        return "four candidates here" if len(heard) == 2 else "zzz"
+
+    monkeypatch.setattr(synth.tokenizer, "transcribe", transcribe)
+    opts = dict(prompt_text="a voice", n_candidates=4, prune_to=3, use_speaker_verifier=False, **FAST)
+    r = synth.synthesize("Four candidates here.", prompt_wav, 22050, audio_verifier=True, **opts)
+    vocoded = [c for c in r.candidates if c.audio is not None]
+    assert len(vocoded) == 3 and len(heard) == 3  # one read per vocoded candidate, none of the pruned
+    assert all("audio_intelligibility" in c.scores for c in vocoded)
+    assert r.chosen[0].scores["audio_intelligibility"] == 1.0  # the one it heard right wins
+    assert r.chosen[0].total == max(c.total for c in vocoded)
+    off = synth.synthesize("Four candidates here.", prompt_wav, 22050, **opts)
+    assert len(heard) == 3 and not any("audio_intelligibility" in c.scores for c in off.candidates)
+
+
 def test_same_seed_same_audio_and_prompt_reuse(synth, prompt_wav):
     a = synth.synthesize("Hi there.", prompt_wav, 22050, prompt_text="a voice", **FAST)
     prompt = synth.prepare_prompt(prompt_wav, 22050, "a voice")

@@ -76,6 +76,10 @@ def _add_synthesis_options(p: argparse.ArgumentParser, widths: bool = False) -> 
                        help="best-of-N widths, comma-separated (e.g. 1,8): one row each")
     else:
         p.add_argument("--n-candidates", type=int, default=1, help="best-of-N search width")
+    p.add_argument("--prune-to", type=_positive, default=2,
+                   help="best-of-N: candidates the token verifier passes to flow, vocoder and the audio verifiers")
+    p.add_argument("--audio-verifier", action="store_true",
+                   help="best-of-N: the tokenizer's ASR also reads each vocoded candidate (1 - CER)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's)")
     _add_sampling_options(p)
@@ -92,8 +96,13 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=None)
 
 
-def _synthesis_kwargs(args: argparse.Namespace) -> dict:
-    return {"n_candidates": args.n_candidates, "seed": args.seed, **_sampling_kwargs(args)}
+def _synthesis_kwargs(args: argparse.Namespace, search: bool = True) -> dict:
+    """Synthesizer options from the command line; ``search``: with best-of-N's pruning and
+    verifier choice (offline synthesis; streaming has no best-of-N over audio)."""
+    kw = {"n_candidates": args.n_candidates, "seed": args.seed, **_sampling_kwargs(args)}
+    if search:
+        kw |= {"prune_to": args.prune_to, "audio_verifier": args.audio_verifier}
+    return kw
 
 
 def _sampling_kwargs(args: argparse.Namespace) -> dict:
@@ -115,7 +124,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         return synth_batch(args)
     if args.stream:  # written as it is synthesized; reports the time to the first audio
         from tts.stream_cli import synth_stream
-        return synth_stream(args, _synthesis_kwargs(args))
+        return synth_stream(args, _synthesis_kwargs(args, search=False))
     from tts.audio import save_audio
     from tts.synthesizer import Synthesizer
 
@@ -211,7 +220,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     widths = args.n_candidates
     if args.stream:  # offline and streamed side by side: WER, SIM, clicks at the joins
         from tts.stream_cli import eval_stream
-        return eval_stream(args, cases, {**_synthesis_kwargs(args), "n_candidates": 1})
+        return eval_stream(args, cases, {**_synthesis_kwargs(args, search=False), "n_candidates": 1})
     synth = Synthesizer.from_pretrained(args.model, backend=args.backend)
     systems, timing, choices = {}, {}, {}
     for n in widths:

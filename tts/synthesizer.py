@@ -27,7 +27,14 @@ from tts.mel import MelConfig, mel_spectrogram
 from tts.model_dir import BACKENDS, ModelDirError, check_model_dir
 from tts.sampling import Generation, GenerationError, Item, SamplingConfig, generate, generate_many
 from tts.speaker import SpeakerEncoder
-from tts.verifiers import Candidate, SpeakerSimilarity, TokenIntelligibility, VerifyRequest, rank
+from tts.verifiers import (
+    AudioIntelligibility,
+    Candidate,
+    SpeakerSimilarity,
+    TokenIntelligibility,
+    VerifyRequest,
+    rank,
+)
 from vocoder.model import Vocoder
 
 MIN_PROMPT_SECONDS = 1.0
@@ -86,6 +93,7 @@ class _Search:
     flow_steps: int | None
     guidance: float | None
     use_speaker_verifier: bool
+    use_audio_verifier: bool = False
 
 
 class Synthesizer:
@@ -96,6 +104,7 @@ class Synthesizer:
         self.sample_rate = mel_config.sample_rate
         self.intelligibility = TokenIntelligibility(tokenizer)
         self.similarity = SpeakerSimilarity(speaker)
+        self.audio_intelligibility = AudioIntelligibility(tokenizer)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, backend: str = "torch") -> Synthesizer:
@@ -152,7 +161,8 @@ class Synthesizer:
                    prompt_sample_rate: int | None = None, prompt_text: str | None = None,
                    n_candidates: int = 1, seed: int | None = None, prune_to: int = 2,
                    flow_steps: int | None = None, guidance: float | None = None,
-                   use_speaker_verifier: bool = True, **sampling) -> SynthesisResult:
+                   use_speaker_verifier: bool = True, audio_verifier: bool = False,
+                   **sampling) -> SynthesisResult:
         """Speak ``text`` in the prompt's voice.
 
         prompt_audio: float32 mono array with ``prompt_sample_rate``, a path, or a
@@ -160,7 +170,8 @@ class Synthesizer:
         tokenizer's ASR transcribes the prompt when absent). ``n_candidates`` > 1 runs
         best-of-N: all candidates come from one batched LLM call; the token verifier
         scores all of them, the best ``prune_to`` go through flow and vocoder and are
-        scored by the speaker verifier. ``sampling``: fields of
+        scored by the speaker verifier (and by the tokenizer's ASR on their audio with
+        ``audio_verifier=True``). ``sampling``: fields of
         :class:`tts.sampling.SamplingConfig` (temperature, top_k, top_p, ras_window, ...).
         """
         t0 = time.perf_counter()
@@ -170,7 +181,7 @@ class Synthesizer:
                                                           seed, sampling)
         t_prompt = time.perf_counter()
         clock = _Clock()  # seconds spent in each component, over all sentences
-        search = _Search(n_candidates, prune_to, flow_steps, guidance, use_speaker_verifier)
+        search = _Search(n_candidates, prune_to, flow_steps, guidance, use_speaker_verifier, audio_verifier)
         ranked = []
         for i, sentence in enumerate(sentences):
             cfg = SamplingConfig(**{**sampling, "num_candidates": n_candidates, "seed": seed + i})
@@ -182,7 +193,8 @@ class Synthesizer:
 
     def synthesize_batch(self, requests: list[Request], n_candidates: int = 1, seed: int | None = None,
                          prune_to: int = 2, flow_steps: int | None = None, guidance: float | None = None,
-                         use_speaker_verifier: bool = True, batch_size: int = 8, errors: str = "raise",
+                         use_speaker_verifier: bool = True, audio_verifier: bool = False,
+                         batch_size: int = 8, errors: str = "raise",
                          **sampling) -> list[SynthesisResult | Exception]:
         """:meth:`synthesize` for many requests, their LLM decoding batched ``batch_size``
         sentences at a time (other texts, other prompts: one KV-cached loop).
@@ -233,7 +245,7 @@ class Synthesizer:
             for (j, i, _), gen in zip(chunk, outs, strict=True):
                 clocks[j].seconds["llm_s"] = clocks[j].seconds.get("llm_s", 0.0) + share
                 gens[j, i] = gen
-        search = _Search(n_candidates, prune_to, flow_steps, guidance, use_speaker_verifier)
+        search = _Search(n_candidates, prune_to, flow_steps, guidance, use_speaker_verifier, audio_verifier)
         for j, (sentences, prompt, s) in begun.items():
             if results[j] is not None:
                 continue
@@ -267,7 +279,10 @@ class Synthesizer:
         if search.use_speaker_verifier and search.n_candidates > 1:
             with clock("speaker_verifier_s"):
                 self._score(self.similarity, req, keep)
-        return rank(keep, [self.intelligibility, self.similarity]) + ranked[len(keep):]
+        if search.use_audio_verifier and search.n_candidates > 1:
+            with clock("audio_verifier_s"):
+                self._score(self.audio_intelligibility, req, keep)
+        return rank(keep, [self.intelligibility, self.audio_intelligibility, self.similarity]) + ranked[len(keep):]
 
     def _result(self, sentences: list[str], prompt: Prompt, ranked: list[list[Candidate]],
                 clock: _Clock, wall_s: float | None = None) -> SynthesisResult:

@@ -9,6 +9,9 @@ defaults are its own models, never the judges:
   and prunes before the expensive stages.
 - :class:`SpeakerSimilarity`: VoxLM's own speaker encoder (``tts.speaker``),
   cosine between a candidate's audio and the prompt.
+- :class:`AudioIntelligibility` (opt-in): the same tokenizer's ASR reads the
+  candidate's *audio* (after flow and vocoder), ``1 - CER``: it sees what the flow
+  made of the tokens, at one encoder pass per vocoded candidate.
 
 Plug in another verifier by giving an object with ``name``, ``needs_audio``,
 ``weight`` and ``score(request, candidates) -> list[float]``.
@@ -59,6 +62,18 @@ class TokenIntelligibility:
     def score(self, request: VerifyRequest, candidates: list[Candidate]) -> list[float]:
         ref = normalize_text(request.text)
         hyps = self.tokenizer.transcribe_tokens_batch([c.tokens or [0] for c in candidates])
+        return [1.0 - min(1.0, jiwer.cer(ref, normalize_text(h) or " ")) for h in hyps]
+
+
+class AudioIntelligibility:
+    name, needs_audio = "audio_intelligibility", True
+
+    def __init__(self, tokenizer, weight: float = 1.0):
+        self.tokenizer, self.weight = tokenizer, weight
+
+    def score(self, request: VerifyRequest, candidates: list[Candidate]) -> list[float]:
+        ref = normalize_text(request.text)
+        hyps = [self.tokenizer.transcribe(c.audio, request.sample_rate) for c in candidates]
         return [1.0 - min(1.0, jiwer.cer(ref, normalize_text(h) or " ")) for h in hyps]
 
 
