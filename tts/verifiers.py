@@ -53,6 +53,12 @@ class Verifier(Protocol):
     def score(self, request: VerifyRequest, candidates: list[Candidate]) -> list[float]: ...
 
 
+def one_minus_cer(text: str, hyps: list[str]) -> list[float]:
+    """``1 - CER`` of each transcript against ``text`` (both normalised), floored at 0."""
+    ref = normalize_text(text)
+    return [1.0 - min(1.0, jiwer.cer(ref, normalize_text(h) or " ")) for h in hyps]
+
+
 class TokenIntelligibility:
     name, needs_audio = "token_intelligibility", False
 
@@ -60,21 +66,14 @@ class TokenIntelligibility:
         self.tokenizer, self.weight = tokenizer, weight
 
     def score(self, request: VerifyRequest, candidates: list[Candidate]) -> list[float]:
-        ref = normalize_text(request.text)
-        hyps = self.tokenizer.transcribe_tokens_batch([c.tokens or [0] for c in candidates])
-        return [1.0 - min(1.0, jiwer.cer(ref, normalize_text(h) or " ")) for h in hyps]
+        return one_minus_cer(request.text, self.tokenizer.transcribe_tokens_batch([c.tokens or [0] for c in candidates]))
 
 
-class AudioIntelligibility:
+class AudioIntelligibility(TokenIntelligibility):
     name, needs_audio = "audio_intelligibility", True
 
-    def __init__(self, tokenizer, weight: float = 1.0):
-        self.tokenizer, self.weight = tokenizer, weight
-
     def score(self, request: VerifyRequest, candidates: list[Candidate]) -> list[float]:
-        ref = normalize_text(request.text)
-        hyps = [self.tokenizer.transcribe(c.audio, request.sample_rate) for c in candidates]
-        return [1.0 - min(1.0, jiwer.cer(ref, normalize_text(h) or " ")) for h in hyps]
+        return one_minus_cer(request.text, [self.tokenizer.transcribe(c.audio, request.sample_rate) for c in candidates])
 
 
 class SpeakerSimilarity:
