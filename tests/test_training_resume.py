@@ -138,7 +138,7 @@ class _Rank:
     """A trainer as one rank sees it: rank 0's broadcast answer, and the saves this rank made."""
 
     def __init__(self, step: int, rank0_says: bool):
-        self.global_step, self.saved = step, []
+        self.global_step, self.saved, self.is_global_zero = step, [], False
         self.strategy = type("S", (), {"broadcast": staticmethod(lambda obj, src=0: rank0_says)})()
 
     def save_checkpoint(self, path):

@@ -199,8 +199,8 @@ class FinalCheckpoint(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         # save_checkpoint is collective (a barrier): every rank must take the same branch, so
-        # rank 0, the one that writes, decides (another node may not see the file at all).
-        save = trainer.global_step > 0 and trainer.global_step != self._saved_step()
+        # rank 0, the one that writes, reads the file and decides (another node may not see it).
+        save = trainer.is_global_zero and trainer.global_step > 0 and trainer.global_step != self._saved_step()
         if trainer.strategy.broadcast(save, src=0):
             trainer.save_checkpoint(self.path)  # every rank calls it; rank 0 writes
 
