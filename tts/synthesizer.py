@@ -266,7 +266,8 @@ class Synthesizer:
                 clock: _Clock) -> list[Candidate]:
         """Sentence ``i``'s candidates ranked, best first: the token verifier scores all, the
         best ``prune_to`` are vocoded and scored by the speaker verifier."""
-        cands = [Candidate(t, sentence=i, hit_max_length=h) for t, h in zip(gen.tokens, gen.hit_max, strict=True)]
+        cands = [Candidate(t, sentence=i, index=k, hit_max_length=h)
+                 for k, (t, h) in enumerate(zip(gen.tokens, gen.hit_max, strict=True))]
         req = VerifyRequest(sentence, prompt.embedding, self.sample_rate)
         with clock("token_verifier_s"):
             self._score(self.intelligibility, req, cands)

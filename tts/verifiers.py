@@ -35,6 +35,7 @@ class Candidate:
     scores: dict[str, float] = field(default_factory=dict)
     total: float = 0.0  # weighted sum of the scores: the ranking key
     sentence: int = 0  # which sentence of the request it belongs to
+    index: int = 0  # its place among the sentence's N samples (the order rank's ties keep)
     hit_max_length: bool = False
 
 
