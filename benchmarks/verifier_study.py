@@ -8,7 +8,9 @@ by every VoxLM verifier (token intelligibility, speaker similarity, audio intell
 and by both judges (pocketsphinx WER, resemblyzer SIM to the prompt). Selection rules are
 then replayed on those scores with :func:`tts.verifiers.rank`, the ranking the Synthesizer
 uses: what each rule picks, its mean WER and SIM, beside a random candidate (what N=1
-gives on average) and the judges' own best candidate (the headroom). Also each verifier's
+gives on average) and the judges' own best candidate (the headroom). Ties are common (the
+token verifier's 1 - CER takes few values) and go to the earlier sample, so each rule is
+replayed under many random sampling orders and its figures are the mean over them. Also each verifier's
 rank correlation with each judge within a clone. The judges only score here: they choose
 nothing that a reported VoxLM figure comes from (DESIGN.md).
 
@@ -28,9 +30,12 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
+from tts.judges import paired_difference
 from tts.verifiers import Candidate, rank
 
 VERIFIERS = ("token_intelligibility", "speaker_similarity", "audio_intelligibility")
+DEFAULT_RULE = "prune 2, token + 1 x speaker"  # the Synthesizer's defaults (the _vs_default pairs)
+ORDERS = 64  # sampling orders each rule is replayed under (ties go to the earlier sample)
 
 
 @dataclass
@@ -39,20 +44,28 @@ class _Weight:  # a verifier as rank() sees it: a name and a weight
     weight: float
 
 
-def choose(cands: list[dict], prune_to: int, weights: dict[str, float]) -> dict:
+def choose(cands: list[dict], prune_to: int, weights: dict[str, float], order=None) -> dict:
     """The candidate the Synthesizer would return: the token verifier keeps the best
-    ``prune_to``, then ``weights`` (verifier -> weight) rank those."""
-    pool = [Candidate([1], scores=c["scores"], index=c["index"], hit_max_length=c["hit_max_length"])
-            for c in sorted(cands, key=lambda c: c["index"])]
+    ``prune_to``, then ``weights`` (verifier -> weight) rank those. ``order``: positions
+    of ``cands`` in sampling order (default: by index), which decides ties."""
+    order = sorted(range(len(cands)), key=lambda k: cands[k]["index"]) if order is None else order
+    pool = [Candidate([1], scores=cands[k]["scores"], index=k, hit_max_length=cands[k]["hit_max_length"])
+            for k in order]
     keep = rank(pool, [_Weight("token_intelligibility", 1.0)])[:prune_to]
-    best = rank(keep, [_Weight(k, w) for k, w in weights.items()])[0]
-    return next(c for c in cands if c["index"] == best.index)
+    return cands[rank(keep, [_Weight(k, w) for k, w in weights.items()])[0].index]
+
+
+def expected_pick(cands: list[dict], prune_to: int, weights: dict[str, float], orders) -> tuple[float, float]:
+    """A rule's mean judge (WER, SIM) over sampling orders: the N samples are exchangeable,
+    so which of two tied candidates came first is chance, and one order's pick is one draw."""
+    picks = [choose(cands, prune_to, weights, o) for o in orders]
+    return float(np.mean([c["wer"] for c in picks])), float(np.mean([c["sim"] for c in picks]))
 
 
 def rules(n: int) -> dict[str, tuple[int, dict[str, float]]]:
     """Selection rules to replay: name -> (prune_to, weights)."""
     out = {"token only": (n, {"token_intelligibility": 1.0})}
-    for p, w in itertools.product((2, 4, n), (1, 2, 4, 8)):
+    for p, w in itertools.product((2, 4, n), (0.1, 0.3, 1, 2, 4, 8)):
         out[f"prune {p}, token + {w} x speaker"] = (p, {"token_intelligibility": 1.0, "speaker_similarity": w})
     for p in (2, 4, n):
         out[f"prune {p}, token + audio + speaker"] = (p, dict.fromkeys(VERIFIERS, 1.0))
@@ -69,17 +82,31 @@ def _spearman(a, b) -> float | None:
 
 def analyse(clones: dict[str, list[dict]], n: int) -> dict:
     """Mean judge figures of each rule, random pick and oracles; verifier-judge correlations."""
-    def summary(picks: list[dict]) -> dict:
-        return {"wer": float(np.mean([c["wer"] for c in picks])), "sim": float(np.mean([c["sim"] for c in picks]))}
-
     utts = sorted(clones)
-    out = {"clones": len(utts), "n_candidates": n,
-           "random candidate (N=1 expectation)": {
-               "wer": float(np.mean([np.mean([c["wer"] for c in clones[u]]) for u in utts])),
-               "sim": float(np.mean([np.mean([c["sim"] for c in clones[u]]) for u in utts]))},
-           "oracle WER (judge picks)": summary([min(clones[u], key=lambda c: (c["wer"], -c["sim"])) for u in utts]),
-           "oracle SIM (judge picks)": summary([max(clones[u], key=lambda c: c["sim"]) for u in utts])}
-    out["rules"] = {name: summary([choose(clones[u], p, w) for u in utts]) for name, (p, w) in rules(n).items()}
+    rng = np.random.default_rng(0)
+    orders = {u: [rng.permutation(len(clones[u])).tolist() for _ in range(ORDERS)] for u in utts}
+
+    def run(prune_to: int, weights: dict[str, float]) -> np.ndarray:  # (clones, 2): WER, SIM
+        return np.array([expected_pick(clones[u], prune_to, weights, orders[u]) for u in utts])
+
+    default = run(*rules(n)[DEFAULT_RULE])
+
+    def summary(picks: np.ndarray) -> dict:
+        """Mean judge figures of a rule, and per clone against the default rule."""
+        dw, ds = paired_difference(picks[:, 0], default[:, 0]), paired_difference(picks[:, 1], default[:, 1])
+        return {"wer": float(picks[:, 0].mean()), "sim": float(picks[:, 1].mean()),
+                "wer_vs_default": [dw["wer_diff_mean"], dw["wer_diff_se"]],
+                "sim_vs_default": [ds["wer_diff_mean"], ds["wer_diff_se"]]}
+
+    def judge_pick(key) -> np.ndarray:
+        return np.array([[c["wer"], c["sim"]] for c in (min(clones[u], key=key) for u in utts)])
+
+    out = {"clones": len(utts), "n_candidates": n, "sampling_orders": ORDERS, "default rule": DEFAULT_RULE,
+           "random candidate (N=1 expectation)": summary(
+               np.array([[np.mean([c[j] for c in clones[u]]) for j in ("wer", "sim")] for u in utts])),
+           "oracle WER (judge picks)": summary(judge_pick(lambda c: (c["wer"], -c["sim"]))),
+           "oracle SIM (judge picks)": summary(judge_pick(lambda c: -c["sim"]))}
+    out["rules"] = {name: summary(run(p, w)) for name, (p, w) in rules(n).items()}
     corr = {}
     for v, j in itertools.product(VERIFIERS, ("wer", "sim")):
         sign = -1.0 if j == "wer" else 1.0  # a good verifier score goes with a low WER
