@@ -55,3 +55,11 @@ def test_analyse_bounds_every_rule_by_the_oracle():
     picks = [study.choose(c, 4, {"speaker_similarity": 1.0}) for c in clones.values()]
     assert all(p["scores"]["speaker_similarity"] == max(x["scores"]["speaker_similarity"] for x in c)
                for p, c in zip(picks, clones.values(), strict=True))
+
+
+def test_ties_go_to_the_earlier_sample_and_are_averaged_over_orders():
+    tied = [{"index": k, "hit_max_length": False, "wer": float(k), "sim": 0.5,
+             "scores": {"token_intelligibility": 1.0}} for k in range(2)]
+    assert study.choose(tied, 2, {"token_intelligibility": 1.0})["index"] == 0
+    assert study.choose(tied, 2, {"token_intelligibility": 1.0}, order=[1, 0])["index"] == 1
+    assert study.expected_pick(tied, 2, {"token_intelligibility": 1.0}, [[0, 1], [1, 0]]) == (0.5, 0.5)
