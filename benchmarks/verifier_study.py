@@ -69,6 +69,8 @@ def rules(n: int) -> dict[str, tuple[int, dict[str, float]]]:
         out[f"prune {p}, token + {w} x speaker"] = (p, {"token_intelligibility": 1.0, "speaker_similarity": w})
     for p in (2, 4, n):
         out[f"prune {p}, token + audio + speaker"] = (p, dict.fromkeys(VERIFIERS, 1.0))
+        out[f"prune {p}, token + audio"] = (p, {"token_intelligibility": 1.0, "audio_intelligibility": 1.0})
+        out[f"prune {p}, audio only"] = (p, {"audio_intelligibility": 1.0})
     out["speaker only"] = (n, {"speaker_similarity": 1.0})
     return out
 
