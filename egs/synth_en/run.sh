@@ -29,7 +29,7 @@ vocoder_report_utts=60   # dev utterances the stage-5 report vocodes
 flow_report_utts=30      # dev utterances the stage-4 report resynthesises
 speaker_steps=1500  # speaker-verifier training steps
 n_candidates=8      # best-of-N width at evaluation (stage 7 scores N=1 and N=n_candidates)
-eval_per_speaker=14 # zero-shot targets per test speaker: all but the prompt (126 clones, ~9 min; 45 left
+eval_per_speaker=14 # zero-shot targets per test speaker: all but the prompt (126 clones, ~10 min; 45 left
                     # one draw's N=1 vs N=8 gap at +-0.03, RESULTS.md 2026-12-05 stop 29)
 ngpu=0              # GPUs per node for training (0: the configs decide; CPU here)
 num_nodes=1         # nodes; > 1 needs --launcher
