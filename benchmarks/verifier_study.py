@@ -10,9 +10,9 @@ then replayed on those scores with :func:`tts.verifiers.rank`, the ranking the S
 uses: what each rule picks, its mean WER and SIM, beside a random candidate (what N=1
 gives on average) and the judges' own best candidate (the headroom). Ties are common (the
 token verifier's 1 - CER takes few values) and go to the earlier sample, so each rule is
-replayed under many random sampling orders and its figures are the mean over them. Also each verifier's
-rank correlation with each judge within a clone. The judges only score here: they choose
-nothing that a reported VoxLM figure comes from (DESIGN.md).
+replayed under many random sampling orders and its figures are the mean over them. Also
+each verifier's rank correlation with each judge within a clone. The judges choose only in
+the oracle rows, which measure the headroom; no VoxLM output is chosen by them (DESIGN.md).
 
 Resumable: a clone's candidates are kept in ``OUT/candidates.jsonl`` once judged;
 ``--replay`` skips synthesis and re-reads that file. Multi-sentence targets are skipped
