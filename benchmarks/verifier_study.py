@@ -138,13 +138,16 @@ def synthesize_and_judge(args, cases, store: Path) -> None:
     asr, spk = IntelligibilityJudge(progress=False), SpeakerJudge(progress=False)
     wav_dir = store.parent / "wavs"
     kwargs = {"n_candidates": args.n, "prune_to": args.n, "audio_verifier": True, "seed": args.seed}
+    prompts = {}  # prompt wav -> the judge's embedding: one per voice, shared by its clones
     for case, r in synthesize_cases(synth, todo, kwargs, f"N={args.n}, all vocoded"):
         if isinstance(r, Exception):
             raise r
         if len(r.sentences) != 1:
             print(f"skipped {case.utt}: {len(r.sentences)} sentences")
             continue
-        prompt = spk.embed(case.prompt_wav)
+        if case.prompt_wav not in prompts:
+            prompts[case.prompt_wav] = spk.embed(case.prompt_wav)
+        prompt = prompts[case.prompt_wav]
         rows = []
         for c in r.candidates:
             wav = wav_dir / f"{case.utt}_{c.index}.wav"
