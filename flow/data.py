@@ -54,12 +54,6 @@ def load_mel(data_dir: str | Path, utt: str, mmap: bool = False) -> np.ndarray:
     return np.load(mel_path(data_dir, utt), mmap_mode="r" if mmap else None)
 
 
-def mel_stats(data_dir: str | Path, utts: list[str], limit: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-bin mean and std of the cached log-mels of (up to ``limit``) utterances."""
-    mels = np.concatenate([load_mel(data_dir, u) for u in utts[:limit]], axis=1)
-    return torch.from_numpy(mels.mean(1)).float(), torch.from_numpy(mels.std(1)).float()
-
-
 @dataclass
 class FlowItem:
     utt: str
@@ -68,18 +62,34 @@ class FlowItem:
 
 
 class FlowDataset(Dataset):
-    """Aligned (tokens, mel) pairs; utterances whose lengths disagree by > 2 tokens are skipped.
+    """Aligned (tokens, mel) pairs of one or more data dirs; utterances whose lengths disagree by > 2 tokens are skipped.
 
-    ``crop_frames``: longer utterances are cut to a random token-aligned window
-    (fixed window at the start when ``random_crop`` is False).
+    Several dirs train one flow on their union (e.g. a corpus plus speech of more voices
+    whose transcripts are unusable: the flow needs only tokens and mel); utterance ids
+    must be unique across them. ``crop_frames``: longer utterances are cut to a random
+    token-aligned window (fixed window at the start when ``random_crop`` is False).
     """
 
-    def __init__(self, data_dir: str | Path, mel_cfg: MelConfig, upsample: int, crop_frames: int = 1000,
-                 random_crop: bool = True, vocab_size: int | None = None, progress: bool = True):
-        self.data_dir, self.upsample = Path(data_dir), upsample
+    def __init__(self, data_dirs: str | Path | list[str | Path], mel_cfg: MelConfig, upsample: int,
+                 crop_frames: int = 1000, random_crop: bool = True, vocab_size: int | None = None,
+                 progress: bool = True):
+        self.data_dirs = [Path(d) for d in ([data_dirs] if isinstance(data_dirs, (str, Path)) else data_dirs)]
+        self.upsample = upsample
         self.crop_frames, self.random_crop = crop_frames - crop_frames % upsample, random_crop
-        tokens = read_tokens(self.data_dir / "tokens")
-        wavs = read_table(self.data_dir / "wav.scp")
+        self.items: list[tuple[Path, str, np.ndarray]] = []  # (data dir, utt, tokens)
+        self.lengths: list[int] = []
+        for d in self.data_dirs:
+            self._add_dir(d, mel_cfg, vocab_size, progress)
+        utts = [u for _, u, _ in self.items]
+        if len(set(utts)) != len(utts):
+            dup = sorted({u for u in utts if utts.count(u) > 1})[:3]
+            raise DataDirError(f"{[str(d) for d in self.data_dirs]}: utterance ids repeat across dirs (e.g. {dup})")
+        self.utts = utts
+
+    def _add_dir(self, data_dir: Path, mel_cfg: MelConfig, vocab_size: int | None, progress: bool) -> None:
+        upsample = self.upsample
+        tokens = read_tokens(data_dir / "tokens")
+        wavs = read_table(data_dir / "wav.scp")
         missing = sorted(set(wavs) - set(tokens))
         if missing:
             log.warning("%s: %d utterances have no tokens (e.g. %s); skipped", data_dir, len(missing), missing[:3])
@@ -89,28 +99,33 @@ class FlowDataset(Dataset):
         top = max(int(t.max()) for t in tokens.values())
         if vocab_size is not None and top >= vocab_size:
             raise DataDirError(f"{data_dir}/tokens: id {top} >= vocab_size {vocab_size}")
-        cache_mels(self.data_dir, mel_cfg, utts, progress)
-        self.items, self.lengths, skipped = [], [], []
+        cache_mels(data_dir, mel_cfg, utts, progress)
+        skipped, before = [], len(self.items)
         for utt in utts:
-            frames = load_mel(self.data_dir, utt, mmap=True).shape[1]
+            frames = load_mel(data_dir, utt, mmap=True).shape[1]
             if abs(frames - upsample * tokens[utt].size) > 2 * upsample:
                 skipped.append(utt)
                 continue
-            self.items.append((utt, tokens[utt]))
+            self.items.append((data_dir, utt, tokens[utt]))
             self.lengths.append(min(frames, upsample * tokens[utt].size, self.crop_frames))
         if skipped:
             log.warning("%s: %d utterances skipped, tokens and mel lengths disagree (e.g. %s)",
                         data_dir, len(skipped), skipped[:3])
-        if not self.items:
+        if len(self.items) == before:
             raise DataDirError(f"{data_dir}: no utterance has tokens matching its mel length")
-        self.utts = [u for u, _ in self.items]
+
+    def mel_stats(self, limit: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-bin mean and std of the log-mels of ``limit`` utterances spread evenly over the set."""
+        picks = np.linspace(0, len(self.items) - 1, min(limit, len(self.items))).round().astype(int)
+        mels = np.concatenate([load_mel(*self.items[i][:2]) for i in sorted(set(picks))], axis=1)
+        return torch.from_numpy(mels.mean(1)).float(), torch.from_numpy(mels.std(1)).float()
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> FlowItem:
-        utt, tokens = self.items[i]
-        mel = load_mel(self.data_dir, utt)
+        data_dir, utt, tokens = self.items[i]
+        mel = load_mel(data_dir, utt)
         frames = min(mel.shape[1], self.upsample * tokens.size)
         start = 0
         if frames > self.crop_frames:

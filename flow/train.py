@@ -22,7 +22,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from flow.config import FlowConfig
-from flow.data import FlowDataset, collate, mel_stats
+from flow.data import FlowDataset, collate
 from flow.model import FlowCheckpointError, FlowModel
 from tts.config import load_yaml
 from tts.training import (
@@ -119,9 +119,11 @@ def init_from(model: FlowModel, init_dir: str | Path) -> list[str]:
     return warm_start(model, source.state_dict())
 
 
-def train(cfg: FlowTrainConfig, train_dir: str | Path, dev_dir: str | Path | None, exp: str | Path,
+def train(cfg: FlowTrainConfig, train_dir: str | Path | list[str | Path], dev_dir: str | Path | None, exp: str | Path,
           progress: bool = True, init: str | Path | None = None, **trainer_kwargs) -> FlowModel:
     """Train (or resume) into ``exp``; returns the trained model, also saved to ``<exp>/model``.
+
+    ``train_dir``: one data dir, or several whose union is trained on.
 
     ``init``: a flow model dir to warm-start from (ignored when resuming a checkpoint).
     """
@@ -137,7 +139,7 @@ def train(cfg: FlowTrainConfig, train_dir: str | Path, dev_dir: str | Path | Non
         fresh = init_from(module.model, init)
         log.info("warm start from %s; newly initialised: %s", init, fresh or "nothing")
     else:
-        module.model.set_mel_stats(*mel_stats(train_dir, train_ds.utts))
+        module.model.set_mel_stats(*train_ds.mel_stats())
     loaders = {"train_dataloaders": make_loader(train_ds, cfg.data, True, cfg.trainer.seed)}
     if dev_dir:
         dev_ds = FlowDataset(dev_dir, mc.mel_config, mc.upsample, cfg.data.crop_frames, random_crop=False,
@@ -181,7 +183,8 @@ def tokenizer_vocab_size(tokenizer_dir: str | Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="YAML mapping onto FlowTrainConfig")
-    p.add_argument("--train", required=True, help="data dir with wav.scp and tokens")
+    p.add_argument("--train", required=True, nargs="+",
+                   help="data dir(s) with wav.scp and tokens; several: their union (e.g. a corpus plus more voices)")
     p.add_argument("--dev", help="data dir for val_loss")
     p.add_argument("--exp", required=True)
     p.add_argument("--tokenizer", help="tokenizer model dir: vocab_size is read from its config")

@@ -12,6 +12,10 @@ _venv=${VOXLM_VENV:-$VOXLM_ROOT/.venv}
 export VOXLM_PY=$_venv/bin/python
 _voxlm_torch=torch==2.13.0
 
+# synth_en's timbre voices, package suffix:voice dir (voices of other languages, for the flow)
+_voxlm_timbre_voices="czech-dita:czech/czech_dita czech-krb:czech/czech_krb czech-machac:czech/czech_machac
+  czech-ph:czech/czech_ph italp16k:italian/lp_diphone itapc16k:italian/pc_diphone ca-ona-hts:catalan/upc_ca_ona_hts
+  suopuhe-lj:finnish/suo_fi_lj_diphone suopuhe-mv:finnish/hy_fi_mv_diphone ru:russian/msu_ru_nsh_clunits"
 _voxlm_apt_packages="flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox fortunes chromium ffmpeg"
 _voxlm_need_apt() {  # prints the packages whose files are missing
   local missing=""
@@ -20,6 +24,9 @@ _voxlm_need_apt() {  # prints the packages whose files are missing
   [ -d /usr/share/festival/voices/english/kal_diphone ] || missing+=" festvox-kallpc16k"
   [ -d /usr/share/festival/voices/english/ked_diphone ] || missing+=" festvox-kdlpc16k"
   [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ] || missing+=" festvox-us-slt-hts"
+  for v in $_voxlm_timbre_voices; do
+    [ -d "/usr/share/festival/voices/${v#*:}" ] || missing+=" festvox-${v%%:*}"
+  done
   command -v sox >/dev/null || missing+=" sox"
   [ -f /usr/share/games/fortunes/fortunes ] || missing+=" fortunes"
   command -v chromium >/dev/null || missing+=" chromium"  # the demo's browser tests

@@ -9,6 +9,9 @@
 #   vocoder_gan_conf (optional, default none: a GAN phase started from stage 5's generator)
 #   tokenizer_ft_conf (optional, default none: a fine-tuning phase started from stage 1's model)
 #   llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker
+#   flow_extra_data (optional, default empty): more data dirs the flow also trains on (speech whose
+#     transcripts are unusable still gives it timbres: it needs only tokens and mel); stage 2
+#     extracts their tokens
 #   onnx_export (optional, default true: stage 6 also writes $exp/model/onnx, `voxlm export onnx`)
 #   parallel (optional, default false): independent stages side by side, see run_stages
 #   init_model (optional, default empty): a packaged VoxLM model dir to fine-tune on $data: its
@@ -64,13 +67,14 @@ stage1() {
   fi
 }
 # stage 2: speech tokens of every split (sharded over $nj workers, and over the launcher's ranks)
+# shellcheck disable=SC2086
 stage2() {
   if [ -n "${launcher:-}" ]; then
     launch -m tokenizer.extract --model "$(tokenizer_model)" --nj "$nj" --no-merge "${extract_opts[@]}" \
-      --data "$data/train" "$data/dev" "$data/test"
+      --data "$data/train" "$data/dev" "$data/test" ${flow_extra_data:-}
   fi
   py -m tokenizer.extract --model "$(tokenizer_model)" --nj "$nj" "${extract_opts[@]}" \
-    --data "$data/train" "$data/dev" "$data/test"
+    --data "$data/train" "$data/dev" "$data/test" ${flow_extra_data:-}
   py -m tokenizer.report --model "$(tokenizer_model)" --data "$data/dev" \
     --out "$(tokenizer_report)"
 }
@@ -102,7 +106,8 @@ vocoder_model() {
 stage4() {
   local init=()
   if [ -n "${init_model:-}" ]; then init=(--init "$init_model/flow"); fi
-  launch -m flow.train --config "$flow_conf" --train "$data/train" --dev "$data/dev" \
+  # shellcheck disable=SC2086
+  launch -m flow.train --config "$flow_conf" --train "$data/train" ${flow_extra_data:-} --dev "$data/dev" \
     --exp "$exp/flow" --tokenizer "$(tokenizer_model)" --threads 1 "${init[@]}" "${train_opts[@]}"
 }
 stage4_report() {

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(
     any(shutil.which(t) is None for t in TOOLS) or not Path("/usr/share/games/fortunes").is_dir(),
     reason="needs flite, festival, sox and fortunes (apt-get install ...)",
 )
-TINY = ["--train-hours", "0.004", "--dev-per-spk", "1", "--test-per-spk", "1", "--nj", "2"]
+TINY = ["--train-hours", "0.004", "--dev-per-spk", "1", "--test-per-spk", "1", "--timbre-per-spk", "1", "--nj", "2"]
 
 
 def prepare(data: Path) -> subprocess.CompletedProcess:
@@ -29,7 +29,7 @@ def prepare(data: Path) -> subprocess.CompletedProcess:
 def tables(data: Path) -> dict[str, dict[str, dict[str, str]]]:
     return {
         s: {n: read_table(data / s / n) for n in ("wav.scp", "text", "utt2spk")}
-        for s in ("train", "dev", "test")
+        for s in ("train", "dev", "test", "timbre")
     }
 
 
@@ -41,14 +41,18 @@ def corpus(tmp_path_factory) -> Path:
 
 
 def test_dirs_valid_and_test_speakers_unseen(corpus: Path) -> None:
-    summaries = {s: validate_data_dir(corpus / s) for s in ("train", "dev", "test")}
+    summaries = {s: validate_data_dir(corpus / s) for s in ("train", "dev", "test", "timbre")}
     assert all(v["utterances"] > 0 for v in summaries.values()), summaries
     t = tables(corpus)
     spk = {s: set(t[s]["utt2spk"].values()) for s in t}
     assert not spk["test"] & (spk["train"] | spk["dev"])
     assert spk["dev"] <= spk["train"]
     train_text = set(t["train"]["text"].values())
-    assert not train_text & (set(t["dev"]["text"].values()) | set(t["test"]["text"].values()))
+    held_out = set(t["dev"]["text"].values()) | set(t["test"]["text"].values())
+    assert not train_text & held_out
+    # timbre: 10 voices of other languages x 4 looks, only for the flow; no held-out sentence
+    assert len(spk["timbre"]) == 40 and not spk["timbre"] & (spk["train"] | spk["test"])
+    assert not set(t["timbre"]["text"].values()) & held_out
     for split in t:
         for utt, path in t[split]["wav.scp"].items():
             assert Path(path).is_absolute()

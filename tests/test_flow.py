@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from flow.backbone import attention_mask, chunk_mask
@@ -335,26 +336,55 @@ def test_tiny_flow_overfits_one_utterance(speech):
     assert after < 0.6 * before, (before, after)
 
 
-def test_train_and_report_cli(tmp_path, speech):
-    """Data dir -> flow.train (2 steps, resumable) -> model dir -> flow.report (mel L1 only)."""
-    from flow import report, train
+def _noise_data_dir(d, spk: str, n: int, seed: int = 0):
+    """A Kaldi dir of ``n`` noise utterances ``<spk>-<i>`` (1 s + 0.2 s each) with random tokens."""
     from tts.audio import save_audio
     from tts.datadir import spk2utt_from_utt2spk, write_table
 
-    d = tmp_path / "data"
-    d.mkdir()
-    rng = np.random.default_rng(0)
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
     wav, text, u2s, tok = {}, {}, {}, {}
-    for i in range(3):
-        utt = f"spk-{i}"
+    for i in range(n):
+        utt = f"{spk}-{i}"
         audio = (rng.standard_normal(16000 + 3200 * i) * 0.1).astype(np.float32)
         save_audio(d / f"{utt}.wav", audio, 16000)
         frames = (16000 + 3200 * i) // 320
-        wav[utt], text[utt], u2s[utt] = str(d / f"{utt}.wav"), "hello", "spk"
+        wav[utt], text[utt], u2s[utt] = str(d / f"{utt}.wav"), "hello", spk
         tok[utt] = " ".join(str(x) for x in rng.integers(0, 256, frames // 2))
     for name, table in (("wav.scp", wav), ("text", text), ("utt2spk", u2s), ("tokens", tok),
                         ("spk2utt", spk2utt_from_utt2spk(u2s))):
         write_table(d / name, table)
+    return d
+
+
+def test_dataset_of_several_dirs(tmp_path):
+    """Two data dirs train as their union; mel statistics span both; repeated ids are refused."""
+    from flow.data import FlowDataset
+    from tts.datadir import DataDirError
+    from tts.mel import MelConfig
+
+    a = _noise_data_dir(tmp_path / "a", "spka", 2)
+    b = _noise_data_dir(tmp_path / "b", "spkb", 3, seed=1)
+    for d, gain in ((a, 1.0), (b, 100.0)):  # b is 40 dB louder: its mels sit higher
+        for wav in d.glob("*.wav"):
+            audio, sr = sf.read(wav, dtype="float32")
+            sf.write(wav, audio * gain / 100, sr)
+    ds = FlowDataset([a, b], MelConfig(), upsample=2, crop_frames=1000)
+    assert ds.utts == ["spka-0", "spka-1", "spkb-0", "spkb-1", "spkb-2"] and len(ds.lengths) == 5
+    assert (b / "mel" / "spkb-2.npy").is_file() and not (a / "mel" / "spkb-2.npy").exists()
+    item = ds[4]  # spkb-2: 1.4 s = 70 frames, 35 tokens
+    assert item.utt == "spkb-2" and item.mel.shape == (80, 70) and item.tokens.numel() == 35
+    only_a, both = FlowDataset(a, MelConfig(), 2).mel_stats()[0], ds.mel_stats()[0]
+    assert (both - only_a).mean() > 1.0  # b's louder mels are in the statistics
+    with pytest.raises(DataDirError, match="repeat across dirs"):
+        FlowDataset([a, a], MelConfig(), upsample=2)
+
+
+def test_train_and_report_cli(tmp_path, speech):
+    """Data dir -> flow.train (2 steps, resumable) -> model dir -> flow.report (mel L1 only)."""
+    from flow import report, train
+
+    d = _noise_data_dir(tmp_path / "data", "spk", 3)
     exp = tmp_path / "exp"
     args = ["--config", str(CONF / "flow_tiny.yaml"), "--train", str(d), "--dev", str(d), "--exp", str(exp)]
     assert train.main([*args, "--max-steps", "2"]) == 0
@@ -364,7 +394,8 @@ def test_train_and_report_cli(tmp_path, speech):
     start = FlowModel.from_pretrained(exp / "model")  # fine-tuning: weights and mel statistics carry over
     start.set_mel_stats(torch.linspace(-6, -3, 80), torch.linspace(1, 2, 80))
     start.save_pretrained(tmp_path / "start")
-    ft = ["--config", str(CONF / "flow_tiny.yaml"), "--train", str(d), "--max-steps", "1"]
+    more = _noise_data_dir(tmp_path / "more", "voice2", 2, seed=2)  # a second train dir: their union
+    ft = ["--config", str(CONF / "flow_tiny.yaml"), "--train", str(d), str(more), "--max-steps", "1"]
     assert train.main([*ft, "--exp", str(tmp_path / "ft"), "--init", str(tmp_path / "start")]) == 0
     tuned = FlowModel.from_pretrained(tmp_path / "ft" / "model")
     assert torch.equal(tuned.mel_mean, start.mel_mean) and torch.equal(tuned.mel_std, start.mel_std)

@@ -18,7 +18,7 @@ pytestmark = [
                        reason="needs flite, festival, sox and fortunes"),
 ]
 
-TINY = ["--train_hours", "0.01", "--dev_per_spk", "2", "--test_per_spk", "2",
+TINY = ["--train_hours", "0.01", "--dev_per_spk", "2", "--test_per_spk", "2", "--timbre_per_spk", "1",
         "--tokenizer_conf", "conf/tokenizer_tiny.yaml", "--tokenizer_ft_conf", "conf/tokenizer_tiny.yaml",
         "--llm_conf", "conf/llm_tiny.yaml", "--llm_align_conf", "none",
         "--flow_conf", "conf/flow_tiny.yaml", "--vocoder_conf", "conf/vocoder_tiny.yaml",
@@ -38,8 +38,8 @@ def test_recipe_stages_0_to_7(tmp_path):
     assert r.returncode == 0, r.stderr[-4000:]
     data, exp = tmp_path / "data", tmp_path / "exp"
     card = json.loads((data / "corpus_card.json").read_text())
-    assert card  # stage 0 wrote its card
-    for split in ("train", "dev", "test"):
+    assert card["splits"]["timbre"]["speakers"] == 40  # stage 0 wrote its card, the flow's timbre split too
+    for split in ("train", "dev", "test", "timbre"):
         assert (data / split / "tokens").is_file()  # stage 2
     for part in ("tokenizer", "llm", "flow", "vocoder", "speaker"):
         assert (exp / "model" / part / "model.safetensors").is_file()  # stage 6 packaged it

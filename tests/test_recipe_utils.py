@@ -123,7 +123,7 @@ def test_validator_cli(tmp_path):
     assert bad.returncode == 1 and "missing spk2utt" in bad.stdout
 
 
-def run_stages_dry(tmp_path: Path, init_model: str) -> list[str]:
+def run_stages_dry(tmp_path: Path, init_model: str, flow_extra_data: str = "") -> list[str]:
     """recipes/stages.sh's run_stages, every python command (py, launch) logged instead of run."""
     (tmp_path / "exp" / "flow" / "report").mkdir(parents=True, exist_ok=True)
     (tmp_path / "exp" / "eval").mkdir(parents=True, exist_ok=True)
@@ -137,7 +137,7 @@ def run_stages_dry(tmp_path: Path, init_model: str) -> list[str]:
         " llm_conf=llm.yaml; llm_align_conf=none; flow_conf=flow.yaml; vocoder_conf=voc.yaml;"
         " vocoder_gan_conf=gan.yaml; llm_report_utts=1; vocoder_report_utts=1; flow_report_utts=1;"
         f" speaker_steps=1; n_candidates=2; eval_per_speaker=1; onnx_export=false; init_model='{init_model}';"
-        " run_stages"
+        f" flow_extra_data='{flow_extra_data}'; run_stages"
     )
     r = bash(script)
     assert r.returncode == 0, r.stderr
@@ -167,6 +167,18 @@ def test_fine_tuning_a_packaged_model_wires_its_parts(tmp_path):
     for c in plain:
         first.setdefault(c.split()[1], c)
     assert not any("--init" in first[m] for m in ("tts.llm_train", "flow.train", "vocoder.train"))
+
+
+def test_flow_extra_data_gets_tokens_and_trains_only_the_flow(tmp_path):
+    """flow_extra_data: stage 2 extracts its tokens and the flow trains on it beside train; nothing else sees it."""
+    more = f"{tmp_path}/more/timbre"
+    calls = run_stages_dry(tmp_path, "", flow_extra_data=more)
+    data = f"{tmp_path}/data"
+    (extract,) = [c for c in calls if c.startswith("-m tokenizer.extract")]
+    assert extract.endswith(f"--data {data}/train {data}/dev {data}/test {more}")
+    (flow,) = [c for c in calls if c.startswith("-m flow.train")]
+    assert f"--train {data}/train {more} --dev {data}/dev" in flow
+    assert not [c for c in calls if more in c and c.split()[1] not in ("tokenizer.extract", "flow.train")]
 
 
 @pytest.mark.parametrize("row, match", [("u2 1 x 3", "u2: values must be integers"), ("u2", "u2: no values")])

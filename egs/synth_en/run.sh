@@ -15,6 +15,8 @@ nj=2
 train_hours=3.0     # training audio to synthesize (the corpus card reports the real figure)
 dev_per_spk=5       # dev utterances per training speaker
 test_per_spk=15     # test utterances per held-out speaker
+timbre_per_spk=0    # utterances per timbre speaker ($data/timbre: 10 voices of other languages x 4 looks,
+                    # 1.3 h the flow also trains on; 0: none)
 data=data
 exp=exp
 tokenizer_conf=conf/tokenizer.yaml  # each *_conf has a *_tiny.yaml twin for smoke runs
@@ -38,15 +40,18 @@ mel_preset=16k      # the shared mel definition (tts/mel.py) the configs use
 onnx_export=true    # stage 6 also exports every network to $exp/model/onnx (voxlm export onnx)
 parallel=true       # independent stages side by side, one process each (recipes/stages.sh, run_stages)
 init_model=""       # a packaged model dir to fine-tune on this data (its tokenizer, its weights; README)
-recipe_options="stage stop_stage nj train_hours dev_per_spk test_per_spk data exp tokenizer_conf tokenizer_ft_conf llm_conf llm_align_conf flow_conf vocoder_conf vocoder_gan_conf
+recipe_options="stage stop_stage nj train_hours dev_per_spk test_per_spk timbre_per_spk data exp tokenizer_conf tokenizer_ft_conf llm_conf llm_align_conf flow_conf vocoder_conf vocoder_gan_conf
   llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker ngpu num_nodes launcher onnx_export parallel init_model"
 . ../../recipes/parse_options.sh
+flow_extra_data=""
+if [ "$timbre_per_spk" -gt 0 ]; then flow_extra_data="$data/timbre"; fi  # more voices for the flow (stages.sh)
 
 stage0_desc="toy corpus"
 stage0() {
   py local/prepare_corpus.py --data "$data" --nj "$nj" --train-hours "$train_hours" \
-    --dev-per-spk "$dev_per_spk" --test-per-spk "$test_per_spk"
-  py -m tts.datadir "$data/train" "$data/dev" "$data/test"
+    --dev-per-spk "$dev_per_spk" --test-per-spk "$test_per_spk" --timbre-per-spk "$timbre_per_spk"
+  # shellcheck disable=SC2086
+  py -m tts.datadir "$data/train" "$data/dev" "$data/test" $flow_extra_data
   py local/corpus_card.py --data "$data" --out "$data/corpus_card.json"
 }
 stage0_summary() { cat "$data/corpus_card.json"; }

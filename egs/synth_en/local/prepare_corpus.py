@@ -7,7 +7,9 @@ Sentences come from the ``fortunes`` package (see ``sentences.py``), voices
 from flite/festival with fixed perturbations (see ``speakers.py``). Writes
 Kaldi dirs ``<data>/{train,dev,test}`` (wav.scp with absolute paths, text with
 the original cased sentence, utt2spk, spk2utt, plus utt2dur) and
-``<data>/speakers.json``.
+``<data>/speakers.json``; with ``--timbre-per-spk N`` > 0 also ``<data>/timbre``:
+train sentences read by voices of other languages, for the flow only (its
+``text`` is what they were given, not what they say).
 
 - dev: held-out sentences spoken by train speakers; test: held-out sentences
   spoken by speakers never in train. No dev/test sentence is in train.
@@ -64,8 +66,9 @@ def make_plan(
     dev_per_spk: int,
     test_per_spk: int,
     seed: int,
+    timbre_per_spk: int = 0,
 ) -> list[Job]:
-    """Deterministic list of utterances for all three splits."""
+    """Deterministic list of utterances for all splits (timbre: only if ``timbre_per_spk``)."""
     splits = speakers_by_split()
     order = list(range(len(sentences)))
     random.Random(seed).shuffle(order)
@@ -107,6 +110,10 @@ def make_plan(
     for s, spk in enumerate(spk for spk in train_spks if spk.spk in in_train):
         for idx in pools["dev"][s * dev_per_spk : (s + 1) * dev_per_spk]:
             add("dev", spk, idx)
+    # Timbre: train sentences only (from the end of the pool), so no dev/test sentence leaks.
+    for s, spk in enumerate(splits["timbre"] if timbre_per_spk > 0 else []):
+        for j in range(timbre_per_spk):
+            add("timbre", spk, train_pool[-1 - (s * timbre_per_spk + j) % len(train_pool)])
     return jobs
 
 
@@ -170,23 +177,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-hours", type=float, default=3.0)
     p.add_argument("--dev-per-spk", type=int, default=5)
     p.add_argument("--test-per-spk", type=int, default=15)
+    p.add_argument("--timbre-per-spk", type=int, default=0,
+                   help="utterances per timbre speaker (voices of other languages, for the flow); 0: none")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     wav_dir = (args.wav_dir or args.data / "wav").resolve()
     try:
-        check_tools()
         sentences = load_sentences()
         jobs = make_plan(
-            sentences, wav_dir, args.train_hours, args.dev_per_spk, args.test_per_spk, args.seed
+            sentences, wav_dir, args.train_hours, args.dev_per_spk, args.test_per_spk, args.seed,
+            args.timbre_per_spk,
         )
+        check_tools(sorted({j.spk.voice for j in jobs}))
         print(f"{len(sentences)} sentences; plan: {len(jobs)} utterances", flush=True)
         durations = synthesize_all(jobs, args.nj)
     except (CorpusTextError, SynthesisError) as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 1
-    summary = {
-        split: write_split(args.data, split, jobs, durations) for split in ("train", "dev", "test")
-    }
+    splits = ("train", "dev", "test", *(("timbre",) if args.timbre_per_spk > 0 else ()))
+    summary = {split: write_split(args.data, split, jobs, durations) for split in splits}
     spk_split: dict[str, str] = {}
     speakers: dict[str, Speaker] = {}
     for j in jobs:

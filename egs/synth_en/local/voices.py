@@ -26,10 +26,25 @@ BASE_VOICES: dict[str, tuple[str, str, str]] = {
     "fkal": ("festival", "kal_diphone", "m"),
     "fked": ("festival", "ked_diphone", "m"),
     "fslt": ("festival", "cmu_us_slt_arctic_hts", "f"),
+    # Voices of other languages reading the English sentences with their own rules:
+    # new timbres for the flow and the speaker verifier only (their speech is not English).
+    "cdita": ("festival", "czech_dita", "f"),
+    "ckrb": ("festival", "czech_krb", "m"),
+    "cmachac": ("festival", "czech_machac", "m"),
+    "cph": ("festival", "czech_ph", "m"),
+    "ilp": ("festival", "lp_diphone", "f"),
+    "ipc": ("festival", "pc_diphone", "m"),
+    "sona": ("festival", "upc_ca_ona_hts", "f"),
+    "flj": ("festival", "suo_fi_lj_diphone", "f"),
+    "fmv": ("festival", "hy_fi_mv_diphone", "m"),
+    "rnsh": ("festival", "msu_ru_nsh_clunits", "m"),
 }
 INSTALL_HINT = (
     "apt-get install -y flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox"
+    " (the timbre voices: festvox-czech-dita festvox-czech-krb festvox-czech-machac festvox-czech-ph"
+    " festvox-italp16k festvox-itapc16k festvox-ca-ona-hts festvox-suopuhe-lj festvox-suopuhe-mv festvox-ru)"
 )
+FESTIVAL_VOICES = Path("/usr/share/festival/voices")
 
 
 class SynthesisError(RuntimeError):
@@ -69,13 +84,15 @@ class Speaker:
 
 
 def check_tools(voices: list[str] | None = None) -> None:
-    """Raise :class:`SynthesisError` naming the missing programs and how to install them."""
+    """Raise :class:`SynthesisError` naming the missing programs or voices and how to install them."""
     need = {"sox"}
     for v in voices or list(BASE_VOICES):
         need.add("flite" if BASE_VOICES[v][0] == "flite" else "text2wave")
     missing = sorted(t for t in need if shutil.which(t) is None)
+    festival = [BASE_VOICES[v][1] for v in voices or list(BASE_VOICES) if BASE_VOICES[v][0] == "festival"]
+    missing += [f"festival voice {n}" for n in sorted(festival) if not any(FESTIVAL_VOICES.glob(f"*/{n}"))]
     if missing:
-        raise SynthesisError(f"missing programs {missing}: {INSTALL_HINT}")
+        raise SynthesisError(f"missing {missing}: {INSTALL_HINT}")
 
 
 def _run(cmd: list[str], **kwargs) -> None:
