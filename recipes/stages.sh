@@ -11,7 +11,9 @@
 #   llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker
 #   flow_extra_data (optional, default empty): more data dirs the flow also trains on (speech whose
 #     transcripts are unusable still gives it timbres: it needs only tokens and mel); stage 2
-#     extracts their tokens
+#     extracts their tokens. With flow_ft_conf they join in its phase only.
+#   flow_ft_conf (optional, default none): a second flow phase started from stage 4's model, on
+#     $data/train plus $flow_extra_data
 #   onnx_export (optional, default true: stage 6 also writes $exp/model/onnx, `voxlm export onnx`)
 #   parallel (optional, default false): independent stages side by side, see run_stages
 #   init_model (optional, default empty): a packaged VoxLM model dir to fine-tune on $data: its
@@ -46,6 +48,10 @@ tokenizer_model() {
   if [ -n "${init_model:-}" ]; then echo "$init_model/tokenizer"
   elif [ "${tokenizer_ft_conf:-none}" = none ]; then echo "$exp/tokenizer/model"
   else echo "$exp/tokenizer_ft/model"; fi
+}
+# the flow the later stages use: the second phase's when there is one
+flow_model() {
+  if [ "${flow_ft_conf:-none}" = none ]; then echo "$exp/flow/model"; else echo "$exp/flow_ft/model"; fi
 }
 # where stage 2 scores it: beside it, but never inside the model being fine-tuned
 tokenizer_report() {
@@ -104,14 +110,21 @@ vocoder_model() {
 # The report resynthesises dev tokens with a same-speaker prompt (mel L1, WER, SIM; the
 # trained vocoder when it exists, else Griffin-Lim).
 stage4() {
-  local init=()
+  local init=() extra=${flow_extra_data:-}
   if [ -n "${init_model:-}" ]; then init=(--init "$init_model/flow"); fi
+  if [ "${flow_ft_conf:-none}" != none ]; then extra=""; fi  # the extra data join the second phase
   # shellcheck disable=SC2086
-  launch -m flow.train --config "$flow_conf" --train "$data/train" ${flow_extra_data:-} --dev "$data/dev" \
+  launch -m flow.train --config "$flow_conf" --train "$data/train" $extra --dev "$data/dev" \
     --exp "$exp/flow" --tokenizer "$(tokenizer_model)" --threads 1 "${init[@]}" "${train_opts[@]}"
+  if [ "${flow_ft_conf:-none}" != none ]; then
+    # shellcheck disable=SC2086
+    launch -m flow.train --config "$flow_ft_conf" --init "$exp/flow/model" --train "$data/train" \
+      ${flow_extra_data:-} --dev "$data/dev" --exp "$exp/flow_ft" --tokenizer "$(tokenizer_model)" --threads 1 \
+      "${train_opts[@]}"
+  fi
 }
 stage4_report() {
-  py -m flow.report --model "$exp/flow/model" --data "$data/dev" --out "$exp/flow/report" \
+  py -m flow.report --model "$(flow_model)" --data "$data/dev" --out "$(dirname "$(flow_model)")/report" \
     --vocoder "$(vocoder_model)" --steps 10 --chunk 50 --lookahead 4 --threads 1 --judge-jobs "$nj" \
     --max-utts "$flow_report_utts"
 }
@@ -136,7 +149,7 @@ stage6_speaker() {
 }
 stage6() {
   if [ -z "${init_model:-}" ]; then run_once "$exp/speaker/.done" stage6_speaker; fi
-  py -m tts.model_dir --tokenizer "$(tokenizer_model)" --llm "$exp/llm/model" --flow "$exp/flow/model" \
+  py -m tts.model_dir --tokenizer "$(tokenizer_model)" --llm "$exp/llm/model" --flow "$(flow_model)" \
     --vocoder "$(vocoder_model)" --speaker "$(speaker_model)" --out "$exp/model" \
     --mel-preset "$mel_preset" \
     --examples "$data/test"  # one demo example per held-out speaker
@@ -204,7 +217,7 @@ run_stages() {
     run_once "$exp/tokenizer/.stage2.done" stage2
   fi
   if stage_enabled 4 && [ "${parallel:-false}" = true ]; then
-    log "stage 4: flow matching -> $exp/flow"
+    log "stage 4: flow matching -> $(flow_model)"
     _bg stage4 run_once "$exp/flow/.stage4.done" stage4
   fi
   if stage_enabled 3; then
@@ -215,7 +228,7 @@ run_stages() {
     _wait_bg
   else
     if stage_enabled 4; then
-      log "stage 4: flow matching -> $exp/flow"
+      log "stage 4: flow matching -> $(flow_model)"
       run_once "$exp/flow/.stage4.done" stage4
     fi
     if stage_enabled 5; then
@@ -224,9 +237,9 @@ run_stages() {
     fi
   fi
   if stage_enabled 4; then  # after stage 5: the report vocodes with the trained vocoder when there is one
-    log "stage 4: flow report -> $exp/flow/report"
-    run_once "$exp/flow/report/.done" stage4_report
-    cat "$exp/flow/report/report.md"
+    log "stage 4: flow report -> $(dirname "$(flow_model)")/report"
+    run_once "$(dirname "$(flow_model)")/report/.done" stage4_report
+    cat "$(dirname "$(flow_model)")/report/report.md"
   fi
   if stage_enabled 6; then
     log "stage 6: speaker verifier -> $(speaker_model); package -> $exp/model"

@@ -21,7 +21,7 @@ pytestmark = [
 TINY = ["--train_hours", "0.01", "--dev_per_spk", "2", "--test_per_spk", "2", "--timbre_per_spk", "1",
         "--tokenizer_conf", "conf/tokenizer_tiny.yaml", "--tokenizer_ft_conf", "conf/tokenizer_tiny.yaml",
         "--llm_conf", "conf/llm_tiny.yaml", "--llm_align_conf", "none",
-        "--flow_conf", "conf/flow_tiny.yaml", "--vocoder_conf", "conf/vocoder_tiny.yaml",
+        "--flow_conf", "conf/flow_tiny.yaml", "--flow_ft_conf", "conf/flow_tiny.yaml", "--vocoder_conf", "conf/vocoder_tiny.yaml",
         "--vocoder_gan_conf", "conf/vocoder_tiny.yaml",
         "--llm_report_utts", "2", "--vocoder_report_utts", "2", "--flow_report_utts", "2", "--speaker_steps", "20",
         "--n_candidates", "2", "--eval_per_speaker", "1",
@@ -54,7 +54,10 @@ def test_recipe_stages_0_to_7(tmp_path):
     paired = voc["vocoder_minus_griffinlim_wer"]  # per-utterance pairs, one line each beside the report
     assert paired["better"] + paired["worse"] + paired["equal"] == voc["utterances"] == 2
     assert len((exp / "vocoder_gan" / "report_utts.jsonl").read_text().splitlines()) == 2
-    flow = json.loads((exp / "flow" / "report" / "report.json").read_text())
+    packaged = (exp / "model" / "flow" / "model.safetensors").read_bytes()  # the second phase's flow (on train
+    assert packaged == (exp / "flow_ft" / "model" / "model.safetensors").read_bytes()  # + timbre), from phase 1
+    assert (exp / "flow" / "model").is_dir()
+    flow = json.loads((exp / "flow_ft" / "report" / "report.json").read_text())
     paired = flow["chunked_minus_offline_wer"]  # the streaming cost (chunks + lookahead), per utterance
     assert paired["better"] + paired["worse"] + paired["equal"] == flow["utterances"] and flow["lookahead"] == 4
     for name in ("stage5_speaker", "stage4"):  # parallel=true (the default): side by side, logged apart
@@ -71,7 +74,7 @@ def test_recipe_stages_0_to_7(tmp_path):
     again = run(tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     for done in ("data/.stage0.done", "tokenizer/.stage1.done", "tokenizer/.stage2.done", "llm/.stage3.done",
-                 "flow/report/.done", "model/.stage6.done", "eval/.stage7.done"):  # the background stages
+                 "flow_ft/report/.done", "model/.stage6.done", "eval/.stage7.done"):  # the background stages
         assert f"{done} exists" in again.stderr, done  # (5, 4, the speaker) log theirs in exp/logs:
     assert "flow/.stage4.done exists" in (exp / "logs" / "stage4.log").read_text()
     bg = (exp / "logs" / "stage5_speaker.log").read_text()

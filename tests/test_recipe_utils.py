@@ -123,11 +123,12 @@ def test_validator_cli(tmp_path):
     assert bad.returncode == 1 and "missing spk2utt" in bad.stdout
 
 
-def run_stages_dry(tmp_path: Path, init_model: str, flow_extra_data: str = "") -> list[str]:
+def run_stages_dry(tmp_path: Path, init_model: str, flow_extra_data: str = "", flow_ft_conf: str = "none") -> list[str]:
     """recipes/stages.sh's run_stages, every python command (py, launch) logged instead of run."""
-    (tmp_path / "exp" / "flow" / "report").mkdir(parents=True, exist_ok=True)
+    for flow in ("flow", "flow_ft"):
+        (tmp_path / "exp" / flow / "report").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "exp" / flow / "report" / "report.md").write_text("")  # what the reports print
     (tmp_path / "exp" / "eval").mkdir(parents=True, exist_ok=True)
-    (tmp_path / "exp" / "flow" / "report" / "report.md").write_text("")  # what the reports print
     (tmp_path / "exp" / "eval" / "summary.md").write_text("")
     script = (
         f"set -euo pipefail; . {ROOT}/recipes/utils.sh; . {ROOT}/recipes/stages.sh;"
@@ -137,7 +138,7 @@ def run_stages_dry(tmp_path: Path, init_model: str, flow_extra_data: str = "") -
         " llm_conf=llm.yaml; llm_align_conf=none; flow_conf=flow.yaml; vocoder_conf=voc.yaml;"
         " vocoder_gan_conf=gan.yaml; llm_report_utts=1; vocoder_report_utts=1; flow_report_utts=1;"
         f" speaker_steps=1; n_candidates=2; eval_per_speaker=1; onnx_export=false; init_model='{init_model}';"
-        f" flow_extra_data='{flow_extra_data}'; run_stages"
+        f" flow_extra_data='{flow_extra_data}'; flow_ft_conf={flow_ft_conf}; run_stages"
     )
     r = bash(script)
     assert r.returncode == 0, r.stderr
@@ -170,15 +171,24 @@ def test_fine_tuning_a_packaged_model_wires_its_parts(tmp_path):
 
 
 def test_flow_extra_data_gets_tokens_and_trains_only_the_flow(tmp_path):
-    """flow_extra_data: stage 2 extracts its tokens and the flow trains on it beside train; nothing else sees it."""
+    """flow_extra_data: stage 2 extracts its tokens and only the flow trains on it, beside train: in its
+    one phase, or with flow_ft_conf in the second one (from the first's model), which is then packaged."""
     more = f"{tmp_path}/more/timbre"
-    calls = run_stages_dry(tmp_path, "", flow_extra_data=more)
-    data = f"{tmp_path}/data"
+    data, exp = f"{tmp_path}/one/data", f"{tmp_path}/one/exp"
+    calls = run_stages_dry(tmp_path / "one", "", flow_extra_data=more)
     (extract,) = [c for c in calls if c.startswith("-m tokenizer.extract")]
     assert extract.endswith(f"--data {data}/train {data}/dev {data}/test {more}")
     (flow,) = [c for c in calls if c.startswith("-m flow.train")]
     assert f"--train {data}/train {more} --dev {data}/dev" in flow
     assert not [c for c in calls if more in c and c.split()[1] not in ("tokenizer.extract", "flow.train")]
+    data, exp = f"{tmp_path}/two/data", f"{tmp_path}/two/exp"
+    calls = run_stages_dry(tmp_path / "two", "", flow_extra_data=more, flow_ft_conf="ft.yaml")
+    first, second = [c for c in calls if c.startswith("-m flow.train")]
+    assert f"--train {data}/train --dev" in first and more not in first and f"--exp {exp}/flow " in first
+    assert f"--config ft.yaml --init {exp}/flow/model --train {data}/train {more} --dev" in second
+    called = {c.split()[1]: c for c in calls}
+    assert f"--flow {exp}/flow_ft/model" in called["tts.model_dir"]
+    assert f"--model {exp}/flow_ft/model" in called["flow.report"] and f"--out {exp}/flow_ft/report" in called["flow.report"]
 
 
 @pytest.mark.parametrize("row, match", [("u2 1 x 3", "u2: values must be integers"), ("u2", "u2: no values")])

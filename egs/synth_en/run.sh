@@ -15,8 +15,8 @@ nj=2
 train_hours=3.0     # training audio to synthesize (the corpus card reports the real figure)
 dev_per_spk=5       # dev utterances per training speaker
 test_per_spk=15     # test utterances per held-out speaker
-timbre_per_spk=0    # utterances per timbre speaker ($data/timbre: 10 voices of other languages x 4 looks,
-                    # 1.3 h the flow also trains on; 0: none)
+timbre_per_spk=30   # utterances per timbre speaker ($data/timbre: 10 voices of other languages x 4 looks,
+                    # 1.3 h the flow's second phase also trains on; 0: none)
 data=data
 exp=exp
 tokenizer_conf=conf/tokenizer.yaml  # each *_conf has a *_tiny.yaml twin for smoke runs
@@ -24,6 +24,7 @@ tokenizer_ft_conf=none  # or conf/tokenizer_ft.yaml: a SpecAugment phase from to
 llm_conf=conf/llm.yaml
 llm_align_conf=none  # or conf/llm_align.yaml: an LLM warm-up on text-only synthetic tokens (the interleaved layout needs none)
 flow_conf=conf/flow_small.yaml
+flow_ft_conf=conf/flow_ft.yaml  # a second flow phase from flow_conf's model, on train + $data/timbre (none: skip it)
 vocoder_conf=conf/vocoder.yaml
 vocoder_gan_conf=conf/vocoder_gan.yaml  # the GAN phase, started from vocoder_conf's generator (none: skip it)
 llm_report_utts=100      # dev utterances the stage-3 report generates
@@ -40,7 +41,7 @@ mel_preset=16k      # the shared mel definition (tts/mel.py) the configs use
 onnx_export=true    # stage 6 also exports every network to $exp/model/onnx (voxlm export onnx)
 parallel=true       # independent stages side by side, one process each (recipes/stages.sh, run_stages)
 init_model=""       # a packaged model dir to fine-tune on this data (its tokenizer, its weights; README)
-recipe_options="stage stop_stage nj train_hours dev_per_spk test_per_spk timbre_per_spk data exp tokenizer_conf tokenizer_ft_conf llm_conf llm_align_conf flow_conf vocoder_conf vocoder_gan_conf
+recipe_options="stage stop_stage nj train_hours dev_per_spk test_per_spk timbre_per_spk data exp tokenizer_conf tokenizer_ft_conf llm_conf llm_align_conf flow_conf flow_ft_conf vocoder_conf vocoder_gan_conf
   llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker ngpu num_nodes launcher onnx_export parallel init_model"
 . ../../recipes/parse_options.sh
 flow_extra_data=""
