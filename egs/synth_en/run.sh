@@ -44,8 +44,12 @@ init_model=""       # a packaged model dir to fine-tune on this data (its tokeni
 recipe_options="stage stop_stage nj train_hours dev_per_spk test_per_spk timbre_per_spk data exp tokenizer_conf tokenizer_ft_conf llm_conf llm_align_conf flow_conf flow_ft_conf vocoder_conf vocoder_gan_conf
   llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker ngpu num_nodes launcher onnx_export parallel init_model"
 . ../../recipes/parse_options.sh
+# more voices for the flow (stages.sh): the timbre split, when stage 0 makes it or made it
 flow_extra_data=""
-if [ "$timbre_per_spk" -gt 0 ]; then flow_extra_data="$data/timbre"; fi  # more voices for the flow (stages.sh)
+if [ "$timbre_per_spk" -gt 0 ] && { [ "$stage" -le 0 ] || [ -d "$data/timbre" ]; }; then
+  flow_extra_data="$data/timbre"
+fi
+if [ -z "$flow_extra_data" ]; then flow_ft_conf=none; fi  # the second phase is for the extra voices
 
 stage0_desc="toy corpus"
 stage0() {
