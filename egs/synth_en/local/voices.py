@@ -27,7 +27,7 @@ BASE_VOICES: dict[str, tuple[str, str, str]] = {
     "fked": ("festival", "ked_diphone", "m"),
     "fslt": ("festival", "cmu_us_slt_arctic_hts", "f"),
     # Voices of other languages reading the English sentences with their own rules:
-    # new timbres for the flow and the speaker verifier only (their speech is not English).
+    # new timbres for the flow only (their speech is not English, so nothing that reads text trains on it).
     "cdita": ("festival", "czech_dita", "f"),
     "ckrb": ("festival", "czech_krb", "m"),
     "cmachac": ("festival", "czech_machac", "m"),
