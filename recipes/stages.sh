@@ -53,6 +53,8 @@ tokenizer_model() {
 flow_model() {
   if [ "${flow_ft_conf:-none}" = none ]; then echo "$exp/flow/model"; else echo "$exp/flow_ft/model"; fi
 }
+# where stage 4's report goes: beside that model
+flow_report() { echo "$(dirname "$(flow_model)")/report"; }
 # where stage 2 scores it: beside it, but never inside the model being fine-tuned
 tokenizer_report() {
   if [ -n "${init_model:-}" ]; then echo "$exp/tokenizer/report.json"
@@ -124,7 +126,7 @@ stage4() {
   fi
 }
 stage4_report() {
-  py -m flow.report --model "$(flow_model)" --data "$data/dev" --out "$(dirname "$(flow_model)")/report" \
+  py -m flow.report --model "$(flow_model)" --data "$data/dev" --out "$(flow_report)" \
     --vocoder "$(vocoder_model)" --steps 10 --chunk 50 --lookahead 4 --threads 1 --judge-jobs "$nj" \
     --max-utts "$flow_report_utts"
 }
@@ -237,9 +239,9 @@ run_stages() {
     fi
   fi
   if stage_enabled 4; then  # after stage 5: the report vocodes with the trained vocoder when there is one
-    log "stage 4: flow report -> $(dirname "$(flow_model)")/report"
-    run_once "$(dirname "$(flow_model)")/report/.done" stage4_report
-    cat "$(dirname "$(flow_model)")/report/report.md"
+    log "stage 4: flow report -> $(flow_report)"
+    run_once "$(flow_report)/.done" stage4_report
+    cat "$(flow_report)/report.md"
   fi
   if stage_enabled 6; then
     log "stage 6: speaker verifier -> $(speaker_model); package -> $exp/model"
