@@ -2,12 +2,16 @@
 
 Reads ``<data>/tokens`` (``<utt> <id id ...>`` at the token rate) and
 ``<data>/wav.scp``; the mels come from :mod:`tts.mel` (the one mel definition)
-and are cached as ``<data>/mel/<utt>.npy`` (float32, (n_mels, frames)).
-Caching is resumable: existing files are kept, new ones are written atomically.
+and are cached as ``<data>/mel_<key>/<utt>.npy`` (float32, (n_mels, frames)), ``<key>``
+a digest of the mel definition (its ``config.json`` lies beside them), so a model on
+another mel never reads stale features. Caching is resumable: existing files are kept,
+new ones are written atomically.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import random
@@ -31,8 +35,14 @@ def read_tokens(path: str | Path) -> dict[str, np.ndarray]:
     return {utt: np.asarray(ids, dtype=np.int64) for utt, ids in read_int_table(path).items()}
 
 
-def mel_path(data_dir: str | Path, utt: str) -> Path:
-    return Path(data_dir) / "mel" / f"{utt}.npy"
+def mel_dir(data_dir: str | Path, mel_cfg: MelConfig) -> Path:
+    """The cache folder of ``mel_cfg``'s mels in ``data_dir``: one per mel definition."""
+    key = hashlib.sha1(json.dumps(mel_cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    return Path(data_dir) / f"mel_{key}"
+
+
+def mel_path(data_dir: str | Path, utt: str, mel_cfg: MelConfig) -> Path:
+    return mel_dir(data_dir, mel_cfg) / f"{utt}.npy"
 
 
 def cache_mels(data_dir: str | Path, mel_cfg: MelConfig, utts: list[str] | None = None,
@@ -40,18 +50,21 @@ def cache_mels(data_dir: str | Path, mel_cfg: MelConfig, utts: list[str] | None 
     """Compute ``<data>/mel/<utt>.npy`` for every utterance (or ``utts``) that lacks one."""
     data_dir = Path(data_dir)
     wavs = read_table(data_dir / "wav.scp")
-    todo = [u for u in (utts or sorted(wavs)) if not mel_path(data_dir, u).is_file()]
-    (data_dir / "mel").mkdir(exist_ok=True)
+    todo = [u for u in (utts or sorted(wavs)) if not mel_path(data_dir, u, mel_cfg).is_file()]
+    cache = mel_dir(data_dir, mel_cfg)
+    cache.mkdir(exist_ok=True)
+    if not (cache / "config.json").is_file():
+        (cache / "config.json").write_text(json.dumps(mel_cfg.to_dict(), indent=2) + "\n")
     for utt in tqdm(todo, desc=f"mel {data_dir}", disable=not progress or not todo):
         audio = load_audio(wavs[utt], mel_cfg.sample_rate)
         mel = mel_spectrogram(audio, mel_cfg)
-        tmp = mel_path(data_dir, utt).with_suffix(f".{os.getpid()}.tmp.npy")  # ranks may cache at once
+        tmp = mel_path(data_dir, utt, mel_cfg).with_suffix(f".{os.getpid()}.tmp.npy")  # ranks may cache at once
         np.save(tmp, mel.astype(np.float32))
-        tmp.replace(mel_path(data_dir, utt))
+        tmp.replace(mel_path(data_dir, utt, mel_cfg))
 
 
-def load_mel(data_dir: str | Path, utt: str, mmap: bool = False) -> np.ndarray:
-    return np.load(mel_path(data_dir, utt), mmap_mode="r" if mmap else None)
+def load_mel(data_dir: str | Path, utt: str, mel_cfg: MelConfig, mmap: bool = False) -> np.ndarray:
+    return np.load(mel_path(data_dir, utt, mel_cfg), mmap_mode="r" if mmap else None)
 
 
 @dataclass
@@ -74,7 +87,7 @@ class FlowDataset(Dataset):
                  crop_frames: int = 1000, random_crop: bool = True, vocab_size: int | None = None,
                  progress: bool = True):
         self.data_dirs = [Path(d) for d in ([data_dirs] if isinstance(data_dirs, (str, Path)) else data_dirs)]
-        self.upsample = upsample
+        self.upsample, self.mel_cfg = upsample, mel_cfg
         self.crop_frames, self.random_crop = crop_frames - crop_frames % upsample, random_crop
         self.items: list[tuple[Path, str, np.ndarray]] = []  # (data dir, utt, tokens)
         self.lengths: list[int] = []
@@ -102,7 +115,7 @@ class FlowDataset(Dataset):
         cache_mels(data_dir, mel_cfg, utts, progress)
         skipped, before = [], len(self.items)
         for utt in utts:
-            frames = load_mel(data_dir, utt, mmap=True).shape[1]
+            frames = load_mel(data_dir, utt, mel_cfg, mmap=True).shape[1]
             if abs(frames - upsample * tokens[utt].size) > 2 * upsample:
                 skipped.append(utt)
                 continue
@@ -117,7 +130,7 @@ class FlowDataset(Dataset):
     def mel_stats(self, limit: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-bin mean and std of the log-mels of ``limit`` utterances spread evenly over the set."""
         picks = np.linspace(0, len(self.items) - 1, min(limit, len(self.items))).round().astype(int)
-        mels = np.concatenate([load_mel(*self.items[i][:2]) for i in sorted(set(picks))], axis=1)
+        mels = np.concatenate([load_mel(*self.items[i][:2], self.mel_cfg) for i in sorted(set(picks))], axis=1)
         return torch.from_numpy(mels.mean(1)).float(), torch.from_numpy(mels.std(1)).float()
 
     def __len__(self) -> int:
@@ -125,7 +138,7 @@ class FlowDataset(Dataset):
 
     def __getitem__(self, i: int) -> FlowItem:
         data_dir, utt, tokens = self.items[i]
-        mel = load_mel(data_dir, utt)
+        mel = load_mel(data_dir, utt, self.mel_cfg)
         frames = min(mel.shape[1], self.upsample * tokens.size)
         start = 0
         if frames > self.crop_frames:

@@ -46,6 +46,9 @@ def load_vocoder(path: str | None, mel_cfg):
     if path and Path(path).is_dir():
         from vocoder import Vocoder
         voc = Vocoder.from_pretrained(path).eval()
+        if voc.config.mel_config != mel_cfg:
+            raise SystemExit(f"flow.report: the vocoder {path} was trained on another mel than the flow "
+                             f"({voc.config.mel_config} vs {mel_cfg})")
         return (lambda mel: voc(mel)), f"vocoder:{path}"
     try:
         from vocoder import GriffinLim
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list] = {k: [] for k in ("real", "vocoded_gt", "flow", "flow_chunked")}
     per_utt, l1, l1_chunk, flow_sec, audio_sec = [], [], [], 0.0, 0.0
     for i, (utt, prompt) in enumerate(tqdm(pairs, desc="flow")):
-        gt, pm = load_mel(d, utt), load_mel(d, prompt)
+        gt, pm = load_mel(d, utt, mel_cfg), load_mel(d, prompt, mel_cfg)
         tp = min(pm.shape[1], up * tokens[prompt].size, max_prompt) // up * up
         p_tok, p_mel = torch.from_numpy(tokens[prompt][: tp // up]), torch.from_numpy(pm[:, :tp].copy())
         t0 = time.perf_counter()

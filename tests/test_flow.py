@@ -357,9 +357,23 @@ def _noise_data_dir(d, spk: str, n: int, seed: int = 0):
     return d
 
 
+def test_mel_cache_per_mel_definition(tmp_path):
+    """Each mel definition has its own cache: a model on another mel never reads stale features."""
+    from flow.data import FlowDataset, mel_dir
+
+    d = _noise_data_dir(tmp_path / "d", "spk", 2)
+    old, new = MelConfig.preset("16k"), MelConfig.preset("16k-w40")
+    for cfg in (old, new):
+        item = FlowDataset(d, cfg, upsample=2)[0]
+        audio = load_audio(d / "spk-0.wav", 16000)
+        np.testing.assert_allclose(item.mel.numpy(), mel_spectrogram(audio, cfg), atol=1e-5)
+    assert mel_dir(d, old) != mel_dir(d, new)
+    assert json.loads((mel_dir(d, new) / "config.json").read_text())["n_fft"] == 640
+
+
 def test_dataset_of_several_dirs(tmp_path):
     """Two data dirs train as their union; mel statistics span both; repeated ids are refused."""
-    from flow.data import FlowDataset
+    from flow.data import FlowDataset, mel_path
     from tts.datadir import DataDirError
     from tts.mel import MelConfig
 
@@ -371,7 +385,7 @@ def test_dataset_of_several_dirs(tmp_path):
             sf.write(wav, audio * gain / 100, sr)
     ds = FlowDataset([a, b], MelConfig(), upsample=2, crop_frames=1000)
     assert ds.utts == ["spka-0", "spka-1", "spkb-0", "spkb-1", "spkb-2"] and len(ds.lengths) == 5
-    assert (b / "mel" / "spkb-2.npy").is_file() and not (a / "mel" / "spkb-2.npy").exists()
+    assert mel_path(b, "spkb-2", MelConfig()).is_file() and not mel_path(a, "spkb-2", MelConfig()).exists()
     item = ds[4]  # spkb-2: 1.4 s = 70 frames, 35 tokens
     assert item.utt == "spkb-2" and item.mel.shape == (80, 70) and item.tokens.numel() == 35
     only_a, both = FlowDataset(a, MelConfig(), 2).mel_stats()[0], ds.mel_stats()[0]
@@ -383,13 +397,14 @@ def test_dataset_of_several_dirs(tmp_path):
 def test_train_and_report_cli(tmp_path, speech):
     """Data dir -> flow.train (2 steps, resumable) -> model dir -> flow.report (mel L1 only)."""
     from flow import report, train
+    from flow.data import mel_path
 
     d = _noise_data_dir(tmp_path / "data", "spk", 3)
     exp = tmp_path / "exp"
     args = ["--config", str(CONF / "flow_tiny.yaml"), "--train", str(d), "--dev", str(d), "--exp", str(exp)]
     assert train.main([*args, "--max-steps", "2"]) == 0
     assert (exp / "model" / "model.safetensors").is_file() and (exp / "checkpoints" / "last.ckpt").is_file()
-    assert (d / "mel" / "spk-0.npy").is_file()  # mel cache
+    assert mel_path(d, "spk-0", MelConfig()).is_file()  # mel cache
     assert train.main([*args, "--max-steps", "3"]) == 0  # resumes from last.ckpt
     start = FlowModel.from_pretrained(exp / "model")  # fine-tuning: weights and mel statistics carry over
     start.set_mel_stats(torch.linspace(-6, -3, 80), torch.linspace(1, 2, 80))
@@ -408,3 +423,11 @@ def test_train_and_report_cli(tmp_path, speech):
     rep = json.loads((out / "report.json").read_text())
     assert rep["utterances"] == 2 and {"flow", "flow_chunked"} <= set(rep["mel_l1"])
     assert len(list((out / "png").glob("*.png"))) == 1
+    from vocoder import Vocoder, VocoderConfig
+
+    w40 = MelConfig.preset("16k-w40").to_dict()  # a vocoder of another mel would vocode garbage: refused
+    Vocoder(VocoderConfig(mel=w40, dim=16, intermediate_dim=32, num_layers=1, sub_dim=8, sub_layers=1)).save_pretrained(
+        tmp_path / "voc_w40")
+    with pytest.raises(SystemExit, match="another mel"):
+        report.main(["--model", str(exp / "model"), "--data", str(d), "--out", str(tmp_path / "r2"),
+                     "--vocoder", str(tmp_path / "voc_w40"), "--no-judges", "--max-utts", "1"])

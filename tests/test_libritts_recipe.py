@@ -109,7 +109,7 @@ def test_libritts_recipe_stages_0_to_7(tmp_path):
     assert read_table(data / "train" / "text")["19-1000_000000_000000"] == SENTENCES[0]
     for split in ("train", "dev", "test"):
         assert (data / split / "tokens").is_file()  # stage 2
-    mel = np.load(next((data / "train" / "mel").glob("*.npy")))
+    mel = np.load(next((data / "train").glob("mel_*/*.npy")))
     assert mel.shape[0] == 100  # the 24 kHz mel: 100 bins
     for part in ("tokenizer", "llm", "flow", "vocoder", "speaker"):
         assert (exp / "model" / part / "model.safetensors").is_file()  # stage 6

@@ -5,7 +5,7 @@ import torch
 from tts.mel import MelConfig, MelSpectrogram, mel_spectrogram
 
 
-@pytest.mark.parametrize("preset, fps", [("16k", 50.0), ("24k", 50.0)])
+@pytest.mark.parametrize("preset, fps", [("16k", 50.0), ("24k", 50.0), ("16k-w40", 50.0), ("24k-w40", 50.0)])
 @pytest.mark.parametrize("samples", [0.5, 1.0, 1.2345, 3.0])
 def test_frame_count_is_samples_over_hop(preset, fps, samples):
     cfg = MelConfig.preset(preset)

@@ -43,12 +43,16 @@ class MelConfig:
 
     @classmethod
     def preset(cls, name: str) -> MelConfig:
-        """'16k': the toy corpus (50 fps, 80 bins). '24k': real corpora (50 fps, 100 bins)."""
-        if name in ("16k", "16000"):
-            return cls()
-        if name in ("24k", "24000"):
-            return cls(24000, 1920, 480, 1920, 100, 0.0, 12000.0)
-        raise ValueError(f"unknown mel preset {name!r}: use '16k' or '24k'")
+        """'16k': the toy corpus (50 fps, 80 bins). '24k': real corpora (50 fps, 100 bins).
+        Both frame with an 80 ms window; '16k-w40' and '24k-w40' keep the 50 fps with a
+        40 ms window (n_fft 640 / 960), which loses fewer words (egs/synth_en/RESULTS.md)."""
+        presets = {"16k": cls(), "24k": cls(24000, 1920, 480, 1920, 100, 0.0, 12000.0),
+                   "16k-w40": cls(16000, 640, 320, 640, 80, 0.0, 8000.0),
+                   "24k-w40": cls(24000, 960, 480, 960, 100, 0.0, 12000.0)}
+        presets |= {"16000": presets["16k"], "24000": presets["24k"]}
+        if name not in presets:
+            raise ValueError(f"unknown mel preset {name!r}: use one of {sorted(presets)}")
+        return presets[name]
 
 
 class MelSpectrogram(nn.Module):
