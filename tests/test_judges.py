@@ -115,3 +115,28 @@ def test_intelligibility_judge_jobs_give_the_same_transcripts(clips) -> None:
     assert len(set(one)) > 1  # not all the same words: the order is checked
     with pytest.raises(ValueError, match="jobs"):
         IntelligibilityJudge(jobs=0)
+
+
+def test_mel_words_benchmark(clips, tmp_path, capsys) -> None:
+    """benchmarks/mel_words.py: a mel with a 256 ms window loses more words through
+    Griffin-Lim than the 40 ms one; figures are paired against the real audio."""
+    import importlib.util
+    import json
+
+    from tts.datadir import write_table
+
+    spec = importlib.util.spec_from_file_location(
+        "mel_words", Path(__file__).resolve().parents[1] / "benchmarks" / "mel_words.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.parse_mel("640/160").win_length == 640 and bench.parse_mel("16k-w40").hop_length == 320
+    utts = {"a": (clips["rms_a"], TEXT_A), "b": (clips["slt_b"], TEXT_B)}
+    write_table(tmp_path / "wav.scp", {u: str(w) for u, (w, _) in utts.items()})
+    write_table(tmp_path / "text", {u: t for u, (_, t) in utts.items()})
+    write_table(tmp_path / "utt2spk", {u: u for u in utts})
+    assert bench.main(["--data", str(tmp_path), "--mel", "16k-w40", "4096/1024"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["utterances"] == 2 and out["real_wer"] < 0.3
+    fine, coarse = out["mels"]["16k-w40"], out["mels"]["4096/1024"]
+    assert coarse["griffinlim_wer"] > fine["griffinlim_wer"] + 0.2
+    assert coarse["minus_real"]["wer_diff_mean"] == pytest.approx(coarse["griffinlim_wer"] - out["real_wer"])

@@ -198,3 +198,19 @@ def test_int_table_names_the_bad_row(tmp_path, row, match):
         read_int_table(tmp_path / "tokens")
     (tmp_path / "tokens").write_text("u1 3 4 5\nu2 0\n")
     assert read_int_table(tmp_path / "tokens") == {"u1": [3, 4, 5], "u2": [0]}
+
+
+@pytest.mark.parametrize("recipe", ["synth_en", "libritts"])
+def test_flow_and_vocoder_configs_use_the_recipes_mel(recipe):
+    """Every flow and vocoder config of a recipe frames audio with its run.sh mel_preset
+    (a disagreement would only surface at stage 6, after hours of training)."""
+    import re
+
+    import yaml
+
+    egs = ROOT / "egs" / recipe
+    preset = re.search(r"^mel_preset=(\S+)", (egs / "run.sh").read_text(), re.M).group(1)
+    for conf in sorted((egs / "conf").glob("flow*.yaml")):
+        assert yaml.safe_load(conf.read_text())["model"].get("mel", "16k") == preset, conf.name
+    for conf in sorted((egs / "conf").glob("vocoder*.yaml")):
+        assert yaml.safe_load(conf.read_text()).get("mel_preset", "16k") == preset, conf.name

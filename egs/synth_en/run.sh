@@ -29,7 +29,7 @@ vocoder_conf=conf/vocoder.yaml
 vocoder_gan_conf=conf/vocoder_gan.yaml  # the GAN phase, started from vocoder_conf's generator (none: skip it)
 llm_report_utts=100      # dev utterances the stage-3 report generates
 vocoder_report_utts=60   # dev utterances the stage-5 report vocodes
-flow_report_utts=30      # dev utterances the stage-4 report resynthesises
+flow_report_utts=120     # dev utterances the stage-4 report resynthesises (30 are too few for its 1.3x bar: RESULTS.md, stop 31)
 speaker_steps=1500  # speaker-verifier training steps
 n_candidates=8      # best-of-N width at evaluation (stage 7 scores N=1 and N=n_candidates)
 eval_per_speaker=14 # zero-shot targets per test speaker: all but the prompt (126 clones, ~10 min; 45 left
@@ -37,7 +37,7 @@ eval_per_speaker=14 # zero-shot targets per test speaker: all but the prompt (12
 ngpu=0              # GPUs per node for training (0: the configs decide; CPU here)
 num_nodes=1         # nodes; > 1 needs --launcher
 launcher=""         # e.g. "srun": starts every rank of trainers and extraction
-mel_preset=16k      # the shared mel definition (tts/mel.py) the configs use
+mel_preset=16k-w40  # the shared mel definition (tts/mel.py) the flow and vocoder configs use: 40 ms window, 50 fps
 onnx_export=true    # stage 6 also exports every network to $exp/model/onnx (voxlm export onnx)
 parallel=true       # independent stages side by side, one process each (recipes/stages.sh, run_stages)
 init_model=""       # a packaged model dir to fine-tune on this data (its tokenizer, its weights; README)
