@@ -29,7 +29,7 @@ vocoder_conf=conf/vocoder.yaml
 vocoder_gan_conf=conf/vocoder_gan.yaml  # the GAN phase, started from vocoder_conf's generator (none: skip it)
 llm_report_utts=100      # dev utterances the stage-3 report generates
 vocoder_report_utts=60   # dev utterances the stage-5 report vocodes
-flow_report_utts=120     # dev utterances the stage-4 report resynthesises (30 are too few for its 1.3x bar: RESULTS.md, stop 31)
+flow_report_utts=210     # dev utterances the stage-4 report resynthesises: all (30 are too few for its 1.3x bar: RESULTS.md, stop 31)
 speaker_steps=1500  # speaker-verifier training steps
 n_candidates=8      # best-of-N width at evaluation (stage 7 scores N=1 and N=n_candidates)
 eval_per_speaker=14 # zero-shot targets per test speaker: all but the prompt (126 clones, ~10 min; 45 left
