@@ -47,7 +47,7 @@ def mel_path(data_dir: str | Path, utt: str, mel_cfg: MelConfig) -> Path:
 
 def cache_mels(data_dir: str | Path, mel_cfg: MelConfig, utts: list[str] | None = None,
                progress: bool = True) -> None:
-    """Compute ``<data>/mel/<utt>.npy`` for every utterance (or ``utts``) that lacks one."""
+    """Compute ``mel_dir(data_dir, mel_cfg)/<utt>.npy`` for every utterance (or ``utts``) that lacks one."""
     data_dir = Path(data_dir)
     wavs = read_table(data_dir / "wav.scp")
     todo = [u for u in (utts or sorted(wavs)) if not mel_path(data_dir, u, mel_cfg).is_file()]
