@@ -404,7 +404,7 @@ def test_train_and_report_cli(tmp_path, speech):
     args = ["--config", str(CONF / "flow_tiny.yaml"), "--train", str(d), "--dev", str(d), "--exp", str(exp)]
     assert train.main([*args, "--max-steps", "2"]) == 0
     assert (exp / "model" / "model.safetensors").is_file() and (exp / "checkpoints" / "last.ckpt").is_file()
-    assert mel_path(d, "spk-0", MelConfig()).is_file()  # mel cache
+    assert mel_path(d, "spk-0", FlowModel.from_pretrained(exp / "model").config.mel_config).is_file()  # mel cache
     assert train.main([*args, "--max-steps", "3"]) == 0  # resumes from last.ckpt
     start = FlowModel.from_pretrained(exp / "model")  # fine-tuning: weights and mel statistics carry over
     start.set_mel_stats(torch.linspace(-6, -3, 80), torch.linspace(1, 2, 80))
@@ -425,9 +425,9 @@ def test_train_and_report_cli(tmp_path, speech):
     assert len(list((out / "png").glob("*.png"))) == 1
     from vocoder import Vocoder, VocoderConfig
 
-    w40 = MelConfig.preset("16k-w40").to_dict()  # a vocoder of another mel would vocode garbage: refused
-    Vocoder(VocoderConfig(mel=w40, dim=16, intermediate_dim=32, num_layers=1, sub_dim=8, sub_layers=1)).save_pretrained(
-        tmp_path / "voc_w40")
+    other = MelConfig.preset("24k").to_dict()  # a vocoder of another mel would vocode garbage: refused
+    Vocoder(VocoderConfig(mel=other, dim=16, intermediate_dim=32, num_layers=1, sub_dim=8, sub_layers=1)).save_pretrained(
+        tmp_path / "voc_other")
     with pytest.raises(SystemExit, match="another mel"):
         report.main(["--model", str(exp / "model"), "--data", str(d), "--out", str(tmp_path / "r2"),
-                     "--vocoder", str(tmp_path / "voc_w40"), "--no-judges", "--max-utts", "1"])
+                     "--vocoder", str(tmp_path / "voc_other"), "--no-judges", "--max-utts", "1"])

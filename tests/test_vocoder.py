@@ -174,7 +174,7 @@ def test_train_cli_writes_model_and_resumes(tmp_path):
     # rerun: resumes at step 4, so nothing changes
     assert train_main(args) == 0
     again = Vocoder.from_pretrained(exp / "model")
-    mel = MelSpectrogram()(torch.from_numpy(speech(tmp_path)))[None]
+    mel = MelSpectrogram(first.config.mel_config)(torch.from_numpy(speech(tmp_path)))[None]
     with torch.no_grad():
         assert torch.equal(first(mel), again(mel))
     # warm start (the GAN phase starts from the reconstruction phase's generator): with no
