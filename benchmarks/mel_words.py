@@ -41,15 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     mels = {name: parse_mel(name) for name in args.mel}
+    inverters = {name: GriffinLim(cfg) for name, cfg in mels.items()}  # one mel filterbank inverse each
     utts = load_data_dir(args.data)[: args.max_utts or None]
     judge = IntelligibilityJudge(progress=False)
     hyps: dict[str, list[str]] = {"real": [], **{name: [] for name in mels}}
     for u in utts:
-        audio = load_audio(u.wav, 16000)
-        hyps["real"].append(judge.transcribe((audio, 16000)))
+        audio = {16000: load_audio(u.wav, 16000)}  # the clip at each rate the mels need, read once
+        hyps["real"].append(judge.transcribe((audio[16000], 16000)))
         for name, cfg in mels.items():
-            mel = torch.from_numpy(mel_spectrogram(load_audio(u.wav, cfg.sample_rate), cfg))[None]
-            hyps[name].append(judge.transcribe((GriffinLim(cfg)(mel)[0].numpy(), cfg.sample_rate)))
+            sr = cfg.sample_rate
+            if sr not in audio:
+                audio[sr] = load_audio(u.wav, sr)
+            mel = torch.from_numpy(mel_spectrogram(audio[sr], cfg))[None]
+            hyps[name].append(judge.transcribe((inverters[name](mel)[0].numpy(), sr)))
     per_utt = {k: judge.wer([u.text for u in utts], h).per_utt for k, h in hyps.items()}
     out = {"data": args.data, "utterances": len(utts), "real_wer": sum(per_utt["real"]) / len(utts), "mels": {}}
     for name, cfg in mels.items():

@@ -10,6 +10,7 @@ new ones are written atomically.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -35,10 +36,15 @@ def read_tokens(path: str | Path) -> dict[str, np.ndarray]:
     return {utt: np.asarray(ids, dtype=np.int64) for utt, ids in read_int_table(path).items()}
 
 
+@functools.cache
+def _mel_key(mel_cfg: MelConfig) -> str:
+    """A short digest of a mel definition (computed once per definition, not per item read)."""
+    return hashlib.sha1(json.dumps(mel_cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+
+
 def mel_dir(data_dir: str | Path, mel_cfg: MelConfig) -> Path:
     """The cache folder of ``mel_cfg``'s mels in ``data_dir``: one per mel definition."""
-    key = hashlib.sha1(json.dumps(mel_cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-    return Path(data_dir) / f"mel_{key}"
+    return Path(data_dir) / f"mel_{_mel_key(mel_cfg)}"
 
 
 def mel_path(data_dir: str | Path, utt: str, mel_cfg: MelConfig) -> Path:

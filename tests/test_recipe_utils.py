@@ -208,9 +208,12 @@ def test_flow_and_vocoder_configs_use_the_recipes_mel(recipe):
 
     import yaml
 
+    from flow.config import FlowConfig
+    from vocoder.train import TrainConfig
+
     egs = ROOT / "egs" / recipe
     preset = re.search(r"^mel_preset=(\S+)", (egs / "run.sh").read_text(), re.M).group(1)
     for conf in sorted((egs / "conf").glob("flow*.yaml")):
-        assert yaml.safe_load(conf.read_text())["model"].get("mel", "16k") == preset, conf.name
+        assert yaml.safe_load(conf.read_text())["model"].get("mel", FlowConfig.mel) == preset, conf.name
     for conf in sorted((egs / "conf").glob("vocoder*.yaml")):
-        assert yaml.safe_load(conf.read_text()).get("mel_preset", "16k") == preset, conf.name
+        assert yaml.safe_load(conf.read_text()).get("mel_preset", TrainConfig.mel_preset) == preset, conf.name
