@@ -28,7 +28,10 @@ def parse_mel(name: str) -> MelConfig:
     """A preset name, or ``n_fft/hop`` (16 kHz, window = n_fft, the 16k preset's bins)."""
     if "/" not in name:
         return MelConfig.preset(name)
-    n_fft, hop = (int(x) for x in name.split("/"))
+    try:
+        n_fft, hop = (int(x) for x in name.split("/"))
+    except ValueError:
+        raise ValueError(f"mel {name!r}: give a preset or n_fft/hop, two integers") from None
     return MelConfig(n_fft=n_fft, hop_length=hop, win_length=n_fft)
 
 
@@ -40,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    mels = {name: parse_mel(name) for name in args.mel}
+    try:
+        mels = {name: parse_mel(name) for name in args.mel}
+    except ValueError as err:
+        p.error(str(err))
     inverters = {name: GriffinLim(cfg) for name, cfg in mels.items()}  # one mel filterbank inverse each
     utts = load_data_dir(args.data)[: args.max_utts or None]
     judge = IntelligibilityJudge(progress=False)

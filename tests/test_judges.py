@@ -130,6 +130,8 @@ def test_mel_words_benchmark(clips, tmp_path, capsys) -> None:
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     assert bench.parse_mel("640/160").win_length == 640 and bench.parse_mel("16k-w40").hop_length == 320
+    with pytest.raises(ValueError, match="two integers"):
+        bench.parse_mel("640/x")
     utts = {"a": (clips["rms_a"], TEXT_A), "b": (clips["slt_b"], TEXT_B)}
     write_table(tmp_path / "wav.scp", {u: str(w) for u, (w, _) in utts.items()})
     write_table(tmp_path / "text", {u: t for u, (_, t) in utts.items()})
