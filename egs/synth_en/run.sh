@@ -28,7 +28,7 @@ flow_ft_conf=conf/flow_ft.yaml  # a second flow phase from flow_conf's model, on
 vocoder_conf=conf/vocoder.yaml
 vocoder_gan_conf=conf/vocoder_gan.yaml  # the GAN phase, started from vocoder_conf's generator (none: skip it)
 llm_report_utts=100      # dev utterances the stage-3 report generates
-vocoder_report_utts=60   # dev utterances the stage-5 report vocodes
+vocoder_report_utts=210  # dev utterances the stage-5 report vocodes: all (60 are too few to tell it from Griffin-Lim: RESULTS.md, stop 32)
 flow_report_utts=210     # dev utterances the stage-4 report resynthesises: all (30 are too few for its 1.3x bar: RESULTS.md, stop 31)
 speaker_steps=1500  # speaker-verifier training steps
 n_candidates=8      # best-of-N width at evaluation (stage 7 scores N=1 and N=n_candidates)
