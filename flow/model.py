@@ -244,25 +244,26 @@ class FlowModel(nn.Module):
         feats: (token features (B, T, D), prior mu (B, C, T) or None) from :meth:`features`;
         cond, noise: (B, C, T); options: :meth:`_options`' tuple; kv/offset: see :meth:`estimator`.
         """
-        (tok, mu), (steps, solver, schedule, guidance, start), cfm = feats, options, self.config.cfm
+        (tok, mu), (steps, solver, schedule, guidance, start, scale), cfm = feats, options, self.config.cfm
         field = self.estimator(tok, cond, spk_vec, mask, kv=kv, offset=offset)
-        return solve(field, prior_point(noise, mu, start, cfm.sigma_min), steps, solver, schedule, guidance,
-                     sway=cfm.sway, start=start)
+        return solve(field, prior_point(scale * noise, mu, start, cfm.sigma_min), steps, solver, schedule,
+                     guidance, sway=cfm.sway, start=start)
 
-    def _options(self, steps, solver, schedule, guidance, start=None):
-        """-> (steps, solver, schedule, guidance, prior start): the call's, else the config's."""
+    def _options(self, steps, solver, schedule, guidance, start=None, noise_scale=None):
+        """-> (steps, solver, schedule, guidance, prior start, noise scale): the call's, else the config's."""
         c = self.config.cfm
         steps, solver = steps or c.steps, solver or c.solver
         schedule, guidance = schedule or c.schedule, c.guidance if guidance is None else guidance
         start = c.prior_start if start is None else float(start)
-        check_solver_options(steps, solver, schedule, start)
-        return steps, solver, schedule, float(guidance), start
+        scale = c.noise_scale if noise_scale is None else float(noise_scale)
+        check_solver_options(steps, solver, schedule, start, scale)
+        return steps, solver, schedule, float(guidance), start, scale
 
     @torch.no_grad()
     def generate(self, tokens, prompt_tokens=None, prompt_mel=None, spk=None, *, steps: int | None = None,
                  solver: str | None = None, schedule: str | None = None, guidance: float | None = None,
                  chunk: int | None = None, first_chunk: int | None = None, lookahead: int = 0,
-                 seed: int = 0, prior_start: float | None = None) -> torch.Tensor:
+                 seed: int = 0, prior_start: float | None = None, noise_scale: float | None = None) -> torch.Tensor:
         """Tokens (N,) [+ prompt tokens (Np,) and log-mel (C, Tp)] -> target log-mel (C, upsample * N).
 
         ``chunk``: streaming-mask inference (None = offline, full attention): the prompt is
@@ -270,15 +271,15 @@ class FlowModel(nn.Module):
         ``first_chunk`` (default ``chunk``), and a frame sees its own block and the past.
         What :meth:`stream` yields piece by piece. Deterministic for a given ``seed``.
         ``lookahead``: frames of the next chunk each chunk also sees (:mod:`flow.streaming`);
-        then this runs the stream itself. ``prior_start``: see :mod:`flow.cfm` (default: the
-        config's ``cfm.prior_start``).
+        then this runs the stream itself. ``prior_start``, ``noise_scale``: see :mod:`flow.cfm`
+        (default: the config's ``cfm`` values).
         """
         if chunk and lookahead:
             return torch.cat(list(self.stream(tokens, prompt_tokens, prompt_mel, spk, chunk=chunk,
                                               first_chunk=first_chunk, lookahead=lookahead, steps=steps,
                                               solver=solver, schedule=schedule, guidance=guidance, seed=seed,
-                                              prior_start=prior_start)), dim=1)
-        opts = self._options(steps, solver, schedule, guidance, prior_start)
+                                              prior_start=prior_start, noise_scale=noise_scale)), dim=1)
+        opts = self._options(steps, solver, schedule, guidance, prior_start, noise_scale)
         ids, cond, spk_vec, tp = self.prepare(tokens, prompt_tokens, prompt_mel, spk)
         total = cond.shape[-1]
         noise = initial_noise(tp, total - tp, seed, self.n_mels).to(cond.device)
@@ -292,7 +293,8 @@ class FlowModel(nn.Module):
     def stream(self, tokens, prompt_tokens=None, prompt_mel=None, spk=None, *, chunk: int = 50,
                first_chunk: int | None = None, lookahead: int = 0, steps: int | None = None,
                solver: str | None = None, schedule: str | None = None, guidance: float | None = None,
-               seed: int = 0, prior_start: float | None = None) -> Iterator[torch.Tensor]:
+               seed: int = 0, prior_start: float | None = None,
+               noise_scale: float | None = None) -> Iterator[torch.Tensor]:
         """Yield the target log-mel chunk by chunk, (C, frames) each, as soon as each chunk is final.
 
         The pieces concatenate to ``generate(..., chunk=chunk, first_chunk=first_chunk,
@@ -303,7 +305,8 @@ class FlowModel(nn.Module):
         """
         tokens = self._check_tokens(tokens, "tokens")
         ctx = prompt_context(self, prompt_tokens, prompt_mel, spk, steps=steps, solver=solver,
-                             schedule=schedule, guidance=guidance, prior_start=prior_start)
+                             schedule=schedule, guidance=guidance, prior_start=prior_start,
+                             noise_scale=noise_scale)
         stream = FlowStream(self, ctx, chunk=chunk, first_chunk=first_chunk, seed=seed, lookahead=lookahead)
         yield from stream.push(tokens.tolist())
         yield from stream.finish()

@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--schedule", default=None)
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--prior-start", type=float, default=None, help="start time on the prior path (default: the config's)")
+    p.add_argument("--noise-scale", type=float, default=None, help="the starting noise's scale (default: the config's)")
     p.add_argument("--chunk", type=int, default=50, help="streaming chunk in frames (0: skip the chunked row)")
     p.add_argument("--lookahead", type=int, default=0, help="frames of the next chunk each chunk sees")
     p.add_argument("--prompt-seconds", type=float, default=6.0, help="cut prompts to at most this long")
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     cache_mels(d, mel_cfg, sorted({u for pair in pairs for u in pair}))
     vocode, voc_name = load_vocoder(args.vocoder, mel_cfg)
     opts = dict(steps=args.steps, solver=args.solver, schedule=args.schedule, guidance=args.guidance,
-                prior_start=args.prior_start)
+                prior_start=args.prior_start, noise_scale=args.noise_scale)
     max_prompt = min(cfg.max_prompt_frames, int(args.prompt_seconds * mel_cfg.frame_rate)) // up * up
 
     rows: dict[str, list] = {k: [] for k in ("real", "vocoded_gt", "flow", "flow_chunked")}

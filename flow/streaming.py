@@ -72,16 +72,17 @@ class FlowContext:
     prompt_frames: int
     prompt_ids: torch.Tensor  # (1, Tp) the prompt's frame-rate token ids (the token encoder's context)
     spk: torch.Tensor | None  # the speaker vector the model conditions on
-    options: tuple  # (steps, solver, schedule, guidance, prior start)
+    options: tuple  # (steps, solver, schedule, guidance, prior start, noise scale)
     kv: list[list[KVSlot]]  # per field evaluation, one slot per backbone block
 
 
 @torch.no_grad()
 def prompt_context(model: FlowModel, prompt_tokens=None, prompt_mel=None, spk=None, *, steps: int | None = None,
                    solver: str | None = None, schedule: str | None = None,
-                   guidance: float | None = None, prior_start: float | None = None) -> FlowContext:
+                   guidance: float | None = None, prior_start: float | None = None,
+                   noise_scale: float | None = None) -> FlowContext:
     """Solve the prompt block; -> a context that :class:`FlowStream` starts from (never modified)."""
-    options = model._options(steps, solver, schedule, guidance, prior_start)
+    options = model._options(steps, solver, schedule, guidance, prior_start, noise_scale)
     ids, cond, spk_vec, tp = model.prepare_prompt(prompt_tokens, prompt_mel, spk)
     evals = options[0] * (2 if options[1] == "midpoint" else 1)
     kv = [[KVSlot() for _ in model.backbone.blocks] for _ in range(evals)]

@@ -138,6 +138,27 @@ def test_prior_start_grid_and_point():
         FlowConfig(encoder_layers=1, cfm=CFMConfig(prior_start=1.0)).validate()
 
 
+def test_noise_scale_scales_the_start_and_streams():
+    model = tiny()
+    tokens, zero = torch.arange(20) % 32, torch.zeros(80, 40)
+    p_tok, p_mel = torch.arange(6) % 32, torch.randn(80, 12)
+    # the stream and the chunked offline pass agree under a noise scale too
+    whole = model.generate(tokens, p_tok, p_mel, chunk=10, steps=2, noise_scale=0.6, seed=2)
+    pieces = torch.cat(list(model.stream(tokens, p_tok, p_mel, chunk=10, steps=2, noise_scale=0.6, seed=2)), dim=1)
+    assert torch.allclose(whole, pieces, atol=1e-4)
+    assert not torch.allclose(whole, model.generate(tokens, p_tok, p_mel, chunk=10, steps=2, seed=2))
+    for p in model.backbone.out_proj.parameters():  # zero velocity: the output is the (denormalised) start
+        torch.nn.init.zeros_(p)
+    centre = model.denormalize(zero)
+    full, half = (model.generate(tokens, steps=2, seed=1, noise_scale=s) - centre for s in (1.0, 0.5))
+    assert full.abs().mean() > 0.1 and torch.allclose(half, 0.5 * full, atol=1e-5)
+    for bad in (0.0, -1.0, 3.0):
+        with pytest.raises(ValueError, match="noise_scale"):
+            model.generate(tokens, noise_scale=bad)
+    with pytest.raises(ValueError, match="noise_scale"):
+        CFMConfig(noise_scale=0.0).validate()
+
+
 def test_token_encoder_prior():
     model = tiny(encoder_layers=1)
     assert tiny().encoder is None and model.encoder is not None
