@@ -452,3 +452,27 @@ def test_train_and_report_cli(tmp_path, speech):
     with pytest.raises(SystemExit, match="another mel"):
         report.main(["--model", str(exp / "model"), "--data", str(d), "--out", str(tmp_path / "r2"),
                      "--vocoder", str(tmp_path / "voc_other"), "--no-judges", "--max-utts", "1"])
+
+
+def test_ema_weights_are_the_saved_model_and_resume(tmp_path):
+    """trainer.ema_decay: the checkpoint's state_dict and the final model are the average; a resumed run goes on."""
+    from flow import train
+    from tts.training import TrainerConfig, build_trainer
+
+    d = _noise_data_dir(tmp_path / "data", "spk", 3)
+    cfg = FlowTrainConfig.from_yaml(CONF / "flow_tiny.yaml")
+    cfg.trainer.ema_decay, cfg.trainer.max_steps, cfg.trainer.progress_bar = 0.5, 3, False
+    exp = tmp_path / "exp"
+    train.train(cfg, d, None, exp, progress=False)
+    ck = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=False)
+    avg, raw = ck["state_dict"], ck["current_model_state"]
+    moved = [k for k in raw if raw[k].is_floating_point() and not torch.equal(avg[k], raw[k])]
+    assert moved  # the average lags the raw weights
+    saved = FlowModel.from_pretrained(exp / "model").state_dict()
+    assert all(torch.equal(saved[k.removeprefix("model.")], avg[k]) for k in moved)
+    cfg.trainer.max_steps = 4
+    train.train(cfg, d, None, exp, progress=False)  # resumes: the average goes on from the checkpoint's
+    ck2 = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ck2["global_step"] == 4 and not torch.equal(ck2["state_dict"][moved[0]], avg[moved[0]])
+    with pytest.raises(ValueError, match="ema_decay"):
+        build_trainer(TrainerConfig(ema_decay=1.0), tmp_path / "bad")

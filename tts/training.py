@@ -24,9 +24,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Sampler
 
 
@@ -47,6 +48,8 @@ class TrainerConfig:
     progress_bar: bool = True
     keep_checkpoints: int = 1  # newest step<N>.ckpt files kept beside last.ckpt
     average_last: int = 0  # > 1: trainers that support it write the mean of the newest N step checkpoints
+    ema_decay: float = 0.0  # > 0: an exponential moving average of the weights (EMA below) is what
+                            # validation, the checkpoints' state_dict and the final model hold
 
 
 def bf16_supported() -> bool:
@@ -210,6 +213,20 @@ class FinalCheckpoint(L.Callback):
         return int(torch.load(self.path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
 
 
+class EMA(WeightAveraging):
+    """Weights averaged as ``avg = decay * avg + (1 - decay) * w`` after every optimizer step.
+
+    Lightning's :class:`WeightAveraging` does the bookkeeping: the average replaces the
+    weights during validation and at the end of training, goes into each checkpoint's
+    ``state_dict`` (the raw weights beside it, so a resumed run goes on with both), and
+    so into the model a trainer saves when it finishes. A model dir exported
+    mid-training holds the raw weights.
+    """
+
+    def __init__(self, decay: float):
+        super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))
+
+
 def build_trainer(cfg: TrainerConfig, exp_dir: str | Path, fsdp_wrap: set[type] | None = None,
                   **kwargs) -> L.Trainer:
     """A Trainer that logs to ``exp_dir`` and checkpoints every ``cfg.checkpoint_every`` steps.
@@ -225,12 +242,16 @@ def build_trainer(cfg: TrainerConfig, exp_dir: str | Path, fsdp_wrap: set[type] 
     """
     exp_dir = Path(exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise ValueError(f"trainer.ema_decay must be in [0, 1), got {cfg.ema_decay}")
     ckpt = ModelCheckpoint(
         dirpath=exp_dir / "checkpoints", every_n_train_steps=cfg.checkpoint_every,
         save_last=True, save_top_k=max(1, cfg.keep_checkpoints, cfg.average_last), monitor="step", mode="max",
         filename="step{step:07d}", auto_insert_metric_name=False,
     )
     callbacks = [ckpt, FinalCheckpoint(exp_dir / "checkpoints" / "last.ckpt"), *kwargs.pop("callbacks", [])]
+    if cfg.ema_decay:
+        callbacks.append(EMA(cfg.ema_decay))
     kwargs.setdefault("use_distributed_sampler", False)
     return L.Trainer(
         default_root_dir=exp_dir,
