@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 from helpers import run_cli
 
 from tts.cli import main
@@ -84,6 +85,22 @@ def test_synth_batch_from_meta_list(tiny_model_dir, tmp_path, tone):
     assert json.loads(r.stdout.strip().splitlines()[-1])["failed"] == ["u3", "u4"]
     assert sorted(p.name for p in out.iterdir()) == ["u1.wav", "u2.wav"]
     assert all(sf.info(out / f"u{i}.wav").duration > 0 for i in (1, 2))
+    # each line is seeded by --seed + a hash of its utt id: a twin line draws other noise, and a
+    # line is what `voxlm synth --seed case_seed(...)` makes of it alone
+    from tts.evaluate import case_seed
+
+    meta.write_text("u1|a voice|voices/p.wav|Hi there.\ntwin|a voice|voices/p.wav|Hi there.\n")
+    r = run_cli("synth", "--model", str(tiny_model_dir), "--meta", str(meta), "--out-dir", str(tmp_path / "o2"),
+                "--flow-steps", "2")
+    assert r.returncode == 0, r.stderr
+    u1, twin = (sf.read(tmp_path / "o2" / f"{u}.wav")[0] for u in ("u1", "twin"))
+    assert not (len(u1) == len(twin) and np.allclose(u1, twin))
+    np.testing.assert_array_equal(u1, sf.read(out / "u1.wav")[0])  # the same whatever else the list holds
+    r = run_cli("synth", "--model", str(tiny_model_dir), "--text", "Hi there.", "--prompt",
+                str(tmp_path / "voices" / "p.wav"), "--prompt-text", "a voice", "--out", str(tmp_path / "one.wav"),
+                "--flow-steps", "2", "--seed", str(case_seed(0, "u1")))
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(u1, sf.read(tmp_path / "one.wav")[0])
     r = run_cli("synth", "--model", str(tiny_model_dir), "--meta", str(meta), "--text", "Hi.")
     assert r.returncode == 2 and "--meta and --out-dir" in r.stderr
 

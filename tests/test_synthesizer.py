@@ -184,6 +184,10 @@ def test_batch_gives_each_request_what_synthesize_gives_it(synth, prompt_wav, tm
         assert b.sentences == alone.sentences and [c.tokens for c in b.candidates] == [c.tokens for c in alone.candidates]
         np.testing.assert_array_equal(b.audio, alone.audio)
         assert b.timings["llm_s"] > 0 and b.timings["rtf"] > 0
+    own = synth.synthesize_batch([Request("Hi there.", prompt_wav, 22050, "a voice", seed=5)], **opts)[0]
+    alone = synth.synthesize("Hi there.", prompt_wav, 22050, "a voice", **{**opts, "seed": 5})
+    np.testing.assert_array_equal(own.audio, alone.audio)  # a request's own seed wins over the call's
+    assert not np.array_equal(own.audio, batch[0].audio)
     bad = [requests[0], Request("   ", prompt_wav, 22050, "a voice"), Request("Hi.", np.zeros(16000), 16000, "x")]
     with pytest.raises(TextError):
         synth.synthesize_batch(bad, **FAST)

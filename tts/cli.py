@@ -80,7 +80,8 @@ def _add_synthesis_options(p: argparse.ArgumentParser, widths: bool = False) -> 
                    help="best-of-N: candidates the token verifier passes to flow, vocoder and the audio verifiers")
     p.add_argument("--audio-verifier", action="store_true",
                    help="best-of-N: the tokenizer's ASR also reads each vocoded candidate (1 - CER)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="sampling and flow-noise seed; with --meta each line adds a hash of its utt id to it")
     p.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's)")
     _add_sampling_options(p)
 
@@ -145,10 +146,12 @@ BATCH_REQUESTS = 8  # meta-list lines per Synthesizer.synthesize_batch call (syn
 
 def synthesize_cases(synth, cases: list, kwargs: dict, desc: str):
     """Meta-list cases -> ``(case, SynthesisResult or its user error)`` in order, their LLM
-    decoding batched ``BATCH_REQUESTS`` lines at a time; each voice is analysed once."""
+    decoding batched ``BATCH_REQUESTS`` lines at a time; each voice is analysed once. Each
+    line is seeded by :func:`case_seed` from ``kwargs["seed"]``."""
     from tqdm import tqdm
 
     from tts.errors import USER_ERRORS
+    from tts.evaluate import case_seed
     from tts.synthesizer import Request
 
     prompts: dict = {}
@@ -166,8 +169,10 @@ def synthesize_cases(synth, cases: list, kwargs: dict, desc: str):
                     out[c.utt] = prompts[key]
                 else:
                     ready.append(c)
-            results = synth.synthesize_batch([Request(c.target_text, prompts[c.prompt_wav, c.prompt_text])
-                                              for c in ready], errors="return", **kwargs)
+            seed = kwargs.get("seed") or 0
+            results = synth.synthesize_batch([Request(c.target_text, prompts[c.prompt_wav, c.prompt_text],
+                                                      seed=case_seed(seed, c.utt)) for c in ready],
+                                             errors="return", **kwargs)
             out |= {c.utt: r for c, r in zip(ready, results, strict=True)}
             for c in chunk:
                 yield c, out[c.utt]

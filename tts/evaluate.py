@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,12 @@ class Case:
     prompt_wav: str
     target_text: str
     ground_truth_wav: str = ""
+
+
+def case_seed(seed: int, utt: str) -> int:
+    """A meta-list line's seed: ``seed`` plus a hash of its utterance id (crc32), so each
+    line draws its own sampling and flow noise, the same whatever else the list holds."""
+    return (seed + zlib.crc32(utt.encode())) % 2**31
 
 
 def read_meta(path: str | Path) -> list[Case]:

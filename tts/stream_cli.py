@@ -122,7 +122,7 @@ def eval_stream(args: argparse.Namespace, cases: list, kwargs: dict) -> int:
     from tqdm import tqdm
 
     from tts.audio import save_audio
-    from tts.evaluate import save_report, score_rows
+    from tts.evaluate import case_seed, save_report, score_rows
     from tts.judges import paired_difference
     from tts.streaming import click_ratio
     from tts.synthesizer import Synthesizer
@@ -134,8 +134,9 @@ def eval_stream(args: argparse.Namespace, cases: list, kwargs: dict) -> int:
     first = []
     for c in tqdm(cases, desc="offline + stream"):
         prompt = synth.prepare_prompt(c.prompt_wav, None, c.prompt_text)
-        offline = synth.synthesize(c.target_text, prompt, **kwargs).audio
-        s = synth.stream(c.target_text, prompt, **kwargs, **stream_kwargs(args))
+        kw = {**kwargs, "seed": case_seed(kwargs.get("seed") or 0, c.utt)}
+        offline = synth.synthesize(c.target_text, prompt, **kw).audio
+        s = synth.stream(c.target_text, prompt, **kw, **stream_kwargs(args))
         times, chunks, _ = _timed(s)
         streamed = np.concatenate(chunks)
         first.append(times[0])

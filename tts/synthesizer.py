@@ -82,6 +82,7 @@ class Request:
     prompt: np.ndarray | str | Path | Prompt
     prompt_sample_rate: int | None = None
     prompt_text: str | None = None
+    seed: int | None = None  # this request's seed (default: the call's)
 
 
 @dataclass
@@ -199,7 +200,7 @@ class Synthesizer:
         """:meth:`synthesize` for many requests, their LLM decoding batched ``batch_size``
         sentences at a time (other texts, other prompts: one KV-cached loop).
 
-        Each result is what ``synthesize(request..., seed=seed)`` returns for it (the same
+        Each result is what ``synthesize(request..., seed=request.seed or else seed)`` returns for it (the same
         tokens: every sentence samples from its own seeded generator), in request order; the
         LLM's time of a batch is shared equally among its sentences in ``timings``. The same
         prompt (one :class:`Prompt`, or one path with one ``prompt_text``) is analysed once.
@@ -220,7 +221,7 @@ class Synthesizer:
                 key = (str(r.prompt), r.prompt_sample_rate, r.prompt_text) if isinstance(r.prompt, str | Path) else None
                 prompt = prompts.get(key) or r.prompt
                 sentences, prompt, s, prompt_ids = self._begin(r.text, prompt, r.prompt_sample_rate, r.prompt_text,
-                                                               seed, sampling)
+                                                               seed if r.seed is None else r.seed, sampling)
             except USER_ERRORS as err:
                 if errors == "raise":
                     raise
