@@ -16,7 +16,7 @@ data ``x1`` at ``t = 1``::
 Inference integrates ``dx/dt = v`` from 0 to 1 on a time grid warped by a
 schedule: ``linear``, ``cosine`` (``1 - cos(pi t / 2)``, small steps near the
 noise end, as CosyVoice) or ``sway`` (F5-TTS, ``t + s (cos(pi t / 2) - 1 + t)``
-with ``s = -1`` by default). Solvers: ``euler`` (one call per step) or
+with ``s = -1`` by default, which is the cosine grid again; ``s > -1`` moves it toward linear). Solvers: ``euler`` (one call per step) or
 ``midpoint`` (two). Guidance: ``v = (1 + w) v_cond - w v_uncond``; ``w = 0``
 skips the unconditional call, so it *is* the conditional path.
 

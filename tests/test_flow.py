@@ -216,6 +216,8 @@ def test_time_grids_and_options():
         t = time_grid(8, schedule)
         assert t.shape == (9,) and t[0] == 0 and t[-1] == 1 and (t[1:] > t[:-1]).all()
     assert time_grid(8, "cosine")[1] < time_grid(8, "linear")[1]  # small steps near the noise
+    assert torch.allclose(time_grid(8, "sway"), time_grid(8, "cosine"))  # F5-TTS's s = -1 is the cosine grid
+    assert torch.allclose(time_grid(8, "sway", sway=0.0), time_grid(8, "linear"))
     for bad in (dict(steps=0), dict(solver="rk4"), dict(schedule="exp")):
         with pytest.raises(ValueError):
             solve(lambda x, t, d: x, torch.zeros(1, 2, 3), **bad)
