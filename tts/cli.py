@@ -169,9 +169,8 @@ def synthesize_cases(synth, cases: list, kwargs: dict, desc: str):
                     out[c.utt] = prompts[key]
                 else:
                     ready.append(c)
-            seed = kwargs.get("seed") or 0
             results = synth.synthesize_batch([Request(c.target_text, prompts[c.prompt_wav, c.prompt_text],
-                                                      seed=case_seed(seed, c.utt)) for c in ready],
+                                                      seed=case_seed(kwargs["seed"], c.utt)) for c in ready],
                                              errors="return", **kwargs)
             out |= {c.utt: r for c, r in zip(ready, results, strict=True)}
             for c in chunk:

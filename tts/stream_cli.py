@@ -134,7 +134,7 @@ def eval_stream(args: argparse.Namespace, cases: list, kwargs: dict) -> int:
     first = []
     for c in tqdm(cases, desc="offline + stream"):
         prompt = synth.prepare_prompt(c.prompt_wav, None, c.prompt_text)
-        kw = {**kwargs, "seed": case_seed(kwargs.get("seed") or 0, c.utt)}
+        kw = {**kwargs, "seed": case_seed(kwargs["seed"], c.utt)}
         offline = synth.synthesize(c.target_text, prompt, **kw).audio
         s = synth.stream(c.target_text, prompt, **kw, **stream_kwargs(args))
         times, chunks, _ = _timed(s)

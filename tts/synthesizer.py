@@ -200,7 +200,7 @@ class Synthesizer:
         """:meth:`synthesize` for many requests, their LLM decoding batched ``batch_size``
         sentences at a time (other texts, other prompts: one KV-cached loop).
 
-        Each result is what ``synthesize(request..., seed=request.seed or else seed)`` returns for it (the same
+        Each result is what ``synthesize(request..., seed=...)`` returns for it, with the request's own seed if it has one (the same
         tokens: every sentence samples from its own seeded generator), in request order; the
         LLM's time of a batch is shared equally among its sentences in ``timings``. The same
         prompt (one :class:`Prompt`, or one path with one ``prompt_text``) is analysed once.
