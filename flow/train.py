@@ -96,8 +96,13 @@ class FlowLightning(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.export_dir is not None and self.global_rank == 0:
-            self.model.save_pretrained(self.export_dir)
+        if self.export_dir is None or self.global_rank != 0:
+            return
+        model = self.model
+        if "current_model_state" in checkpoint:  # trainer.ema_decay: the EMA callback (run before this hook)
+            model = FlowModel(model.config)      # put the average in state_dict: export that, not the raw weights
+            model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()})
+        model.save_pretrained(self.export_dir)
 
 
 def make_loader(ds: FlowDataset, cfg: DataConfig, shuffle: bool, seed: int) -> DataLoader:

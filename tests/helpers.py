@@ -38,3 +38,18 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         finally:
             torch.set_num_threads(threads)
     return subprocess.CompletedProcess(["voxlm", *args], code, out.getvalue(), err.getvalue())
+
+
+def export_snapshot(load, model_dir: Path, step: int) -> tuple[dict, "object"]:
+    """(snapshot, callback): the callback fills ``snapshot`` with ``load(model_dir).state_dict()``
+    as the step after ``step`` starts, i.e. the model dir a trainer exported with step's checkpoint."""
+    import lightning as L
+
+    snapshot: dict = {}
+
+    class Snapshot(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, idx):
+            if trainer.global_step == step and not snapshot:
+                snapshot.update(load(model_dir).state_dict())
+
+    return snapshot, Snapshot()

@@ -478,3 +478,21 @@ def test_ema_weights_are_the_saved_model_and_resume(tmp_path):
     assert ck2["global_step"] == 4 and not torch.equal(ck2["state_dict"][moved[0]], avg[moved[0]])
     with pytest.raises(ValueError, match="ema_decay"):
         build_trainer(TrainerConfig(ema_decay=1.0), tmp_path / "bad")
+
+
+def test_ema_model_exported_mid_training_is_the_average(tmp_path):
+    """The <exp>/model written with a checkpoint holds the checkpoint's average, not the raw weights."""
+    from helpers import export_snapshot
+
+    from flow import train
+
+    d = _noise_data_dir(tmp_path / "data", "spk", 3)
+    cfg = FlowTrainConfig.from_yaml(CONF / "flow_tiny.yaml")
+    cfg.trainer.ema_decay, cfg.trainer.max_steps, cfg.trainer.checkpoint_every = 0.5, 3, 2
+    exp = tmp_path / "exp"
+    snapshot, callback = export_snapshot(FlowModel.from_pretrained, exp / "model", step=2)
+    train.train(cfg, d, None, exp, progress=False, callbacks=[callback])
+    ck = torch.load(exp / "checkpoints" / "step0000002.ckpt", weights_only=False)
+    avg, raw = ck["state_dict"], ck["current_model_state"]
+    moved = [k for k in raw if raw[k].is_floating_point() and not torch.equal(avg[k], raw[k])]
+    assert moved and all(torch.equal(snapshot[k.removeprefix("model.")], avg[k]) for k in avg)

@@ -368,6 +368,29 @@ def test_train_averages_the_last_checkpoints(tmp_path):
     torch.testing.assert_close(lm.state_dict()[name], mean)
 
 
+def test_ema_model_exported_with_a_checkpoint_is_the_average(tmp_path):
+    """trainer.ema_decay: <exp>/model written with a checkpoint holds the average (the checkpoint's
+    state_dict), not the raw weights; the final model is the average too."""
+    from helpers import export_snapshot
+
+    _fake_data(tmp_path / "train", {"a-1": ("Hello there.", [3, 3, 7, 1, 9, 9, 12, 4]),
+                                    "a-2": ("Good day.", [20, 21, 22, 5, 5, 31])})
+    cfg = load_config(CONF / "llm_tiny.yaml")
+    cfg.llm.frontend.units, cfg.llm.layout, cfg.llm.unit_lookahead = "chars", "continuation", 0
+    cfg.trainer.max_steps, cfg.trainer.checkpoint_every, cfg.trainer.val_every = 3, 2, 1000
+    cfg.trainer.ema_decay = 0.5
+    exp = tmp_path / "exp"
+    snapshot, callback = export_snapshot(SpeechLM.from_pretrained, exp / "model", step=2)
+    train(cfg, tmp_path / "train", None, exp, enable_model_summary=False, callbacks=[callback])
+    ck = torch.load(exp / "checkpoints" / "step0000002.ckpt", weights_only=False)
+    name = "model.model.layers.0.mlp.up_proj.weight"
+    avg, raw = ck["state_dict"]["lm." + name], ck["current_model_state"]["lm." + name]
+    assert not torch.equal(avg, raw)
+    torch.testing.assert_close(snapshot[name], avg)
+    last = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]["lm." + name]
+    torch.testing.assert_close(SpeechLM.from_pretrained(exp / "model").state_dict()[name], last)
+
+
 def test_finetune_starts_from_a_saved_model_whatever_the_config_says(tmp_path):
     """init_from a saved VoxLM LLM: its architecture, frontend, layout and weights (lr 0: the
     result is the start), not the config's; a tokenizer of another vocabulary is refused."""

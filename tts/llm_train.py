@@ -274,12 +274,13 @@ def _sharded(module: torch.nn.Module) -> bool:
     return any(isinstance(m, FullyShardedDataParallel) for m in module.modules())
 
 
-def save_from_state(lm: SpeechLM, state: dict[str, torch.Tensor], out_dir: Path) -> None:
-    """Save ``lm``'s directory; under FSDP with the weights of the gathered ``LLMTask`` ``state``."""
-    if not _sharded(lm):
+def save_from_state(lm: SpeechLM, state: dict[str, torch.Tensor], out_dir: Path, averaged: bool = False) -> None:
+    """Save ``lm``'s directory; with the weights of the ``LLMTask`` ``state`` under FSDP (gathered) or
+    when ``averaged`` (``state`` holds the EMA's weights, not ``lm``'s)."""
+    if not (_sharded(lm) or averaged):
         lm.save_pretrained(out_dir)
         return
-    copy = SpeechLM(lm.cfg)  # FSDP holds flat shards: load the full weights into a plain copy
+    copy = SpeechLM(lm.cfg)  # a plain copy holding the state's full weights
     copy.ratio = lm.ratio
     copy.load_state_dict({k.removeprefix("lm."): v for k, v in state.items() if k.startswith("lm.")})
     copy.save_pretrained(out_dir)
@@ -287,14 +288,16 @@ def save_from_state(lm: SpeechLM, state: dict[str, torch.Tensor], out_dir: Path)
 
 class ExportModel(L.Callback):
     """Write ``<exp>/model`` (the loadable directory) with every checkpoint (rank 0; under FSDP
-    from the full state dict Lightning gathered for the checkpoint)."""
+    from the full state dict Lightning gathered for the checkpoint; with ``trainer.ema_decay``
+    the average that state dict holds)."""
 
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
 
     def on_save_checkpoint(self, trainer, module, checkpoint):
         if trainer.is_global_zero:
-            save_from_state(module.lm, checkpoint["state_dict"], self.out_dir)
+            save_from_state(module.lm, checkpoint["state_dict"], self.out_dir,
+                            averaged="current_model_state" in checkpoint)  # trainer.ema_decay
 
 
 def speech_vocab_from_tokenizer(path: str | Path) -> int:

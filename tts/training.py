@@ -217,10 +217,10 @@ class EMA(WeightAveraging):
     """Weights averaged as ``avg = decay * avg + (1 - decay) * w`` after every optimizer step.
 
     Lightning's :class:`WeightAveraging` does the bookkeeping: the average replaces the
-    weights during validation and at the end of training, goes into each checkpoint's
-    ``state_dict`` (the raw weights beside it, so a resumed run goes on with both), and
-    so into the model a trainer saves when it finishes. A model dir exported
-    mid-training holds the raw weights.
+    weights during validation and at the end of training, and goes into each checkpoint's
+    ``state_dict`` (the raw weights beside it, under ``current_model_state``, so a resumed
+    run goes on with both). So the model dir a trainer exports with each checkpoint, and
+    the one it saves when it finishes, hold the average.
     """
 
     def __init__(self, decay: float):
@@ -249,9 +249,10 @@ def build_trainer(cfg: TrainerConfig, exp_dir: str | Path, fsdp_wrap: set[type] 
         save_last=True, save_top_k=max(1, cfg.keep_checkpoints, cfg.average_last), monitor="step", mode="max",
         filename="step{step:07d}", auto_insert_metric_name=False,
     )
-    callbacks = [ckpt, FinalCheckpoint(exp_dir / "checkpoints" / "last.ckpt"), *kwargs.pop("callbacks", [])]
-    if cfg.ema_decay:
+    callbacks = [ckpt, FinalCheckpoint(exp_dir / "checkpoints" / "last.ckpt")]
+    if cfg.ema_decay:  # before the caller's callbacks: their on_save_checkpoint sees the average
         callbacks.append(EMA(cfg.ema_decay))
+    callbacks += kwargs.pop("callbacks", [])
     kwargs.setdefault("use_distributed_sampler", False)
     return L.Trainer(
         default_root_dir=exp_dir,
