@@ -41,6 +41,14 @@ def pick_prompts(utt2spk: dict[str, str], utts: list[str]) -> list[tuple[str, st
     return pairs
 
 
+def prompt_inputs(data_dir: Path, tokens: dict[str, np.ndarray], prompt: str, model: FlowModel,
+                  max_prompt: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A prompt utterance's (tokens (N,), mel (C, up * N)), cut to at most ``max_prompt`` frames."""
+    up, pm = model.config.upsample, load_mel(data_dir, prompt, model.config.mel_config)
+    tp = min(pm.shape[1], up * tokens[prompt].size, max_prompt) // up * up
+    return torch.from_numpy(tokens[prompt][: tp // up]), torch.from_numpy(pm[:, :tp].copy())
+
+
 def load_vocoder(path: str | None, mel_cfg):
     """-> (callable (B, C, T) -> (B, samples), name)."""
     if path and Path(path).is_dir():
@@ -132,9 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list] = {k: [] for k in ("real", "vocoded_gt", "flow", "flow_chunked")}
     per_utt, l1, l1_chunk, flow_sec, audio_sec = [], [], [], 0.0, 0.0
     for i, (utt, prompt) in enumerate(tqdm(pairs, desc="flow")):
-        gt, pm = load_mel(d, utt, mel_cfg), load_mel(d, prompt, mel_cfg)
-        tp = min(pm.shape[1], up * tokens[prompt].size, max_prompt) // up * up
-        p_tok, p_mel = torch.from_numpy(tokens[prompt][: tp // up]), torch.from_numpy(pm[:, :tp].copy())
+        gt = load_mel(d, utt, mel_cfg)
+        p_tok, p_mel = prompt_inputs(d, tokens, prompt, model, max_prompt)
         t0 = time.perf_counter()
         gen = model.generate(torch.from_numpy(tokens[utt]), p_tok, p_mel, seed=args.seed, **opts)
         flow_sec += time.perf_counter() - t0
@@ -157,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         per_utt.append({"utt": utt, "prompt": prompt, "mel_l1": l1[-1],
                         **({"mel_l1_chunked": l1_chunk[-1]} if args.chunk else {})})
         if i < args.png:
-            panels = [(f"prompt {prompt}", pm[:, :tp]), (f"ground truth {utt}", gt), ("flow, offline", gen.numpy())]
+            panels = [(f"prompt {prompt}", p_mel.numpy()), (f"ground truth {utt}", gt), ("flow, offline", gen.numpy())]
             if args.chunk:
                 panels.append((f"flow, chunk mask {args.chunk} frames", gen_c.numpy()))
             plot(out / "png" / f"{utt}.png", f"{utt}: mel L1 {l1[-1]:.3f}, {args.steps} steps", panels)

@@ -456,6 +456,32 @@ def test_train_and_report_cli(tmp_path, speech):
                      "--vocoder", str(tmp_path / "voc_other"), "--no-judges", "--max-utts", "1"])
 
 
+def test_gta_writes_aligned_seeded_mels_in_shards_and_resumes(tmp_path):
+    """flow.gta: one (n_mels, up * N) mel per utterance, the same for a rerun (seeded), shards
+    that add up to the whole, nothing rewritten when resumed, a bad --shard refused."""
+    from flow import gta
+    from flow.data import read_tokens
+
+    d = _noise_data_dir(tmp_path / "data", "spk", 3)
+    FlowModel(FlowConfig(vocab_size=256, dim=32, layers=1, heads=2)).save_pretrained(tmp_path / "m")
+    out = tmp_path / "gta"
+    args = ["--model", str(tmp_path / "m"), "--data", str(d), "--out", str(out), "--threads", "1"]
+    assert gta.main([*args, "--shard", "0/2"]) == 0
+    assert len(list(out.glob("*.npy"))) == 2
+    assert gta.main([*args, "--shard", "1/2"]) == 0
+    tokens = read_tokens(d / "tokens")
+    mels = {u: np.load(out / f"{u}.npy") for u in tokens}
+    assert all(m.shape == (80, 2 * tokens[u].size) and np.isfinite(m).all() for u, m in mels.items())
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")}
+    assert gta.main(args) == 0 and stamps == {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")}
+    assert gta.main([*args[:-3], str(tmp_path / "again"), "--max-utts", "1"]) == 0
+    (again,) = (tmp_path / "again").glob("*.npy")
+    np.testing.assert_array_equal(np.load(again), mels[again.stem])
+    assert not list(out.glob(".*"))  # no temporary file left
+    with pytest.raises(SystemExit):
+        gta.main([*args, "--shard", "2/2"])
+
+
 def test_ema_weights_are_the_saved_model_and_resume(tmp_path):
     """trainer.ema_decay: the checkpoint's state_dict and the final model are the average; a resumed run goes on."""
     from flow import train

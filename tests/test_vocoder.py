@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from tts.audio import load_audio, save_audio
-from tts.datadir import spk2utt_from_utt2spk, write_table
+from tts.datadir import DataDirError, spk2utt_from_utt2spk, write_table
 from tts.mel import MelSpectrogram
 from vocoder import GriffinLim, Vocoder, VocoderCheckpointError, VocoderConfig, VocoderInputError
+from vocoder.data import SegmentDataset
 from vocoder.experiment import OptimConfig, VocoderExperiment
 from vocoder.source import estimate_f0
 from vocoder.train import load_config
@@ -146,7 +147,8 @@ def test_shipped_configs_build(path):
     assert model.hop == 320 and cfg.trainer.grad_clip is None
 
 
-def test_train_cli_writes_model_and_resumes(tmp_path):
+def _data_dirs(tmp_path: Path) -> dict[str, Path]:
+    """train/ and dev/ Kaldi dirs of two spoken utterances each."""
     data = {}
     for split in ("train", "dev"):
         d = tmp_path / split
@@ -162,6 +164,40 @@ def test_train_cli_writes_model_and_resumes(tmp_path):
         write_table(d / "utt2spk", utt2spk)
         write_table(d / "spk2utt", spk2utt_from_utt2spk(utt2spk))
         data[split] = d
+    return data
+
+
+def test_input_mels_are_frame_aligned_segments_and_train(tmp_path):
+    """SegmentDataset(input_mels=): (wav segment, its frames of the given mel), the segment starting
+    on a frame; utterances without a mel left out; vocoder.train --input-mels trains on them."""
+    data = _data_dirs(tmp_path)
+    cfg = load_config(CONF / "vocoder_tiny.yaml")
+    mc = cfg.model.mel_config
+    mel_of = MelSpectrogram(mc)
+    mels = tmp_path / "mels"
+    mels.mkdir()
+    wav = load_audio(data["train"] / "spk-train0.wav", mc.sample_rate)
+    np.save(mels / "spk-train0.npy", mel_of(torch.from_numpy(wav)).numpy())  # the real mel: an exact reference
+    frames = 32
+    ds = SegmentDataset(data["train"], mc.sample_rate, mc.hop_length, frames * mc.hop_length, input_mels=mels)
+    assert len(ds) == 1  # spk-train1 has no mel
+    for _ in range(5):
+        seg, mel = ds[0]
+        assert seg.shape == (frames * mc.hop_length,) and mel.shape == (mc.n_mels, frames)
+        own = mel_of(seg)  # away from the segment's edges, its own mel is the whole utterance's
+        torch.testing.assert_close(mel[:, 2:-2], own[:, 2:-2], atol=1e-3, rtol=0)
+    with pytest.raises(DataDirError, match="with a mel in"):
+        SegmentDataset(data["dev"], mc.sample_rate, mc.hop_length, 3200, input_mels=mels)
+    wav = load_audio(data["train"] / "spk-train1.wav", mc.sample_rate)
+    np.save(mels / "spk-train1.npy", mel_of(torch.from_numpy(wav)).numpy()[:, :-3])  # shorter than its audio
+    exp = tmp_path / "exp"
+    assert train_main(["--config", str(CONF / "vocoder_tiny.yaml"), "--train", str(data["train"]), "--dev",
+                       str(data["dev"]), "--exp", str(exp), "--input-mels", str(mels), "--max-steps", "2"]) == 0
+    assert Vocoder.from_pretrained(exp / "model")
+
+
+def test_train_cli_writes_model_and_resumes(tmp_path):
+    data = _data_dirs(tmp_path)
     exp = tmp_path / "exp"
     args = ["--config", str(CONF / "vocoder_tiny.yaml"), "--train", str(data["train"]),
             "--dev", str(data["dev"]), "--exp", str(exp)]

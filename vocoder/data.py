@@ -1,4 +1,5 @@
-"""Vocoder data: random fixed-length waveform segments from a Kaldi data dir (wav.scp)."""
+"""Vocoder data: random fixed-length waveform segments from a Kaldi data dir (wav.scp), optionally
+with the mel another model made of each utterance (``input_mels``: fine-tuning on the flow's mels)."""
 
 from __future__ import annotations
 
@@ -24,13 +25,24 @@ class SegmentDataset(Dataset):
 
     ``segment=None`` returns whole utterances cut to a multiple of ``hop`` (validation).
     Files at the model's rate are read segment-wise; others are loaded whole and resampled.
+
+    ``input_mels``: a folder of ``<utt>.npy`` mels, (n_mels, T) frame ``t`` covering samples
+    ``t * hop`` on (what ``flow.gta`` writes: the flow's mel of each utterance, time-aligned with
+    its audio). Items are then ``(wav segment, its mel frames)``, the segment starting on a frame;
+    utterances without a file are left out. HiFi-GAN's fine-tuning on the acoustic model's mels.
     """
 
     def __init__(self, data_dir: str | Path, sample_rate: int, hop: int, segment: int | None,
-                 max_utts: int | None = None, max_seconds: float | None = None, seed: int = 0):
+                 max_utts: int | None = None, max_seconds: float | None = None, seed: int = 0,
+                 input_mels: str | Path | None = None):
         utts = load_data_dir(data_dir)
+        self.input_mels = Path(input_mels) if input_mels else None
+        if self.input_mels is not None:
+            if segment is None:
+                raise ValueError("input_mels needs training segments (segment=None is validation)")
+            utts = [u for u in utts if (self.input_mels / f"{u.utt}.npy").is_file()]
         if not utts:
-            raise DataDirError(f"no utterances in {data_dir}")
+            raise DataDirError(f"no utterances in {data_dir}" + (f" with a mel in {input_mels}" if input_mels else ""))
         self.utts = utts[:max_utts] if max_utts else utts
         self.sr, self.hop, self.segment = sample_rate, hop, segment
         self.max_samples = int(max_seconds * sample_rate) if max_seconds else None
@@ -50,15 +62,26 @@ class SegmentDataset(Dataset):
             return data
         return load_audio(u.wav, self.sr, allow_silence=True)[start:stop]
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if self.segment is None:
             wav = self._read(i)
             if self.max_samples:
                 wav = wav[:self.max_samples]
             return torch.from_numpy(wav[:len(wav) // self.hop * self.hop].copy())
         n = _num_samples(self.utts[i].wav, self.sr)
-        start = self.rng.randint(0, max(0, n - self.segment))
+        mel = None
+        if self.input_mels is not None:
+            mel = np.load(self.input_mels / f"{self.utts[i].utt}.npy", mmap_mode="r")  # (n_mels, T)
+            frames = self.segment // self.hop
+            start = self.rng.randint(0, max(0, min(n // self.hop, mel.shape[1]) - frames)) * self.hop
+        else:
+            start = self.rng.randint(0, max(0, n - self.segment))
         wav = self._read(i, start, start + self.segment)
         out = np.zeros(self.segment, np.float32)
         out[:len(wav)] = wav[:self.segment]
-        return torch.from_numpy(out)
+        if mel is None:
+            return torch.from_numpy(out)
+        seg = np.full((mel.shape[0], frames), mel.min(), np.float32)  # past the end: the mel's floor
+        part = mel[:, start // self.hop:start // self.hop + frames]
+        seg[:, :part.shape[1]] = part
+        return torch.from_numpy(out), torch.from_numpy(seg)

@@ -110,19 +110,22 @@ class VocoderExperiment(L.LightningModule):
                 group["lr"] = lr * f
         return o.lr * f
 
-    def reconstruction_losses(self, wav: torch.Tensor, teacher: bool = True
+    def reconstruction_losses(self, wav: torch.Tensor, teacher: bool = True, mel_in: torch.Tensor | None = None
                               ) -> tuple[torch.Tensor, dict, torch.Tensor]:
         """(B, S) real segment -> total loss, parts, generated (B, S).
 
         teacher: drive the harmonic source with F0 measured on the real audio (training);
         False uses the model's own F0 (inference path, for validation).
+        mel_in: (B, n_mels, S / hop) the generator's input instead of the segment's own mel
+        (another model's mel of it, ``SegmentDataset(input_mels=)``); the targets stay the real audio.
         """
         o, g = self.optim, self.generator
         mel = self.mel(wav)
         f0 = voiced = None
         if g.f0_head is not None:
             f0, voiced = estimate_f0(wav, g.sr, g.hop, g.config.f0_min, g.config.f0_max)
-        out = g.generate(mel, f0, voiced) if teacher else g.generate(mel)
+        x = mel if mel_in is None else mel_in
+        out = g.generate(x, f0, voiced) if teacher else g.generate(x)
         target = g.stft.stft(wav, out.log_mag.shape[2])
         parts = {
             "mel": F.l1_loss(self.mel(out.wav), mel),
@@ -140,13 +143,14 @@ class VocoderExperiment(L.LightningModule):
     def _clip(self, params) -> torch.Tensor:
         return torch.nn.utils.clip_grad_norm_(params, self.optim.grad_clip)
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        # batch: (B, S) waveform segments
+    def training_step(self, batch: torch.Tensor | list[torch.Tensor], batch_idx: int) -> None:
+        # batch: (B, S) waveform segments, or [those, (B, n_mels, S / hop) input mels]
+        batch, mel_in = batch if isinstance(batch, (list, tuple)) else (batch, None)
         opt_g, opt_d = self.optimizers()
         lr = self._set_lr(opt_g, opt_d)
         o = self.optim
         gan = 0 <= o.gan_start_step <= self.global_step
-        total, parts, y_hat = self.reconstruction_losses(batch)
+        total, parts, y_hat = self.reconstruction_losses(batch, mel_in=mel_in)
         if gan:
             real_logits, _ = self.discriminators(batch)
             fake_logits, _ = self.discriminators(y_hat.detach())

@@ -67,11 +67,14 @@ def load_config(path: str | Path | None) -> TrainConfig:
 
 
 def train(cfg: TrainConfig, train_dir: str | Path, dev_dir: str | Path, exp: str | Path,
-          init: str | Path | None = None, **trainer_kwargs) -> VocoderExperiment:
+          init: str | Path | None = None, input_mels: str | Path | None = None,
+          **trainer_kwargs) -> VocoderExperiment:
     """Train (or resume) into ``exp``; ``<exp>/model`` holds the generator at the end.
 
     ``init``: a vocoder model dir whose generator weights start this run (ignored when
     resuming a checkpoint): the GAN fine-tuning phase starts from the reconstruction phase.
+    ``input_mels``: train on these mels of the train utterances (``flow.gta``'s) in place of
+    the real audio's, against the real audio (validation keeps the real mels).
     """
     torch.set_num_threads(cfg.num_threads)
     L.seed_everything(cfg.trainer.seed, workers=True)
@@ -81,7 +84,7 @@ def train(cfg: TrainConfig, train_dir: str | Path, dev_dir: str | Path, exp: str
 
     mc = cfg.model.mel_config
     train_ds = SegmentDataset(train_dir, mc.sample_rate, mc.hop_length, cfg.optim.segment_frames * mc.hop_length,
-                              seed=cfg.trainer.seed)
+                              seed=cfg.trainer.seed, input_mels=input_mels)
     dev = SegmentDataset(dev_dir, mc.sample_rate, mc.hop_length, None,
                          max_utts=cfg.validation.max_utts, max_seconds=cfg.validation.max_seconds)
     if len(train_ds) < cfg.optim.batch_size:
@@ -123,11 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dev", required=True, help="Kaldi data dir for validation")
     ap.add_argument("--exp", required=True, help="experiment dir")
     ap.add_argument("--init", help="vocoder model dir to start from (e.g. the reconstruction phase's)")
+    ap.add_argument("--input-mels", help="folder of <utt>.npy mels of the train utterances to train on "
+                    "(python -m flow.gta: the flow's mels, time-aligned with the audio)")
     add_trainer_args(ap)
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     apply_trainer_args(cfg.trainer, args)
-    train(cfg, args.train, args.dev, args.exp, init=args.init)
+    train(cfg, args.train, args.dev, args.exp, init=args.init, input_mels=args.input_mels)
     return 0
 
 
