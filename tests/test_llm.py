@@ -349,13 +349,19 @@ def test_overfit_two_utterances_greedy_reproduces(tmp_path, units, layout, looka
     assert 0.0 <= summary["teacher_forced_acc"] <= 1.0 and len(rows) == 2
 
 
-def test_train_averages_the_last_checkpoints(tmp_path):
-    """trainer.average_last: N keeps N step checkpoints and <exp>/model is their element-wise mean."""
+def _checkpointing_run(tmp_path: Path, max_steps: int):
+    """Two-utterance train/ data and the tiny config (chars, continuation), a checkpoint every 2 steps."""
     _fake_data(tmp_path / "train", {"a-1": ("Hello there.", [3, 3, 7, 1, 9, 9, 12, 4]),
                                     "a-2": ("Good day.", [20, 21, 22, 5, 5, 31])})
     cfg = load_config(CONF / "llm_tiny.yaml")
     cfg.llm.frontend.units, cfg.llm.layout, cfg.llm.unit_lookahead = "chars", "continuation", 0
-    cfg.trainer.max_steps, cfg.trainer.checkpoint_every, cfg.trainer.val_every = 6, 2, 1000
+    cfg.trainer.max_steps, cfg.trainer.checkpoint_every, cfg.trainer.val_every = max_steps, 2, 1000
+    return cfg
+
+
+def test_train_averages_the_last_checkpoints(tmp_path):
+    """trainer.average_last: N keeps N step checkpoints and <exp>/model is their element-wise mean."""
+    cfg = _checkpointing_run(tmp_path, 6)
     cfg.trainer.average_last = 3
     lm = train(cfg, tmp_path / "train", None, tmp_path / "exp", enable_model_summary=False)
     ckpts = sorted((tmp_path / "exp" / "checkpoints").glob("step*.ckpt"))
@@ -373,11 +379,7 @@ def test_ema_model_exported_with_a_checkpoint_is_the_average(tmp_path):
     state_dict), not the raw weights; the final model is the average too."""
     from helpers import export_snapshot
 
-    _fake_data(tmp_path / "train", {"a-1": ("Hello there.", [3, 3, 7, 1, 9, 9, 12, 4]),
-                                    "a-2": ("Good day.", [20, 21, 22, 5, 5, 31])})
-    cfg = load_config(CONF / "llm_tiny.yaml")
-    cfg.llm.frontend.units, cfg.llm.layout, cfg.llm.unit_lookahead = "chars", "continuation", 0
-    cfg.trainer.max_steps, cfg.trainer.checkpoint_every, cfg.trainer.val_every = 3, 2, 1000
+    cfg = _checkpointing_run(tmp_path, 3)
     cfg.trainer.ema_decay = 0.5
     exp = tmp_path / "exp"
     snapshot, callback = export_snapshot(SpeechLM.from_pretrained, exp / "model", step=2)
