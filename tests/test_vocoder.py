@@ -188,6 +188,16 @@ def test_input_mels_are_frame_aligned_segments_and_train(tmp_path):
         torch.testing.assert_close(mel[:, 2:-2], own[:, 2:-2], atol=1e-3, rtol=0)
     with pytest.raises(DataDirError, match="with a mel in"):
         SegmentDataset(data["dev"], mc.sample_rate, mc.hop_length, 3200, input_mels=mels)
+    bad = tmp_path / "bad_mels"
+    bad.mkdir()
+    (bad / "spk-train0.npy").write_bytes(b"not an array")
+    with pytest.raises(DataDirError, match="not a readable .npy"):
+        SegmentDataset(data["train"], mc.sample_rate, mc.hop_length, 3200, input_mels=bad)[0]
+    np.save(bad / "spk-train0.npy", np.zeros((40, 100), np.float32))
+    np.save(bad / "spk-train1.npy", np.zeros((40, 100), np.float32))
+    with pytest.raises(SystemExit, match="40-band mels, this vocoder's mel has 80"):
+        train_main(["--config", str(CONF / "vocoder_tiny.yaml"), "--train", str(data["train"]), "--dev",
+                    str(data["dev"]), "--exp", str(tmp_path / "bad_exp"), "--input-mels", str(bad)])
     wav = load_audio(data["train"] / "spk-train1.wav", mc.sample_rate)
     np.save(mels / "spk-train1.npy", mel_of(torch.from_numpy(wav)).numpy()[:, :-3])  # shorter than its audio
     exp = tmp_path / "exp"

@@ -55,6 +55,16 @@ class SegmentDataset(Dataset):
     def __len__(self) -> int:
         return len(self.utts)
 
+    def input_mel(self, i: int) -> np.ndarray:
+        path = self.input_mels / f"{self.utts[i].utt}.npy"
+        try:
+            mel = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as err:
+            raise DataDirError(f"{path}: not a readable .npy mel ({err})") from err
+        if mel.ndim != 2:
+            raise DataDirError(f"{path}: a mel is (n_mels, frames), got shape {mel.shape}")
+        return mel
+
     def _read(self, i: int, start: int | None = None, stop: int | None = None) -> np.ndarray:
         u = self.utts[i]
         if self.native[u.utt]:
@@ -71,7 +81,7 @@ class SegmentDataset(Dataset):
         n = _num_samples(self.utts[i].wav, self.sr)
         mel = None
         if self.input_mels is not None:
-            mel = np.load(self.input_mels / f"{self.utts[i].utt}.npy", mmap_mode="r")  # (n_mels, T)
+            mel = self.input_mel(i)  # (n_mels, T)
             frames = self.segment // self.hop
             start = self.rng.randint(0, max(0, min(n // self.hop, mel.shape[1]) - frames)) * self.hop
         else:

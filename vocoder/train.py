@@ -87,6 +87,8 @@ def train(cfg: TrainConfig, train_dir: str | Path, dev_dir: str | Path, exp: str
                               seed=cfg.trainer.seed, input_mels=input_mels)
     dev = SegmentDataset(dev_dir, mc.sample_rate, mc.hop_length, None,
                          max_utts=cfg.validation.max_utts, max_seconds=cfg.validation.max_seconds)
+    if input_mels and (n := train_ds.input_mel(0).shape[0]) != mc.n_mels:
+        raise SystemExit(f"--input-mels {input_mels}: {n}-band mels, this vocoder's mel has {mc.n_mels}")
     if len(train_ds) < cfg.optim.batch_size:
         raise SystemExit(f"{train_dir}: {len(train_ds)} utterances, fewer than batch_size {cfg.optim.batch_size}")
     b = cfg.optim.batch_size  # equal-size segments: every batch holds batch_size of them (pool tails fewer)
