@@ -64,9 +64,15 @@ def cache_mels(data_dir: str | Path, mel_cfg: MelConfig, utts: list[str] | None 
     for utt in tqdm(todo, desc=f"mel {data_dir}", disable=not progress or not todo):
         audio = load_audio(wavs[utt], mel_cfg.sample_rate)
         mel = mel_spectrogram(audio, mel_cfg)
-        tmp = mel_path(data_dir, utt, mel_cfg).with_suffix(f".{os.getpid()}.tmp.npy")  # ranks may cache at once
-        np.save(tmp, mel.astype(np.float32))
-        tmp.replace(mel_path(data_dir, utt, mel_cfg))
+        save_mel(mel_path(data_dir, utt, mel_cfg), mel)
+
+
+def save_mel(path: Path, mel: np.ndarray) -> None:
+    """Write a float32 ``.npy`` atomically: a temporary named by the process (ranks may write at
+    once), renamed into place, so a killed run never leaves a torn file."""
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, mel.astype(np.float32))
+    tmp.replace(path)
 
 
 def load_mel(data_dir: str | Path, utt: str, mel_cfg: MelConfig, mmap: bool = False) -> np.ndarray:

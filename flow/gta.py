@@ -5,8 +5,9 @@ same speaker (as ``flow.report`` does), so the mel is time-aligned with the real
 ``t`` covers samples ``t * hop`` on. ``vocoder.train --input-mels OUT`` then learns to turn the
 flow's smoother mels into the real waveform (HiFi-GAN's fine-tuning on Tacotron 2's mels).
 Writes ``OUT/<utt>.npy`` (n_mels, T), float32, each renamed into place when whole, so an
-interrupted run resumes where it stopped; ``--shard K/N`` takes every N-th pair from the K-th
-(run N processes side by side).
+interrupted run resumes where it stopped; ``--shard K --num-shards N`` takes every N-th pair
+from the K-th (run N processes side by side; under torchrun or srun the launcher's rank and
+world size are the defaults, as for ``tokenizer.extract``).
 
     python -m flow.gta --model exp/flow/model --data data/train --out exp/flow/gta_train
 """
@@ -14,29 +15,17 @@ interrupted run resumes where it stopped; ``--shard K/N`` takes every N-th pair 
 from __future__ import annotations
 
 import argparse
-import os
 import zlib
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from flow.data import cache_mels, read_tokens
+from flow.data import cache_mels, read_tokens, save_mel
 from flow.model import FlowModel
 from flow.report import pick_prompts, prompt_inputs
-from tts.datadir import read_table
+from tts.datadir import launcher_shard, read_table
 from tts.evaluate import case_seed
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    try:
-        k, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--shard wants K/N, got {text!r}") from None
-    if not 0 <= k < n:
-        raise argparse.ArgumentTypeError(f"--shard K/N needs 0 <= K < N, got {text!r}")
-    return k, n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,11 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="data dir with wav.scp, utt2spk, tokens")
     p.add_argument("--out", required=True, help="folder for <utt>.npy")
     p.add_argument("--max-utts", type=int, help="N utterances (a fixed pseudo-random choice, the same for any --shard)")
-    p.add_argument("--shard", type=parse_shard, default=(0, 1), help="K/N: this process's share")
+    env_shard, env_shards = launcher_shard()
+    p.add_argument("--shard", type=int, default=env_shard, help="this process's shard (default: launcher rank)")
+    p.add_argument("--num-shards", type=int, default=env_shards, help="shards in all (default: launcher world)")
     p.add_argument("--prompt-seconds", type=float, default=6.0, help="cut prompts to at most this long")
     p.add_argument("--seed", type=int, default=0, help="each utterance's noise: seed + crc32(utt)")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
+    if not 0 <= args.shard < args.num_shards:
+        p.error(f"--shard {args.shard} outside 0..{args.num_shards - 1}")
     if args.threads:
         torch.set_num_threads(args.threads)
     model = FlowModel.from_pretrained(args.model)
@@ -59,20 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     pairs = sorted(pairs, key=lambda pair: zlib.crc32(pair[0].encode()))[: args.max_utts]  # all voices, any N
     if not pairs:
         raise SystemExit(f"flow.gta: no speaker in {d} has two utterances with tokens")
-    k, n = args.shard
-    todo = [(u, pr) for u, pr in pairs[k::n] if not (out / f"{u}.npy").is_file()]
+    mine = pairs[args.shard::args.num_shards]
+    todo = [(u, pr) for u, pr in mine if not (out / f"{u}.npy").is_file()]
     out.mkdir(parents=True, exist_ok=True)
     cache_mels(d, cfg.mel_config, sorted({pr for _, pr in todo}))
-    max_prompt = min(cfg.max_prompt_frames, int(args.prompt_seconds * cfg.mel_config.frame_rate))
-    max_prompt = max_prompt // cfg.upsample * cfg.upsample
     for utt, prompt in tqdm(todo, desc="flow.gta"):
-        p_tok, p_mel = prompt_inputs(d, tokens, prompt, model, max_prompt)
+        p_tok, p_mel = prompt_inputs(d, tokens, prompt, model, args.prompt_seconds)
         mel = model.generate(torch.from_numpy(tokens[utt]), p_tok, p_mel, seed=case_seed(args.seed, utt))
-        tmp = out / f".{utt}.npy.tmp"
-        with open(tmp, "wb") as f:
-            np.save(f, mel.float().numpy())  # (n_mels, up * N)
-        os.replace(tmp, out / f"{utt}.npy")
-    print(f"flow.gta: {len(todo)} mels written to {out} ({len(pairs[k::n]) - len(todo)} were there)")
+        save_mel(out / f"{utt}.npy", mel.numpy())  # (n_mels, up * N)
+    print(f"flow.gta: {len(todo)} mels written to {out} ({len(mine) - len(todo)} were there)")
     return 0
 
 

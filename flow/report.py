@@ -42,9 +42,12 @@ def pick_prompts(utt2spk: dict[str, str], utts: list[str]) -> list[tuple[str, st
 
 
 def prompt_inputs(data_dir: Path, tokens: dict[str, np.ndarray], prompt: str, model: FlowModel,
-                  max_prompt: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A prompt utterance's (tokens (N,), mel (C, up * N)), cut to at most ``max_prompt`` frames."""
-    up, pm = model.config.upsample, load_mel(data_dir, prompt, model.config.mel_config)
+                  seconds: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A prompt utterance's (tokens (N,), mel (C, up * N)), cut to at most ``seconds`` (and the
+    model's ``max_prompt_frames``)."""
+    cfg = model.config
+    up, pm = cfg.upsample, load_mel(data_dir, prompt, cfg.mel_config)
+    max_prompt = min(cfg.max_prompt_frames, int(seconds * cfg.mel_config.frame_rate))
     tp = min(pm.shape[1], up * tokens[prompt].size, max_prompt) // up * up
     return torch.from_numpy(tokens[prompt][: tp // up]), torch.from_numpy(pm[:, :tp].copy())
 
@@ -122,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "wav").mkdir(parents=True, exist_ok=True)
     (out / "png").mkdir(exist_ok=True)
     model = FlowModel.from_pretrained(args.model)
-    cfg, mel_cfg = model.config, model.config.mel_config
-    up, d = cfg.upsample, Path(args.data)
+    mel_cfg, d = model.config.mel_config, Path(args.data)
     tokens, wavs = read_tokens(d / "tokens"), read_table(d / "wav.scp")
     texts, utt2spk = read_table(d / "text"), read_table(d / "utt2spk")
     utts = sorted(set(tokens) & set(wavs))
@@ -135,13 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     vocode, voc_name = load_vocoder(args.vocoder, mel_cfg)
     opts = dict(steps=args.steps, solver=args.solver, schedule=args.schedule, guidance=args.guidance,
                 prior_start=args.prior_start, noise_scale=args.noise_scale)
-    max_prompt = min(cfg.max_prompt_frames, int(args.prompt_seconds * mel_cfg.frame_rate)) // up * up
 
     rows: dict[str, list] = {k: [] for k in ("real", "vocoded_gt", "flow", "flow_chunked")}
     per_utt, l1, l1_chunk, flow_sec, audio_sec = [], [], [], 0.0, 0.0
     for i, (utt, prompt) in enumerate(tqdm(pairs, desc="flow")):
         gt = load_mel(d, utt, mel_cfg)
-        p_tok, p_mel = prompt_inputs(d, tokens, prompt, model, max_prompt)
+        p_tok, p_mel = prompt_inputs(d, tokens, prompt, model, args.prompt_seconds)
         t0 = time.perf_counter()
         gen = model.generate(torch.from_numpy(tokens[utt]), p_tok, p_mel, seed=args.seed, **opts)
         flow_sec += time.perf_counter() - t0

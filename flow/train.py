@@ -26,6 +26,7 @@ from flow.data import FlowDataset, collate
 from flow.model import FlowCheckpointError, FlowModel
 from tts.config import load_yaml
 from tts.training import (
+    EMA,
     BucketBatchSampler,
     ResumableLoader,
     TrainerConfig,
@@ -99,8 +100,8 @@ class FlowLightning(L.LightningModule):
         if self.export_dir is None or self.global_rank != 0:
             return
         model = self.model
-        if "current_model_state" in checkpoint:  # trainer.ema_decay: the EMA callback (run before this hook)
-            model = FlowModel(model.config)      # put the average in state_dict: export that, not the raw weights
+        if EMA.holds_average(checkpoint):  # trainer.ema_decay (its callback ran before this hook): export
+            model = FlowModel(model.config)  # the average, not the raw weights
             model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()})
         model.save_pretrained(self.export_dir)
 

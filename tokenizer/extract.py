@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from tts.audio import AudioError
-from tts.datadir import read_table, write_table
+from tts.datadir import launcher_shard, read_table, write_table
 
 from .api import SpeechTokenizer
 from .frontend import load_for_tokenizer
@@ -82,15 +82,6 @@ def _encode_part(tok: SpeechTokenizer, items: list[tuple[str, str]], part: str, 
             f.flush()
             bar.update(len(chunk))
         bar.close()
-
-
-def launcher_shard() -> tuple[int, int]:
-    """(shard, shards) from a launcher's environment: torchrun's RANK/WORLD_SIZE, srun's
-    SLURM_PROCID/SLURM_NTASKS; (0, 1) when started alone."""
-    for rank, world in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
-        if rank in os.environ and world in os.environ:
-            return int(os.environ[rank]), int(os.environ[world])
-    return 0, 1
 
 
 def worker_device(device: str, worker: int) -> str:

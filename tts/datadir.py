@@ -8,6 +8,7 @@ same ``<utt-id> <value>`` layout.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,15 @@ REQUIRED = ("wav.scp", "text", "utt2spk", "spk2utt")
 
 class DataDirError(ValueError):
     """A data directory is missing a file or is inconsistent; the message says where."""
+
+
+def launcher_shard() -> tuple[int, int]:
+    """(shard, shards): the share of a data dir this process handles, from a launcher's
+    environment: torchrun's RANK/WORLD_SIZE, srun's SLURM_PROCID/SLURM_NTASKS; (0, 1) alone."""
+    for rank, world in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        if rank in os.environ and world in os.environ:
+            return int(os.environ[rank]), int(os.environ[world])
+    return 0, 1
 
 
 def read_table(path: str | Path) -> dict[str, str]:

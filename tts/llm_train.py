@@ -46,6 +46,7 @@ from tts.llm import (
     sequence_length,
 )
 from tts.training import (
+    EMA,
     BucketBatchSampler,
     ResumableLoader,
     TrainerConfig,
@@ -297,7 +298,7 @@ class ExportModel(L.Callback):
     def on_save_checkpoint(self, trainer, module, checkpoint):
         if trainer.is_global_zero:
             save_from_state(module.lm, checkpoint["state_dict"], self.out_dir,
-                            averaged="current_model_state" in checkpoint)  # trainer.ema_decay
+                            averaged=EMA.holds_average(checkpoint))  # trainer.ema_decay
 
 
 def speech_vocab_from_tokenizer(path: str | Path) -> int:

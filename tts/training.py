@@ -226,6 +226,11 @@ class EMA(WeightAveraging):
     def __init__(self, decay: float):
         super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))
 
+    @staticmethod
+    def holds_average(checkpoint: dict) -> bool:
+        """Whether a checkpoint's ``state_dict`` is the average (the raw weights then ride beside it)."""
+        return "current_model_state" in checkpoint
+
 
 def build_trainer(cfg: TrainerConfig, exp_dir: str | Path, fsdp_wrap: set[type] | None = None,
                   **kwargs) -> L.Trainer:

@@ -91,7 +91,7 @@ class SegmentDataset(Dataset):
         out[:len(wav)] = wav[:self.segment]
         if mel is None:
             return torch.from_numpy(out)
-        seg = np.full((mel.shape[0], frames), mel.min(), np.float32)  # past the end: the mel's floor
-        part = mel[:, start // self.hop:start // self.hop + frames]
-        seg[:, :part.shape[1]] = part
+        seg = np.array(mel[:, start // self.hop:start // self.hop + frames], np.float32)
+        if seg.shape[1] < frames:  # past the mel's end: its floor
+            seg = np.pad(seg, ((0, 0), (0, frames - seg.shape[1])), constant_values=mel.min())
         return torch.from_numpy(out), torch.from_numpy(seg)
