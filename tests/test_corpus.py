@@ -74,3 +74,27 @@ def test_rerun_resumes_to_the_same_corpus(corpus: Path) -> None:
     assert Path(wavs[1]).stat().st_mtime_ns == mtime  # complete wavs are not redone
     assert sf.info(wavs[0]).frames > 0 and sf.info(wavs[-1]).frames > 0
     assert not list(Path(wavs[1]).parent.glob("*.part"))
+
+
+def test_an_utterance_a_timbre_voice_cannot_say_is_dropped_not_fatal(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.syspath_prepend(str(RECIPE / "local"))
+    import prepare_corpus as pc
+    from speakers import speakers_by_split
+
+    def fake_synthesize(text, spk, wav):  # festival's Russian voice on some English sentences
+        if "unsayable" in text:
+            raise pc.SynthesisError("sox failed (2): WAVE: RIFF header not found")
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(wav, [0.1] * 8000, 16000, subtype="PCM_16")
+        return 0.5
+
+    monkeypatch.setattr(pc, "synthesize", fake_synthesize)
+    spk = {s: v[0] for s, v in speakers_by_split().items()}
+    jobs = [pc.Job(f"u{i}", split, spk[split], text, tmp_path / f"u{i}.wav")
+            for i, (split, text) in enumerate([("train", "Fine."), ("timbre", "An unsayable one."), ("timbre", "Fine.")])]
+    durations = pc.synthesize_all(jobs, nj=1)
+    assert durations == {"u0": 0.5, "u1": 0.0, "u2": 0.5}
+    assert "1 utterances of ('timbre',) dropped" in capsys.readouterr().err
+    train_job = pc.Job("u3", "train", spk["train"], "An unsayable one.", tmp_path / "u3.wav")
+    with pytest.raises(pc.SynthesisError, match="1 utterances failed; rerun to retry"):
+        pc.synthesize_all([train_job], nj=1)
