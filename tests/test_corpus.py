@@ -98,3 +98,17 @@ def test_an_utterance_a_timbre_voice_cannot_say_is_dropped_not_fatal(tmp_path, m
     train_job = pc.Job("u3", "train", spk["train"], "An unsayable one.", tmp_path / "u3.wav")
     with pytest.raises(pc.SynthesisError, match="1 utterances failed; rerun to retry"):
         pc.synthesize_all([train_job], nj=1)
+
+
+def test_the_full_size_plan_keeps_dev_and_test_sentences_out_of_train(monkeypatch, tmp_path) -> None:
+    monkeypatch.syspath_prepend(str(RECIPE / "local"))
+    import prepare_corpus as pc
+    from sentences import load_sentences
+
+    jobs = pc.make_plan(load_sentences(), tmp_path, 3.0, 5, 15, 0, timbre_per_spk=30)  # run.sh's defaults
+    assert pc.held_out_leaks(jobs) == []
+    train = {j.text for j in jobs if j.split == "train"}
+    assert any(j.text in train for j in jobs if j.split == "timbre")  # allowed: timbre reads train sentences
+    first = next(j for j in jobs if j.split == "train")
+    leaked = pc.Job("x", "dev", first.spk, first.text, tmp_path / "x.wav")
+    assert pc.held_out_leaks([first, leaked]) == ["x"]
