@@ -14,6 +14,8 @@
 #     extracts their tokens. With flow_ft_conf they join in its phase only.
 #   flow_ft_conf (optional, default none): a second flow phase started from stage 4's model, on
 #     $data/train plus $flow_extra_data
+#   flow_ft_threads (optional, default 1): torch threads of that phase (the first phase trains
+#     beside the LLM and the vocoder with one; by the second, on 2 cores, it is alone)
 #   onnx_export (optional, default true: stage 6 also writes $exp/model/onnx, `voxlm export onnx`)
 #   parallel (optional, default false): independent stages side by side, see run_stages
 #   init_model (optional, default empty): a packaged VoxLM model dir to fine-tune on $data: its
@@ -121,7 +123,8 @@ stage4() {
   if [ "${flow_ft_conf:-none}" != none ]; then
     # shellcheck disable=SC2086
     launch -m flow.train --config "$flow_ft_conf" --init "$exp/flow/model" --train "$data/train" \
-      ${flow_extra_data:-} --dev "$data/dev" --exp "$exp/flow_ft" --tokenizer "$(tokenizer_model)" --threads 1 \
+      ${flow_extra_data:-} --dev "$data/dev" --exp "$exp/flow_ft" --tokenizer "$(tokenizer_model)" \
+      --threads "${flow_ft_threads:-1}" \
       "${train_opts[@]}"
   fi
 }

@@ -123,7 +123,8 @@ def test_validator_cli(tmp_path):
     assert bad.returncode == 1 and "missing spk2utt" in bad.stdout
 
 
-def run_stages_dry(tmp_path: Path, init_model: str, flow_extra_data: str = "", flow_ft_conf: str = "none") -> list[str]:
+def run_stages_dry(tmp_path: Path, init_model: str, flow_extra_data: str = "", flow_ft_conf: str = "none",
+                   more: str = "") -> list[str]:
     """recipes/stages.sh's run_stages, every python command (py, launch) logged instead of run."""
     for flow in ("flow", "flow_ft"):
         (tmp_path / "exp" / flow / "report").mkdir(parents=True, exist_ok=True)
@@ -138,7 +139,7 @@ def run_stages_dry(tmp_path: Path, init_model: str, flow_extra_data: str = "", f
         " llm_conf=llm.yaml; llm_align_conf=none; flow_conf=flow.yaml; vocoder_conf=voc.yaml;"
         " vocoder_gan_conf=gan.yaml; llm_report_utts=1; vocoder_report_utts=1; flow_report_utts=1;"
         f" speaker_steps=1; n_candidates=2; eval_per_speaker=1; onnx_export=false; init_model='{init_model}';"
-        f" flow_extra_data='{flow_extra_data}'; flow_ft_conf={flow_ft_conf}; run_stages"
+        f" flow_extra_data='{flow_extra_data}'; flow_ft_conf={flow_ft_conf}; {more} run_stages"
     )
     r = bash(script)
     assert r.returncode == 0, r.stderr
@@ -186,9 +187,15 @@ def test_flow_extra_data_gets_tokens_and_trains_only_the_flow(tmp_path):
     first, second = [c for c in calls if c.startswith("-m flow.train")]
     assert f"--train {data}/train --dev" in first and more not in first and f"--exp {exp}/flow " in first
     assert f"--config ft.yaml --init {exp}/flow/model --train {data}/train {more} --dev" in second
+    threads = [c.split()[c.split().index("--threads") + 1] for c in (first, second)]
+    assert threads == ["1", "1"]  # flow_ft_threads unset: one thread each
     called = {c.split()[1]: c for c in calls}
     assert f"--flow {exp}/flow_ft/model" in called["tts.model_dir"]
     assert f"--model {exp}/flow_ft/model" in called["flow.report"] and f"--out {exp}/flow_ft/report" in called["flow.report"]
+    calls = run_stages_dry(tmp_path / "three", "", flow_extra_data=more, flow_ft_conf="ft.yaml", more="flow_ft_threads=2;")
+    first, second = [c for c in calls if c.startswith("-m flow.train")]
+    threads = [c.split()[c.split().index("--threads") + 1] for c in (first, second)]
+    assert threads == ["1", "2"]  # the second phase runs alone: it may take more
 
 
 @pytest.mark.parametrize("row, match", [("u2 1 x 3", "u2: values must be integers"), ("u2", "u2: no values")])
