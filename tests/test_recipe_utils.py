@@ -124,8 +124,9 @@ def test_validator_cli(tmp_path):
 
 
 def run_stages_dry(tmp_path: Path, init_model: str, flow_extra_data: str = "", flow_ft_conf: str = "none",
-                   more: str = "") -> list[str]:
-    """recipes/stages.sh's run_stages, every python command (py, launch) logged instead of run."""
+                   settings: str = "") -> list[str]:
+    """recipes/stages.sh's run_stages, every python command (py, launch) logged instead of run;
+    settings: more shell assignments before it (e.g. "flow_ft_threads=2;")."""
     for flow in ("flow", "flow_ft"):
         (tmp_path / "exp" / flow / "report").mkdir(parents=True, exist_ok=True)
         (tmp_path / "exp" / flow / "report" / "report.md").write_text("")  # what the reports print
@@ -139,7 +140,7 @@ def run_stages_dry(tmp_path: Path, init_model: str, flow_extra_data: str = "", f
         " llm_conf=llm.yaml; llm_align_conf=none; flow_conf=flow.yaml; vocoder_conf=voc.yaml;"
         " vocoder_gan_conf=gan.yaml; llm_report_utts=1; vocoder_report_utts=1; flow_report_utts=1;"
         f" speaker_steps=1; n_candidates=2; eval_per_speaker=1; onnx_export=false; init_model='{init_model}';"
-        f" flow_extra_data='{flow_extra_data}'; flow_ft_conf={flow_ft_conf}; {more} run_stages"
+        f" flow_extra_data='{flow_extra_data}'; flow_ft_conf={flow_ft_conf}; {settings} run_stages"
     )
     r = bash(script)
     assert r.returncode == 0, r.stderr
@@ -171,6 +172,11 @@ def test_fine_tuning_a_packaged_model_wires_its_parts(tmp_path):
     assert not any("--init" in first[m] for m in ("tts.llm_train", "flow.train", "vocoder.train"))
 
 
+def threads_of(*calls: str) -> list[str]:
+    """The --threads value of each logged command."""
+    return [c.split()[c.split().index("--threads") + 1] for c in calls]
+
+
 def test_flow_extra_data_gets_tokens_and_trains_only_the_flow(tmp_path):
     """flow_extra_data: stage 2 extracts its tokens and only the flow trains on it, beside train: in its
     one phase, or with flow_ft_conf in the second one (from the first's model), which is then packaged."""
@@ -185,17 +191,14 @@ def test_flow_extra_data_gets_tokens_and_trains_only_the_flow(tmp_path):
     data, exp = f"{tmp_path}/two/data", f"{tmp_path}/two/exp"
     calls = run_stages_dry(tmp_path / "two", "", flow_extra_data=more, flow_ft_conf="ft.yaml")
     first, second = [c for c in calls if c.startswith("-m flow.train")]
+    assert threads_of(first, second) == ["1", "1"]  # flow_ft_threads unset: one thread each
     assert f"--train {data}/train --dev" in first and more not in first and f"--exp {exp}/flow " in first
     assert f"--config ft.yaml --init {exp}/flow/model --train {data}/train {more} --dev" in second
-    threads = [c.split()[c.split().index("--threads") + 1] for c in (first, second)]
-    assert threads == ["1", "1"]  # flow_ft_threads unset: one thread each
     called = {c.split()[1]: c for c in calls}
     assert f"--flow {exp}/flow_ft/model" in called["tts.model_dir"]
     assert f"--model {exp}/flow_ft/model" in called["flow.report"] and f"--out {exp}/flow_ft/report" in called["flow.report"]
-    calls = run_stages_dry(tmp_path / "three", "", flow_extra_data=more, flow_ft_conf="ft.yaml", more="flow_ft_threads=2;")
-    first, second = [c for c in calls if c.startswith("-m flow.train")]
-    threads = [c.split()[c.split().index("--threads") + 1] for c in (first, second)]
-    assert threads == ["1", "2"]  # the second phase runs alone: it may take more
+    calls = run_stages_dry(tmp_path / "three", "", flow_extra_data=more, flow_ft_conf="ft.yaml", settings="flow_ft_threads=2;")
+    assert threads_of(*[c for c in calls if c.startswith("-m flow.train")]) == ["1", "2"]  # the second phase runs alone
 
 
 @pytest.mark.parametrize("row, match", [("u2 1 x 3", "u2: values must be integers"), ("u2", "u2: no values")])
