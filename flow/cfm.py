@@ -98,12 +98,16 @@ def prior_point(noise: torch.Tensor, mu: torch.Tensor | None, start: float, sigm
 
 
 def cfm_loss(estimator: Estimator, x1: torch.Tensor, loss_mask: torch.Tensor,
-             cfg: CFMConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+             cfg: CFMConfig, generator: torch.Generator | None = None, estimate: bool = False):
     """OT-CFM regression loss: mean squared velocity error over ``loss_mask`` frames.
 
     x1: (B, C, T) normalised target mel; loss_mask: (B, T) bool, the frames to learn
     (the target region: neither prompt nor padding). Conditions are dropped for a
     random ``cfg.cfg_dropout`` share of the batch.
+
+    ``estimate=True`` returns ``(loss, x1_hat, t, drop)``: the one-step estimate of the clean
+    mel ``x_t + (1 - t) v`` ((B, C, T); x1 + sigma_min x0 when v is exact), the (B,) times and
+    the (B,) bool rows whose conditions were dropped (:mod:`flow.phonetic` reads it).
     """
     b = x1.shape[0]
     t = torch.rand(b, device=x1.device, generator=generator)
@@ -112,7 +116,9 @@ def cfm_loss(estimator: Estimator, x1: torch.Tensor, loss_mask: torch.Tensor,
     x_t = (1 - (1 - cfg.sigma_min) * tt) * x0 + tt * x1
     u = x1 - (1 - cfg.sigma_min) * x0
     drop = torch.rand(b, device=x1.device, generator=generator) < cfg.cfg_dropout
-    return masked_mse(estimator(x_t, t, drop), u, loss_mask)
+    v = estimator(x_t, t, drop)
+    loss = masked_mse(v, u, loss_mask)
+    return (loss, x_t + (1 - tt) * v, t, drop) if estimate else loss
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,9 @@ from flow.backbone import (
 from flow.cfm import cfm_loss, check_solver_options, masked_mse, prior_point, solve
 from flow.config import FlowConfig
 from flow.streaming import FlowStream, initial_noise, prompt_context
+
+if TYPE_CHECKING:
+    from flow.phonetic import PhoneticLoss
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
@@ -156,8 +160,10 @@ class FlowModel(nn.Module):
 
     # ---- training ----------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, mel: torch.Tensor, mel_lens: torch.Tensor,
-                spk: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+                spk: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                phonetic: PhoneticLoss | None = None) -> torch.Tensor:
         # tokens: (B, N), mel: (B, C, T) log-mel, mel_lens: (B,) -> scalar OT-CFM loss
+        # (+ prior_weight x the prior's L2, + phonetic.weight x flow.phonetic's KL when given)
         cfg, (b, _, t) = self.config, mel.shape
         dev = mel.device
         frames = torch.arange(t, device=dev).view(1, -1)
@@ -175,7 +181,13 @@ class FlowModel(nn.Module):
         spk_vec = self.speaker_vector(cond, prompt, spk)
         tok, mu = self.features(self.frame_ids(tokens, t), mask, spk_vec)
         field = self.estimator(tok, cond, spk_vec, mask)
-        loss = cfm_loss(field, x1, valid & ~prompt, cfg.cfm, generator)
+        region = valid & ~prompt
+        if phonetic is None:
+            loss = cfm_loss(field, x1, region, cfg.cfm, generator)
+        else:  # rows late enough on the path, with their conditions kept
+            loss, x1_hat, times, drop = cfm_loss(field, x1, region, cfg.cfm, generator, estimate=True)
+            rows = (times >= phonetic.min_t) & ~drop
+            loss = loss + phonetic.weight * phonetic(x1_hat, x1, region & rows.view(-1, 1), mel_lens)
         return loss if mu is None else loss + cfg.prior_weight * masked_mse(mu, x1, valid)
 
     # ---- inference ---------------------------------------------------------------------------

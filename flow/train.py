@@ -24,6 +24,8 @@ from torch.utils.data import DataLoader
 from flow.config import FlowConfig
 from flow.data import FlowDataset, collate
 from flow.model import FlowCheckpointError, FlowModel
+from flow.phonetic import PhoneticConfig, PhoneticLoss
+from tokenizer.api import CheckpointError, SpeechTokenizer
 from tts.config import load_yaml
 from tts.training import (
     EMA,
@@ -65,6 +67,7 @@ class FlowTrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    phonetic: PhoneticConfig = field(default_factory=PhoneticConfig)  # flow.phonetic: off at weight 0
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> FlowTrainConfig:
@@ -77,10 +80,16 @@ class FlowLightning(L.LightningModule):
         self.cfg = cfg
         self.model = FlowModel(cfg.model)
         self.export_dir = Path(export_dir) if export_dir else None
+        # the frozen reader of flow.phonetic, kept out of the module tree: not in checkpoints or the EMA
+        object.__setattr__(self, "phonetic", phonetic_loss(cfg))
 
     def training_step(self, batch: dict, _idx: int) -> torch.Tensor:
-        loss = self.model(batch["tokens"], batch["mel"], batch["mel_lens"])
+        if self.phonetic is not None:
+            self.phonetic.to(batch["mel"].device)
+        loss = self.model(batch["tokens"], batch["mel"], batch["mel_lens"], phonetic=self.phonetic)
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["utts"]))
+        if self.phonetic is not None and self.phonetic.last is not None:
+            self.log("phonetic_kl", self.phonetic.last, batch_size=len(batch["utts"]))
         self.log("frames", batch["mel_lens"].sum().float(), reduce_fx="sum", batch_size=1)
         return loss
 
@@ -104,6 +113,20 @@ class FlowLightning(L.LightningModule):
             model = FlowModel(model.config)  # the average, not the raw weights
             model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()})
         model.save_pretrained(self.export_dir)
+
+
+def phonetic_loss(cfg: FlowTrainConfig) -> PhoneticLoss | None:
+    """The configured :class:`flow.phonetic.PhoneticLoss`, or None when its weight is 0."""
+    pc = cfg.phonetic
+    if pc.weight <= 0:
+        return None
+    if not pc.tokenizer:
+        raise FlowCheckpointError("phonetic.weight > 0 needs a tokenizer model dir (phonetic.tokenizer or --tokenizer)")
+    try:
+        reader = SpeechTokenizer.from_pretrained(pc.tokenizer).model
+        return PhoneticLoss(reader, cfg.model.mel_config, pc.weight, pc.min_t)
+    except (CheckpointError, ValueError) as err:
+        raise FlowCheckpointError(f"phonetic loss: {pc.tokenizer}: {err}") from err
 
 
 def make_loader(ds: FlowDataset, cfg: DataConfig, shuffle: bool, seed: int) -> DataLoader:
@@ -205,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_trainer_args(cfg.trainer, args)
     if args.tokenizer:
         cfg.model.vocab_size = tokenizer_vocab_size(args.tokenizer)
+        cfg.phonetic.tokenizer = cfg.phonetic.tokenizer or args.tokenizer
     try:
         model = train(cfg, args.train, args.dev, args.exp, init=args.init)
     except FlowCheckpointError as err:  # a missing, corrupt or unfitting --init: one line
