@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokenizer.model import TokenizerModel, length_mask
+from tokenizer.model import TokenizerModel
 from tts.mel import MelConfig
 
 
@@ -72,11 +72,9 @@ class PhoneticLoss(nn.Module):
         feats = F.interpolate(x[:, :, :t].float(), scale_factor=2, mode="linear", align_corners=False)
         feat_lens = (2 * lengths.clamp(max=t)) // 4 * 4  # (B,) multiples of 4
         m = self.tokenizer
-        mask4 = length_mask(feat_lens, 2 * t)
-        h = m.subsample(feats.transpose(1, 2), mask4)  # (B, T/2, D) at 25 Hz
-        mask = mask4[:, ::4]
-        for block in m.pre:
-            h = block(h, mask)
+        # the tokenizer standardises its input itself: hand it its own feature scale
+        feats = feats.transpose(1, 2) * m.feat_std + m.feat_mean  # (B, 2T, C)
+        h, mask = m.encode_continuous(feats, feat_lens)  # (B, T/2, D) at 25 Hz, (B, T/2)
         logp = m.ctc_logits(m.inter_head, h).log_softmax(-1)  # (B, T, P) at 50 Hz
         return logp, mask.repeat_interleave(m.cfg.ctc_upsample, dim=1)
 
