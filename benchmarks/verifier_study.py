@@ -34,7 +34,7 @@ from tts.judges import paired_difference
 from tts.verifiers import Candidate, rank
 
 VERIFIERS = ("token_intelligibility", "speaker_similarity", "audio_intelligibility")
-DEFAULT_RULE = "prune 2, token + 1 x speaker"  # the Synthesizer's defaults (the _vs_default pairs)
+DEFAULT_RULE = "token only"  # the Synthesizer's default search (prune_to 1): the _vs_default pairs
 ORDERS = 64  # sampling orders each rule is replayed under (ties go to the earlier sample)
 
 
@@ -69,6 +69,9 @@ def rules(n: int) -> dict[str, tuple[int, dict[str, float]]]:
         out[f"prune {p}, token + {w} x speaker"] = (p, {"token_intelligibility": 1.0, "speaker_similarity": w})
     for p in (2, 4, n):
         out[f"prune {p}, token + audio + speaker"] = (p, dict.fromkeys(VERIFIERS, 1.0))
+        for w in (0.1, 0.3):
+            out[f"prune {p}, token + audio + {w} x speaker"] = (
+                p, {"token_intelligibility": 1.0, "audio_intelligibility": 1.0, "speaker_similarity": w})
         out[f"prune {p}, token + audio"] = (p, {"token_intelligibility": 1.0, "audio_intelligibility": 1.0})
         out[f"prune {p}, audio only"] = (p, {"audio_intelligibility": 1.0})
     out["speaker only"] = (n, {"speaker_similarity": 1.0})

@@ -63,6 +63,12 @@ def test_bench_prints_rtf_json(tiny_model_dir):
         parts = x["component_rtf"]
         assert {"llm", "token_verifier", "flow", "vocoder"} <= set(parts) and all(v > 0 for v in parts.values())
         assert sum(parts.values()) <= x["rtf"] * 1.001
+    # the default search vocodes the token verifier's best alone: no audio verifier has two to rank
+    assert out["search"] == {"prune_to": 1, "audio_verifier": False, "use_speaker_verifier": True}
+    assert not {"speaker_verifier", "audio_verifier"} & (set(runs[0]["component_rtf"]) | set(runs[1]["component_rtf"]))
+    r = run_cli("bench", "--model", str(tiny_model_dir), "--text", "Hi.", "--n-candidates", "1", "2",
+                "--repeats", "1", "--prune-to", "2")
+    runs = json.loads(r.stdout)["runs"]
     assert "speaker_verifier" in runs[1]["component_rtf"] and "speaker_verifier" not in runs[0]["component_rtf"]
     assert runs[0]["cost_vs_first"] == 1.0 and runs[1]["cost_vs_first"] > 0
     assert out["peak_rss_mb"] > 50  # torch alone takes more
@@ -134,6 +140,13 @@ def test_sampling_options_and_threads_reach_the_synthesizer(tiny_model_dir, tmp_
         torch.set_num_threads(before)
     assert r.returncode == 0, r.stderr
     assert seen[-1]["threads"] == 1 and seen[-1]["temperature"] == 0.5 and "top_k" not in seen[-1]
+    # the search's defaults (tts.verifiers), and the flags that set each part
+    assert (seen[-1]["prune_to"], seen[-1]["audio_verifier"], seen[-1]["use_speaker_verifier"]) == (1, False, True)
+    r = run_cli("synth", "--model", str(tiny_model_dir), "--text", "Hi.", "--prompt", str(tmp_path / "p.wav"),
+                "--prompt-text", "a voice", "--out", str(tmp_path / "o.wav"), "--flow-steps", "2",
+                "--prune-to", "3", "--audio-verifier", "--no-speaker-verifier")
+    assert r.returncode == 0, r.stderr
+    assert (seen[-1]["prune_to"], seen[-1]["audio_verifier"], seen[-1]["use_speaker_verifier"]) == (3, True, False)
 
 
 def test_thread_and_judge_counts_must_be_positive(tiny_model_dir, tmp_path):

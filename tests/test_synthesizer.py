@@ -32,7 +32,8 @@ FAST = dict(flow_steps=2, min_ratio=0.5, max_ratio=1.0, seed=3)
 
 
 def test_synthesize_returns_float32_audio_and_candidates(synth, prompt_wav):
-    r = synth.synthesize("Hi there.", prompt_wav, 22050, prompt_text="a voice", n_candidates=3, **FAST)
+    r = synth.synthesize("Hi there.", prompt_wav, 22050, prompt_text="a voice", n_candidates=3, prune_to=2,
+                         **FAST)
     assert r.sample_rate == 16000 and r.audio.dtype == np.float32 and r.audio.ndim == 1
     assert r.duration > 0 and np.all(np.isfinite(r.audio))
     assert len(r.candidates) == 3 and r.chosen[0] is r.candidates[0]
@@ -44,6 +45,21 @@ def test_synthesize_returns_float32_audio_and_candidates(synth, prompt_wav):
     assert r.chosen[0].total == max(c.total for c in vocoded)
     # the audio holds whole mel frames: 2 frames per token, hop samples per frame
     assert len(r.audio) == 2 * len(r.chosen[0].tokens) * 320
+
+
+def test_default_search_vocodes_the_token_verifiers_best_alone(synth, prompt_wav, monkeypatch):
+    """prune_to's default (1): the candidate with the best token score (the earliest of a tie)
+    is the answer; it alone goes through flow and vocoder, and no audio verifier runs."""
+    scored = []
+    monkeypatch.setattr(synth.similarity, "score", lambda req, cands: scored.append(cands) or [0.0] * len(cands))
+    r = synth.synthesize("Hi there.", prompt_wav, 22050, prompt_text="a voice", n_candidates=4, **FAST)
+    best = max(c.scores["token_intelligibility"] for c in r.candidates)
+    first_best = min(c.index for c in r.candidates if c.scores["token_intelligibility"] == best)
+    assert r.chosen[0].index == first_best and r.chosen[0].audio is not None
+    assert [c for c in r.candidates if c.audio is not None] == [r.chosen[0]]
+    assert scored == []  # the speaker verifier (on by default) had nothing to rank
+    assert all(set(c.scores) == {"token_intelligibility"} for c in r.candidates)
+    assert "speaker_verifier_s" not in r.timings
 
 
 def test_audio_verifier_reads_the_vocoded_candidates(synth, prompt_wav, monkeypatch):

@@ -10,6 +10,7 @@ import sys
 
 from tts.model_dir import BACKENDS
 from tts.stream_cli import add_stream_options
+from tts.verifiers import AUDIO_VERIFIER, PRUNE_TO, SPEAKER_VERIFIER
 from tts.version import __version__
 
 
@@ -76,14 +77,26 @@ def _add_synthesis_options(p: argparse.ArgumentParser, widths: bool = False) -> 
                        help="best-of-N widths, comma-separated (e.g. 1,8): one row each")
     else:
         p.add_argument("--n-candidates", type=int, default=1, help="best-of-N search width")
-    p.add_argument("--prune-to", type=_positive, default=2,
-                   help="best-of-N: candidates the token verifier passes to flow, vocoder and the audio verifiers")
-    p.add_argument("--audio-verifier", action="store_true",
-                   help="best-of-N: the tokenizer's ASR also reads each vocoded candidate (1 - CER)")
+    _add_search_options(p)
     p.add_argument("--seed", type=int, default=0,
                    help="sampling and flow-noise seed; with --meta each line adds a hash of its utt id to it")
     p.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's)")
     _add_sampling_options(p)
+
+
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    """Best-of-N's pruning and verifiers (synth, eval and bench); defaults: tts.verifiers."""
+    p.add_argument("--prune-to", type=_positive, default=PRUNE_TO,
+                   help="best-of-N: candidates the token verifier passes to flow and vocoder (1: its best alone)")
+    p.add_argument("--audio-verifier", action=argparse.BooleanOptionalAction, default=AUDIO_VERIFIER,
+                   help="best-of-N, two or more vocoded: the tokenizer's ASR also reads each (1 - CER)")
+    p.add_argument("--speaker-verifier", action=argparse.BooleanOptionalAction, default=SPEAKER_VERIFIER,
+                   help="best-of-N, two or more vocoded: VoxLM's speaker encoder also scores each against the prompt")
+
+
+def _search_kwargs(args: argparse.Namespace) -> dict:
+    return {"prune_to": args.prune_to, "audio_verifier": args.audio_verifier,
+            "use_speaker_verifier": args.speaker_verifier}
 
 
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
@@ -102,7 +115,7 @@ def _synthesis_kwargs(args: argparse.Namespace, search: bool = True) -> dict:
     verifier choice (offline synthesis; streaming has no best-of-N over audio)."""
     kw = {"n_candidates": args.n_candidates, "seed": args.seed, **_sampling_kwargs(args)}
     if search:
-        kw |= {"prune_to": args.prune_to, "audio_verifier": args.audio_verifier}
+        kw |= _search_kwargs(args)
     return kw
 
 
@@ -280,7 +293,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return bench_stream(args, synth, prompt_audio, args.prompt_text or "a prompt")
     prompt = synth.prepare_prompt(prompt_audio, synth.sample_rate, args.prompt_text or "a prompt")
     options = _sampling_kwargs(args)
-    results = {"model": args.model, "threads": args.threads, "options": options,
+    results = {"model": args.model, "threads": args.threads, "options": options, "search": _search_kwargs(args),
                "prompt_s": time.perf_counter() - t0, "runs": []}
     synth.synthesize(args.text, prompt, seed=0, **options)  # warm-up, not timed: lazy loads (g2p dictionary), allocator
     for n in args.n_candidates:
@@ -288,7 +301,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         parts: dict[str, float] = {}  # seconds per component (llm, flow, ...), summed over repeats
         for i in range(args.repeats):
             t0 = time.perf_counter()
-            r = synth.synthesize(args.text, prompt, n_candidates=n, seed=i, **options)
+            r = synth.synthesize(args.text, prompt, n_candidates=n, seed=i, **options, **_search_kwargs(args))
             secs += time.perf_counter() - t0
             audio += r.duration
             for name in COMPONENTS:
@@ -375,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="onnx: onnxruntime (fp32, and int8 where exported) vs torch eager, "
                         "each component and end to end")
+    _add_search_options(p)
     _add_sampling_options(p)
     add_stream_options(p, bench=True)
     p.set_defaults(func=cmd_bench)

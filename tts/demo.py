@@ -181,7 +181,7 @@ def build_demo(synth: Synthesizer, examples: list[tuple[str, str, Path, str]] | 
                                          label="Classifier-free guidance (empty: the model's default)")
                     prune_to = gr.Slider(1, MAX_CANDIDATES, value=MAX_CANDIDATES, step=1,
                                          label="Candidates vocoded (the rest are ranked on tokens only)")
-                    speaker_verifier = gr.Checkbox(value=True, label="Rank by speaker similarity too")
+                    speaker_verifier = gr.Checkbox(value=False, label="Rank the vocoded candidates by speaker similarity too")
                 button = gr.Button("Synthesize", variant="primary", elem_id="synthesize")
             with gr.Column():
                 stream_audio = gr.Audio(label="Stream", streaming=True, autoplay=True, interactive=False,

@@ -28,6 +28,9 @@ from tts.model_dir import BACKENDS, ModelDirError, check_model_dir
 from tts.sampling import Generation, GenerationError, Item, SamplingConfig, generate, generate_many
 from tts.speaker import SpeakerEncoder
 from tts.verifiers import (
+    AUDIO_VERIFIER,
+    PRUNE_TO,
+    SPEAKER_VERIFIER,
     AudioIntelligibility,
     Candidate,
     SpeakerSimilarity,
@@ -41,8 +44,8 @@ MIN_PROMPT_SECONDS = 1.0
 MAX_PROMPT_SECONDS = 20.0
 PAUSE_SECONDS = 0.15  # silence between sentences
 FADE_SECONDS = 0.01  # fade in/out at every join: no clicks
-# the parts synthesize() times: SynthesisResult.timings[f"{name}_s"] (the speaker verifier at N > 1 only)
-COMPONENTS = ("llm", "token_verifier", "flow", "vocoder", "speaker_verifier")
+# the parts synthesize() times: SynthesisResult.timings[f"{name}_s"] (the audio verifiers: two or more finalists)
+COMPONENTS = ("llm", "token_verifier", "flow", "vocoder", "speaker_verifier", "audio_verifier")
 
 
 @dataclass
@@ -160,9 +163,9 @@ class Synthesizer:
     # ---- synthesis -----------------------------------------------------------------------
     def synthesize(self, text: str, prompt_audio: np.ndarray | str | Path | Prompt | None = None,
                    prompt_sample_rate: int | None = None, prompt_text: str | None = None,
-                   n_candidates: int = 1, seed: int | None = None, prune_to: int = 2,
+                   n_candidates: int = 1, seed: int | None = None, prune_to: int = PRUNE_TO,
                    flow_steps: int | None = None, guidance: float | None = None,
-                   use_speaker_verifier: bool = True, audio_verifier: bool = False,
+                   use_speaker_verifier: bool = SPEAKER_VERIFIER, audio_verifier: bool = AUDIO_VERIFIER,
                    **sampling) -> SynthesisResult:
         """Speak ``text`` in the prompt's voice.
 
@@ -170,9 +173,10 @@ class Synthesizer:
         :class:`Prompt` from :meth:`prepare_prompt`. ``prompt_text`` is optional (the
         tokenizer's ASR transcribes the prompt when absent). ``n_candidates`` > 1 runs
         best-of-N: all candidates come from one batched LLM call; the token verifier
-        scores all of them, the best ``prune_to`` go through flow and vocoder and are
-        scored by the speaker verifier (and by the tokenizer's ASR on their audio with
-        ``audio_verifier=True``). ``sampling``: fields of
+        scores all of them and the best ``prune_to`` (default 1: its best alone) go through
+        flow and vocoder; where that is more than one, the speaker verifier
+        (``use_speaker_verifier``) and, when asked, the tokenizer's ASR on their audio
+        (``audio_verifier``) rank them too. ``sampling``: fields of
         :class:`tts.sampling.SamplingConfig` (temperature, top_k, top_p, ras_window, ...).
         """
         t0 = time.perf_counter()
@@ -193,8 +197,8 @@ class Synthesizer:
         return self._result(sentences, prompt, ranked, clock, wall_s=time.perf_counter() - t_prompt)
 
     def synthesize_batch(self, requests: list[Request], n_candidates: int = 1, seed: int | None = None,
-                         prune_to: int = 2, flow_steps: int | None = None, guidance: float | None = None,
-                         use_speaker_verifier: bool = True, audio_verifier: bool = False,
+                         prune_to: int = PRUNE_TO, flow_steps: int | None = None, guidance: float | None = None,
+                         use_speaker_verifier: bool = SPEAKER_VERIFIER, audio_verifier: bool = AUDIO_VERIFIER,
                          batch_size: int = 8, errors: str = "raise",
                          **sampling) -> list[SynthesisResult | Exception]:
         """:meth:`synthesize` for many requests, their LLM decoding batched ``batch_size``
@@ -266,7 +270,7 @@ class Synthesizer:
     def _choose(self, i: int, sentence: str, gen: Generation, prompt: Prompt, seed: int, search: _Search,
                 clock: _Clock) -> list[Candidate]:
         """Sentence ``i``'s candidates ranked, best first: the token verifier scores all, the
-        best ``prune_to`` are vocoded and scored by the speaker verifier."""
+        best ``prune_to`` are vocoded and, two or more, scored by the audio verifiers asked for."""
         cands = [Candidate(t, sentence=i, index=k, hit_max_length=h)
                  for k, (t, h) in enumerate(zip(gen.tokens, gen.hit_max, strict=True))]
         req = VerifyRequest(sentence, prompt.embedding, self.sample_rate)
@@ -278,10 +282,10 @@ class Synthesizer:
         keep = ranked[: max(1, search.prune_to)] if search.n_candidates > 1 else ranked[:1]
         for c in keep:
             c.audio = self._vocode(c.tokens, prompt, search.flow_steps, search.guidance, seed, clock)
-        if search.use_speaker_verifier and search.n_candidates > 1:
+        if search.use_speaker_verifier and len(keep) > 1:
             with clock("speaker_verifier_s"):
                 self._score(self.similarity, req, keep)
-        if search.use_audio_verifier and search.n_candidates > 1:
+        if search.use_audio_verifier and len(keep) > 1:
             with clock("audio_verifier_s"):
                 self._score(self.audio_intelligibility, req, keep)
         return rank(keep, [self.intelligibility, self.audio_intelligibility, self.similarity]) + ranked[len(keep):]

@@ -27,6 +27,15 @@ import numpy as np
 
 from tts.text_norm import normalize_text
 
+# The default search (egs/synth_en/RESULTS.md, stop 38; every candidate of 84 dev and 126 test
+# clones vocoded and judged): the token verifier's best is the answer, and only it is vocoded.
+# Vocoding more finalists for the speaker verifier to rank cost words on both sets and bought
+# no voice on the held-out speakers. With ``prune_to`` > 1 the finalists are also ranked by the
+# speaker verifier (and the audio verifier, when asked).
+PRUNE_TO = 1
+AUDIO_VERIFIER = False
+SPEAKER_VERIFIER = True
+
 
 @dataclass
 class Candidate:
