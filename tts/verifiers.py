@@ -8,7 +8,8 @@ defaults are its own models, never the judges:
   against the normalised target text. Cheap, so it runs on every candidate
   and prunes before the expensive stages.
 - :class:`SpeakerSimilarity`: VoxLM's own speaker encoder (``tts.speaker``),
-  cosine between a candidate's audio and the prompt.
+  cosine between a candidate's audio and the prompt; it ranks the vocoded finalists
+  when the search keeps two or more (``prune_to``; the default keeps one).
 - :class:`AudioIntelligibility` (opt-in): the same tokenizer's ASR reads the
   candidate's *audio* (after flow and vocoder), ``1 - CER``: it sees what the flow
   made of the tokens, at one encoder pass per vocoded candidate.
