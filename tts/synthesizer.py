@@ -1,7 +1,8 @@
 """The public zero-shot synthesis API: ``Synthesizer.from_pretrained(dir).synthesize(...)``.
 
     text ─frontend─► sentences ─► LLM (N candidates, one batched call per sentence)
-        ─► token verifier (tokenizer CTC) prunes ─► flow ─► vocoder ─► speaker verifier
+        ─► token verifier (tokenizer CTC) keeps the best prune_to (default 1) ─► flow ─► vocoder
+        ─► (two or more kept: speaker / audio verifiers rank them)
         ─► best candidate per sentence ─► sentences joined with short faded pauses
 
 The prompt (a few seconds of the voice to clone) is analysed once per call, or
