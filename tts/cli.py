@@ -292,8 +292,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from tts.stream_cli import bench_stream
         return bench_stream(args, synth, prompt_audio, args.prompt_text or "a prompt")
     prompt = synth.prepare_prompt(prompt_audio, synth.sample_rate, args.prompt_text or "a prompt")
-    options = _sampling_kwargs(args)
-    results = {"model": args.model, "threads": args.threads, "options": options, "search": _search_kwargs(args),
+    options, search = _sampling_kwargs(args), _search_kwargs(args)
+    results = {"model": args.model, "threads": args.threads, "options": options, "search": search,
                "prompt_s": time.perf_counter() - t0, "runs": []}
     synth.synthesize(args.text, prompt, seed=0, **options)  # warm-up, not timed: lazy loads (g2p dictionary), allocator
     for n in args.n_candidates:
@@ -301,7 +301,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         parts: dict[str, float] = {}  # seconds per component (llm, flow, ...), summed over repeats
         for i in range(args.repeats):
             t0 = time.perf_counter()
-            r = synth.synthesize(args.text, prompt, n_candidates=n, seed=i, **options, **_search_kwargs(args))
+            r = synth.synthesize(args.text, prompt, n_candidates=n, seed=i, **options, **search)
             secs += time.perf_counter() - t0
             audio += r.duration
             for name in COMPONENTS:
