@@ -4,7 +4,8 @@
         --meta egs/synth_en/exp/eval/meta.lst --out egs/synth_en/exp/verifier_study
 
 Each clone's N candidates all go through flow and vocoder (``prune_to = N``) and are scored
-by every VoxLM verifier (token intelligibility, speaker similarity, audio intelligibility)
+by every VoxLM verifier (token intelligibility, phone likelihood, speaker similarity, audio
+intelligibility)
 and by both judges (pocketsphinx WER, resemblyzer SIM to the prompt). Selection rules are
 then replayed on those scores with :func:`tts.verifiers.rank`, the ranking the Synthesizer
 uses: what each rule picks, its mean WER and SIM, beside a random candidate (what N=1
@@ -14,7 +15,7 @@ replayed under many random sampling orders and its figures are the mean over the
 each verifier's rank correlation with each judge within a clone. The judges choose only in
 the oracle rows, which measure the headroom; no VoxLM output is chosen by them (DESIGN.md).
 
-Resumable: a clone's candidates are kept in ``OUT/candidates.jsonl`` once judged;
+Resumable: a clone's candidates (their tokens too, for rescoring) are kept in ``OUT/candidates.jsonl`` once judged;
 ``--replay`` skips synthesis and re-reads that file. Multi-sentence targets are skipped
 (their candidates are per sentence, the judges score whole utterances).
 """
@@ -33,8 +34,8 @@ from scipy.stats import spearmanr
 from tts.judges import paired_difference
 from tts.verifiers import Candidate, rank
 
-VERIFIERS = ("token_intelligibility", "speaker_similarity", "audio_intelligibility")
-DEFAULT_RULE = "token only"  # the Synthesizer's default search (prune_to 1): the _vs_default pairs
+VERIFIERS = ("token_intelligibility", "phone_likelihood", "speaker_similarity", "audio_intelligibility")
+DEFAULT_RULE = "prune 4, token + phone"  # the Synthesizer's default search: the _vs_default pairs
 ORDERS = 64  # sampling orders each rule is replayed under (ties go to the earlier sample)
 
 
@@ -65,10 +66,16 @@ def expected_pick(cands: list[dict], prune_to: int, weights: dict[str, float], o
 def rules(n: int) -> dict[str, tuple[int, dict[str, float]]]:
     """Selection rules to replay: name -> (prune_to, weights)."""
     out = {"token only": (n, {"token_intelligibility": 1.0})}
+    for p in (2, 4, n):
+        out[f"prune {p}, token + phone"] = (p, {"token_intelligibility": 1.0, "phone_likelihood": 1.0})
+        out[f"prune {p}, phone only"] = (p, {"phone_likelihood": 1.0})
+        out[f"prune {p}, token + phone + speaker"] = (
+            p, {"token_intelligibility": 1.0, "phone_likelihood": 1.0, "speaker_similarity": 1.0})
     for p, w in itertools.product((2, 4, n), (0.1, 0.3, 1, 2, 4, 8)):
         out[f"prune {p}, token + {w} x speaker"] = (p, {"token_intelligibility": 1.0, "speaker_similarity": w})
     for p in (2, 4, n):
-        out[f"prune {p}, token + audio + speaker"] = (p, dict.fromkeys(VERIFIERS, 1.0))
+        out[f"prune {p}, token + audio + speaker"] = (
+            p, dict.fromkeys(("token_intelligibility", "audio_intelligibility", "speaker_similarity"), 1.0))
         for w in (0.1, 0.3):
             out[f"prune {p}, token + audio + {w} x speaker"] = (
                 p, {"token_intelligibility": 1.0, "audio_intelligibility": 1.0, "speaker_similarity": w})
@@ -140,7 +147,8 @@ def synthesize_and_judge(args, cases, store: Path) -> None:
     synth = Synthesizer.from_pretrained(args.model)
     asr, spk = IntelligibilityJudge(progress=False), SpeakerJudge(progress=False)
     wav_dir = store.parent / "wavs"
-    kwargs = {"n_candidates": args.n, "prune_to": args.n, "audio_verifier": True, "seed": args.seed}
+    kwargs = {"n_candidates": args.n, "prune_to": args.n, "phone_verifier": True, "audio_verifier": True,
+              "use_speaker_verifier": True, "seed": args.seed}
     prompts = {}  # prompt wav -> the judge's embedding: one per voice, shared by its clones
     for case, r in synthesize_cases(synth, todo, kwargs, f"N={args.n}, all vocoded"):
         if isinstance(r, Exception):
@@ -155,7 +163,7 @@ def synthesize_and_judge(args, cases, store: Path) -> None:
         for c in r.candidates:
             wav = wav_dir / f"{case.utt}_{c.index}.wav"
             save_audio(wav, c.audio, r.sample_rate)
-            rows.append({"index": c.index, "scores": c.scores, "hit_max_length": c.hit_max_length,
+            rows.append({"index": c.index, "tokens": c.tokens, "scores": c.scores, "hit_max_length": c.hit_max_length,
                          "wer": asr.score([case.target_text], [str(wav)]).wer,
                          "sim": float(SpeakerJudge.similarity(spk.embed(str(wav)), prompt))})
         with store.open("a") as f:

@@ -63,13 +63,16 @@ def test_bench_prints_rtf_json(tiny_model_dir):
         parts = x["component_rtf"]
         assert {"llm", "token_verifier", "flow", "vocoder"} <= set(parts) and all(v > 0 for v in parts.values())
         assert sum(parts.values()) <= x["rtf"] * 1.001
-    # the default search vocodes the token verifier's best alone: no audio verifier has two to rank
-    assert out["search"] == {"prune_to": 1, "audio_verifier": False, "use_speaker_verifier": True}
+    # the default search: the phone verifier ranks the vocoded finalists (none at N=1)
+    assert out["search"] == {"prune_to": 4, "phone_verifier": True, "audio_verifier": False,
+                             "use_speaker_verifier": False}
+    assert "phone_verifier" in runs[1]["component_rtf"] and "phone_verifier" not in runs[0]["component_rtf"]
     assert not {"speaker_verifier", "audio_verifier"} & (set(runs[0]["component_rtf"]) | set(runs[1]["component_rtf"]))
     r = run_cli("bench", "--model", str(tiny_model_dir), "--text", "Hi.", "--n-candidates", "1", "2",
-                "--repeats", "1", "--prune-to", "2")
+                "--repeats", "1", "--prune-to", "2", "--no-phone-verifier", "--speaker-verifier")
     runs = json.loads(r.stdout)["runs"]
     assert "speaker_verifier" in runs[1]["component_rtf"] and "speaker_verifier" not in runs[0]["component_rtf"]
+    assert "phone_verifier" not in runs[1]["component_rtf"]
     assert runs[0]["cost_vs_first"] == 1.0 and runs[1]["cost_vs_first"] > 0
     assert out["peak_rss_mb"] > 50  # torch alone takes more
 
@@ -141,12 +144,14 @@ def test_sampling_options_and_threads_reach_the_synthesizer(tiny_model_dir, tmp_
     assert r.returncode == 0, r.stderr
     assert seen[-1]["threads"] == 1 and seen[-1]["temperature"] == 0.5 and "top_k" not in seen[-1]
     # the search's defaults (tts.verifiers), and the flags that set each part
-    assert (seen[-1]["prune_to"], seen[-1]["audio_verifier"], seen[-1]["use_speaker_verifier"]) == (1, False, True)
+    assert (seen[-1]["prune_to"], seen[-1]["phone_verifier"], seen[-1]["audio_verifier"],
+            seen[-1]["use_speaker_verifier"]) == (4, True, False, False)
     r = run_cli("synth", "--model", str(tiny_model_dir), "--text", "Hi.", "--prompt", str(tmp_path / "p.wav"),
                 "--prompt-text", "a voice", "--out", str(tmp_path / "o.wav"), "--flow-steps", "2",
-                "--prune-to", "3", "--audio-verifier", "--no-speaker-verifier")
+                "--prune-to", "3", "--audio-verifier", "--speaker-verifier", "--no-phone-verifier")
     assert r.returncode == 0, r.stderr
-    assert (seen[-1]["prune_to"], seen[-1]["audio_verifier"], seen[-1]["use_speaker_verifier"]) == (3, True, False)
+    assert (seen[-1]["prune_to"], seen[-1]["phone_verifier"], seen[-1]["audio_verifier"],
+            seen[-1]["use_speaker_verifier"]) == (3, False, True, True)
 
 
 def test_thread_and_judge_counts_must_be_positive(tiny_model_dir, tmp_path):

@@ -128,9 +128,11 @@ def test_onnx_backend_synthesises_like_torch(onnx_dir, tone):
     assert b.audio.dtype == np.float32 and a.audio.shape == b.audio.shape
     assert np.abs(a.audio - b.audio).max() < 1e-3
     r = o.synthesize("Hi there.", prompt, 16000, prompt_text="a voice", n_candidates=3, flow_steps=2, seed=1,
-                      prune_to=2)
+                      prune_to=2, use_speaker_verifier=True)
     assert len(r.candidates) == 3 and r.duration > 0 and np.all(np.isfinite(r.audio))
     assert sum("speaker_similarity" in c.scores for c in r.candidates) == 2
+    # no phone head is exported: the phone verifier (on by default) is skipped, not an error
+    assert o.phone_likelihood is None and not any("phone_likelihood" in c.scores for c in r.candidates)
 
 
 def test_missing_and_stale_exports_are_refused(onnx_dir, tiny_model_dir, tmp_path):

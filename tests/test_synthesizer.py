@@ -40,26 +40,69 @@ def test_synthesize_returns_float32_audio_and_candidates(synth, prompt_wav):
     assert all("token_intelligibility" in c.scores for c in r.candidates)
     vocoded = [c for c in r.candidates if c.audio is not None]
     assert len(vocoded) == 2  # prune_to=2: the rest never reach flow/vocoder
-    assert all("speaker_similarity" in c.scores for c in vocoded)
+    assert all("phone_likelihood" in c.scores and "speaker_similarity" not in c.scores for c in vocoded)
     # the chosen candidate has the best total among those vocoded
     assert r.chosen[0].total == max(c.total for c in vocoded)
     # the audio holds whole mel frames: 2 frames per token, hop samples per frame
     assert len(r.audio) == 2 * len(r.chosen[0].tokens) * 320
 
 
-def test_default_search_vocodes_the_token_verifiers_best_alone(synth, prompt_wav, monkeypatch):
-    """prune_to's default (1): the candidate with the best token score (the earliest of a tie)
-    is the answer; it alone goes through flow and vocoder, and no audio verifier runs."""
+def test_default_search_ranks_four_finalists_by_tokens_and_phones(synth, prompt_wav, monkeypatch):
+    """The default search: the token verifier's best 4 of 8 are vocoded, the phone verifier reads
+    each, and the best token + phone total wins; the speaker verifier (opt-in) does not run."""
     scored = []
     monkeypatch.setattr(synth.similarity, "score", lambda req, cands: scored.append(cands) or [0.0] * len(cands))
-    r = synth.synthesize("Hi there.", prompt_wav, 22050, prompt_text="a voice", n_candidates=4, **FAST)
+    r = synth.synthesize("Hi there.", prompt_wav, 22050, prompt_text="a voice", n_candidates=8, **FAST)
+    vocoded = [c for c in r.candidates if c.audio is not None]
+    assert len(vocoded) == 4 and r.candidates[:4] == vocoded  # the finalists first, the pruned after
+    pruned = [c.scores["token_intelligibility"] for c in r.candidates[4:]]
+    assert min(c.scores["token_intelligibility"] for c in vocoded) >= max(pruned)
+    assert all(set(c.scores) == {"token_intelligibility", "phone_likelihood"} for c in vocoded)
+    assert all(c.scores["phone_likelihood"] <= 0.0 for c in vocoded)  # a log-likelihood
+    totals = [c.scores["token_intelligibility"] + c.scores["phone_likelihood"] for c in vocoded]
+    assert r.chosen[0] is vocoded[int(np.argmax(totals))]
+    assert scored == [] and "phone_verifier_s" in r.timings and "speaker_verifier_s" not in r.timings
+
+
+def test_no_audio_verifier_vocodes_the_token_verifiers_best_alone(synth, prompt_wav):
+    """With every verifier that reads audio off, vocoding more than one candidate would buy nothing:
+    the token verifier's best (the earliest of a tie) is the answer and the only one vocoded."""
+    r = synth.synthesize("Hi there.", prompt_wav, 22050, prompt_text="a voice", n_candidates=4, prune_to=4,
+                         phone_verifier=False, **FAST)
     best = max(c.scores["token_intelligibility"] for c in r.candidates)
     first_best = min(c.index for c in r.candidates if c.scores["token_intelligibility"] == best)
-    assert r.chosen[0].index == first_best and r.chosen[0].audio is not None
+    assert r.chosen[0].index == first_best
     assert [c for c in r.candidates if c.audio is not None] == [r.chosen[0]]
-    assert scored == []  # the speaker verifier (on by default) had nothing to rank
     assert all(set(c.scores) == {"token_intelligibility"} for c in r.candidates)
-    assert "speaker_verifier_s" not in r.timings
+    assert "phone_verifier_s" not in r.timings
+
+
+def test_phone_verifier_prefers_the_audio_whose_phones_it_reads(synth, monkeypatch):
+    """PhoneLikelihood: the CTC log-likelihood of the target's phones, per phone, from the tokenizer's
+    phone head; posteriors that spell the phones score near 0, others lower, too few frames INFEASIBLE."""
+    from tts.align import phone_targets
+    from tts.verifiers import INFEASIBLE, Candidate, PhoneLikelihood, VerifyRequest
+    from tts.verifiers import ctc_log_likelihood as loglik
+
+    verifier = synth.phone_likelihood
+    assert isinstance(verifier, PhoneLikelihood)
+    fe = synth.lm.frontend
+    targets, _ = phone_targets(fe.symbols(fe.transcript("Hi there.")))
+    vocab = 1 + max(targets) + 5
+
+    def posteriors(labels: list[int], frames_each: int = 3) -> np.ndarray:  # (T, V), nearly one-hot
+        seq = [x for lab in labels for x in [lab] * frames_each + [0]]
+        lp = np.full((len(seq), vocab), -20.0, np.float32)
+        lp[np.arange(len(seq)), seq] = 0.0
+        return lp - np.log(np.exp(lp).sum(1, keepdims=True))
+
+    right, wrong = posteriors(targets), posteriors([(t % (vocab - 2)) + 1 if t != 1 else 2 for t in targets])
+    assert loglik(right, targets) > -0.01 > -5 > loglik(wrong, targets)
+    assert loglik(right[:2], targets) == INFEASIBLE
+    monkeypatch.setattr(synth.tokenizer, "phone_log_probs_batch", lambda audios, sr: [wrong, right, right[:2]])
+    cands = [Candidate([1], audio=np.zeros(1600, np.float32)) for _ in range(3)]
+    scores = verifier.score(VerifyRequest("Hi there."), cands)
+    assert scores[1] == max(scores) and scores[2] == INFEASIBLE
 
 
 def test_audio_verifier_reads_the_vocoded_candidates(synth, prompt_wav, monkeypatch):
@@ -72,7 +115,7 @@ def test_audio_verifier_reads_the_vocoded_candidates(synth, prompt_wav, monkeypa
         return "four candidates here" if len(heard) == 2 else "zzz"
 
     monkeypatch.setattr(synth.tokenizer, "transcribe", transcribe)
-    opts = dict(prompt_text="a voice", n_candidates=4, prune_to=3, use_speaker_verifier=False, **FAST)
+    opts = dict(prompt_text="a voice", n_candidates=4, prune_to=3, phone_verifier=False, **FAST)
     r = synth.synthesize("Four candidates here.", prompt_wav, 22050, audio_verifier=True, **opts)
     vocoded = [c for c in r.candidates if c.audio is not None]
     assert len(vocoded) == 3 and len(heard) == 3  # one read per vocoded candidate, none of the pruned

@@ -32,7 +32,7 @@ def test_replay_picks_what_the_synthesizer_picks(synth, tone, seed):
     prompt = synth.prepare_prompt(tone(2.0, 16000, freq=150.0), 16000, "a voice")
     full = synth.synthesize("Hi there, four of them.", prompt, n_candidates=4, prune_to=4, seed=seed, **FAST)
     assert sorted(c.index for c in full.candidates) == [0, 1, 2, 3]
-    both = {"token_intelligibility": 1.0, "speaker_similarity": 1.0}
+    both = {"token_intelligibility": 1.0, "phone_likelihood": 1.0}  # the default search's verifiers
     assert study.choose(_rows(full), 4, both)["index"] == full.chosen[0].index
     # pruning to 2 in the synthesizer = pruning to 2 in the replay of the all-vocoded run
     pruned = synth.synthesize("Hi there, four of them.", prompt, n_candidates=4, prune_to=2, seed=seed, **FAST)

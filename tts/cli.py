@@ -10,7 +10,7 @@ import sys
 
 from tts.model_dir import BACKENDS
 from tts.stream_cli import add_stream_options
-from tts.verifiers import AUDIO_VERIFIER, PRUNE_TO, SPEAKER_VERIFIER
+from tts.verifiers import AUDIO_VERIFIER, PHONE_VERIFIER, PRUNE_TO, SPEAKER_VERIFIER
 from tts.version import __version__
 
 
@@ -87,15 +87,18 @@ def _add_synthesis_options(p: argparse.ArgumentParser, widths: bool = False) -> 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
     """Best-of-N's pruning and verifiers (synth, eval and bench); defaults: tts.verifiers."""
     p.add_argument("--prune-to", type=_positive, default=PRUNE_TO,
-                   help="best-of-N: candidates the token verifier passes to flow and vocoder (1: its best alone)")
+                   help="best-of-N: candidates the token verifier passes to flow and vocoder, for the verifiers "
+                        "below that read audio to rank (1: its best alone)")
+    p.add_argument("--phone-verifier", action=argparse.BooleanOptionalAction, default=PHONE_VERIFIER,
+                   help="best-of-N: the tokenizer's phone CTC head reads each finalist (the target's phone likelihood)")
     p.add_argument("--audio-verifier", action=argparse.BooleanOptionalAction, default=AUDIO_VERIFIER,
-                   help="best-of-N, two or more vocoded: the tokenizer's ASR also reads each (1 - CER)")
+                   help="best-of-N: the tokenizer's character ASR also reads each finalist (1 - CER)")
     p.add_argument("--speaker-verifier", action=argparse.BooleanOptionalAction, default=SPEAKER_VERIFIER,
-                   help="best-of-N, two or more vocoded: VoxLM's speaker encoder also scores each against the prompt")
+                   help="best-of-N: VoxLM's speaker encoder also scores each finalist against the prompt")
 
 
 def _search_kwargs(args: argparse.Namespace) -> dict:
-    return {"prune_to": args.prune_to, "audio_verifier": args.audio_verifier,
+    return {"prune_to": args.prune_to, "phone_verifier": args.phone_verifier, "audio_verifier": args.audio_verifier,
             "use_speaker_verifier": args.speaker_verifier}
 
 

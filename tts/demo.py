@@ -30,7 +30,7 @@ from tts.synthesizer import Synthesizer  # noqa: E402
 
 MAX_TEXT_CHARS = 600  # longer texts belong to `voxlm synth`, not to a shared page
 MAX_CANDIDATES = 8  # best-of-N width offered, and the number of candidate players
-TABLE_HEADERS = ["#", "sentence", "tokens", "token intelligibility", "speaker similarity", "total",
+TABLE_HEADERS = ["#", "sentence", "tokens", "token intelligibility", "phone likelihood", "speaker similarity", "total",
                  "chosen"]
 log = logging.getLogger("voxlm.demo")
 _PROGRESS = gr.Progress()  # gradio gives each request its own tracker in its place
@@ -135,9 +135,10 @@ def _candidates(r) -> tuple[list[list], list[tuple[str, int, np.ndarray]]]:
     rows, players = [], []
     for k, c in enumerate(r.candidates, 1):
         chosen = any(c is x for x in r.chosen)
-        sim = c.scores.get("speaker_similarity")
+        phone, sim = c.scores.get("phone_likelihood"), c.scores.get("speaker_similarity")
         rows.append([k, c.sentence + 1, len(c.tokens), round(c.scores.get("token_intelligibility", 0.0), 3),
-                     "" if sim is None else round(sim, 3), round(c.total, 3), "✓" if chosen else ""])
+                     "" if phone is None else round(phone, 3), "" if sim is None else round(sim, 3),
+                     round(c.total, 3), "✓" if chosen else ""])
         if c.audio is not None and len(players) < MAX_CANDIDATES:
             label = f"#{k} · sentence {c.sentence + 1} · total {c.total:.3f}" + (" · chosen" if chosen else "")
             players.append((label, r.sample_rate, _pcm16(c.audio)))
@@ -156,7 +157,8 @@ def build_demo(synth: Synthesizer, examples: list[tuple[str, str, Path, str]] | 
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}\nGive a few seconds of a voice (upload or record), type a text, and hear "
                     "it spoken in that voice. Several candidates are sampled and ranked by VoxLM's "
-                    "own verifiers (intelligibility read from the speech tokens, speaker similarity).")
+                    "own verifiers (intelligibility read from the speech tokens, then from the vocoded "
+                    "candidates' phones; speaker similarity on request).")
         with gr.Row():
             with gr.Column():
                 prompt_audio = gr.Audio(sources=["upload", "microphone"], type="filepath",

@@ -1,8 +1,8 @@
 """The public zero-shot synthesis API: ``Synthesizer.from_pretrained(dir).synthesize(...)``.
 
     text ─frontend─► sentences ─► LLM (N candidates, one batched call per sentence)
-        ─► token verifier (tokenizer CTC) keeps the best prune_to (default 1) ─► flow ─► vocoder
-        ─► (two or more kept: speaker / audio verifiers rank them)
+        ─► token verifier (tokenizer CTC) keeps the best prune_to (default 4) ─► flow ─► vocoder
+        ─► the verifiers that read audio rank them (default: the tokenizer's phone likelihood)
         ─► best candidate per sentence ─► sentences joined with short faded pauses
 
 The prompt (a few seconds of the voice to clone) is analysed once per call, or
@@ -30,10 +30,12 @@ from tts.sampling import Generation, GenerationError, Item, SamplingConfig, gene
 from tts.speaker import SpeakerEncoder
 from tts.verifiers import (
     AUDIO_VERIFIER,
+    PHONE_VERIFIER,
     PRUNE_TO,
     SPEAKER_VERIFIER,
     AudioIntelligibility,
     Candidate,
+    PhoneLikelihood,
     SpeakerSimilarity,
     TokenIntelligibility,
     VerifyRequest,
@@ -46,7 +48,7 @@ MAX_PROMPT_SECONDS = 20.0
 PAUSE_SECONDS = 0.15  # silence between sentences
 FADE_SECONDS = 0.01  # fade in/out at every join: no clicks
 # the parts synthesize() times: SynthesisResult.timings[f"{name}_s"] (the audio verifiers: two or more finalists)
-COMPONENTS = ("llm", "token_verifier", "flow", "vocoder", "speaker_verifier", "audio_verifier")
+COMPONENTS = ("llm", "token_verifier", "flow", "vocoder", "phone_verifier", "speaker_verifier", "audio_verifier")
 
 
 @dataclass
@@ -98,7 +100,8 @@ class _Search:
     flow_steps: int | None
     guidance: float | None
     use_speaker_verifier: bool
-    use_audio_verifier: bool = False
+    use_audio_verifier: bool
+    use_phone_verifier: bool
 
 
 class Synthesizer:
@@ -110,6 +113,7 @@ class Synthesizer:
         self.intelligibility = TokenIntelligibility(tokenizer)
         self.similarity = SpeakerSimilarity(speaker)
         self.audio_intelligibility = AudioIntelligibility(tokenizer)
+        self.phone_likelihood = PhoneLikelihood(tokenizer, lm.frontend) if PhoneLikelihood.available(tokenizer) else None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, backend: str = "torch") -> Synthesizer:
@@ -167,17 +171,19 @@ class Synthesizer:
                    n_candidates: int = 1, seed: int | None = None, prune_to: int = PRUNE_TO,
                    flow_steps: int | None = None, guidance: float | None = None,
                    use_speaker_verifier: bool = SPEAKER_VERIFIER, audio_verifier: bool = AUDIO_VERIFIER,
-                   **sampling) -> SynthesisResult:
+                   phone_verifier: bool = PHONE_VERIFIER, **sampling) -> SynthesisResult:
         """Speak ``text`` in the prompt's voice.
 
         prompt_audio: float32 mono array with ``prompt_sample_rate``, a path, or a
         :class:`Prompt` from :meth:`prepare_prompt`. ``prompt_text`` is optional (the
         tokenizer's ASR transcribes the prompt when absent). ``n_candidates`` > 1 runs
         best-of-N: all candidates come from one batched LLM call; the token verifier
-        scores all of them and the best ``prune_to`` (default 1: its best alone) go through
-        flow and vocoder; where that is more than one, the speaker verifier
-        (``use_speaker_verifier``) and, when asked, the tokenizer's ASR on their audio
-        (``audio_verifier``) rank them too. ``sampling``: fields of
+        scores all of them and its best ``prune_to`` (default 4) go through flow and vocoder,
+        where the verifiers that read audio rank them too: the tokenizer's phone likelihood
+        (``phone_verifier``, on by default), the speaker verifier (``use_speaker_verifier``) and
+        the tokenizer's character ASR (``audio_verifier``). With none of them on (or no phone
+        head, as in the ONNX backend, and the other two off) only the token verifier's best is
+        vocoded. ``sampling``: fields of
         :class:`tts.sampling.SamplingConfig` (temperature, top_k, top_p, ras_window, ...).
         """
         t0 = time.perf_counter()
@@ -187,7 +193,8 @@ class Synthesizer:
                                                           seed, sampling)
         t_prompt = time.perf_counter()
         clock = _Clock()  # seconds spent in each component, over all sentences
-        search = _Search(n_candidates, prune_to, flow_steps, guidance, use_speaker_verifier, audio_verifier)
+        search = _Search(n_candidates, prune_to, flow_steps, guidance, use_speaker_verifier, audio_verifier,
+                         phone_verifier)
         ranked = []
         for i, sentence in enumerate(sentences):
             cfg = SamplingConfig(**{**sampling, "num_candidates": n_candidates, "seed": seed + i})
@@ -200,6 +207,7 @@ class Synthesizer:
     def synthesize_batch(self, requests: list[Request], n_candidates: int = 1, seed: int | None = None,
                          prune_to: int = PRUNE_TO, flow_steps: int | None = None, guidance: float | None = None,
                          use_speaker_verifier: bool = SPEAKER_VERIFIER, audio_verifier: bool = AUDIO_VERIFIER,
+                         phone_verifier: bool = PHONE_VERIFIER,
                          batch_size: int = 8, errors: str = "raise",
                          **sampling) -> list[SynthesisResult | Exception]:
         """:meth:`synthesize` for many requests, their LLM decoding batched ``batch_size``
@@ -251,7 +259,8 @@ class Synthesizer:
             for (j, i, _), gen in zip(chunk, outs, strict=True):
                 clocks[j].seconds["llm_s"] = clocks[j].seconds.get("llm_s", 0.0) + share
                 gens[j, i] = gen
-        search = _Search(n_candidates, prune_to, flow_steps, guidance, use_speaker_verifier, audio_verifier)
+        search = _Search(n_candidates, prune_to, flow_steps, guidance, use_speaker_verifier, audio_verifier,
+                         phone_verifier)
         for j, (sentences, prompt, s) in begun.items():
             if results[j] is not None:
                 continue
@@ -271,7 +280,8 @@ class Synthesizer:
     def _choose(self, i: int, sentence: str, gen: Generation, prompt: Prompt, seed: int, search: _Search,
                 clock: _Clock) -> list[Candidate]:
         """Sentence ``i``'s candidates ranked, best first: the token verifier scores all, the
-        best ``prune_to`` are vocoded and, two or more, scored by the audio verifiers asked for."""
+        best ``prune_to`` are vocoded and scored by the audio verifiers asked for (only its best
+        when none is)."""
         cands = [Candidate(t, sentence=i, index=k, hit_max_length=h)
                  for k, (t, h) in enumerate(zip(gen.tokens, gen.hit_max, strict=True))]
         req = VerifyRequest(sentence, prompt.embedding, self.sample_rate)
@@ -280,16 +290,18 @@ class Synthesizer:
         ranked = rank([c for c in cands if c.tokens], [self.intelligibility])
         if not ranked:
             raise RuntimeError(f"the LLM produced no speech tokens for {sentence!r}")
-        keep = ranked[: max(1, search.prune_to)] if search.n_candidates > 1 else ranked[:1]
+        readers = [(name, v) for name, v, on in (
+            ("phone_verifier", self.phone_likelihood, search.use_phone_verifier and self.phone_likelihood),
+            ("speaker_verifier", self.similarity, search.use_speaker_verifier),
+            ("audio_verifier", self.audio_intelligibility, search.use_audio_verifier)) if on]
+        keep = ranked[: max(1, search.prune_to) if readers and search.n_candidates > 1 else 1]
         for c in keep:
             c.audio = self._vocode(c.tokens, prompt, search.flow_steps, search.guidance, seed, clock)
-        if search.use_speaker_verifier and len(keep) > 1:
-            with clock("speaker_verifier_s"):
-                self._score(self.similarity, req, keep)
-        if search.use_audio_verifier and len(keep) > 1:
-            with clock("audio_verifier_s"):
-                self._score(self.audio_intelligibility, req, keep)
-        return rank(keep, [self.intelligibility, self.audio_intelligibility, self.similarity]) + ranked[len(keep):]
+        if len(keep) > 1:
+            for name, verifier in readers:
+                with clock(f"{name}_s"):
+                    self._score(verifier, req, keep)
+        return rank(keep, [self.intelligibility] + [v for _, v in readers]) + ranked[len(keep):]
 
     def _result(self, sentences: list[str], prompt: Prompt, ranked: list[list[Candidate]],
                 clock: _Clock, wall_s: float | None = None) -> SynthesisResult:
