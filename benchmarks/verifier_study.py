@@ -15,6 +15,12 @@ replayed under many random sampling orders and its figures are the mean over the
 each verifier's rank correlation with each judge within a clone. The judges choose only in
 the oracle rows, which measure the headroom; no VoxLM output is chosen by them (DESIGN.md).
 
+``--rerender`` renders every candidate's tokens a second time with other flow noise and
+judges it again (``OUT/rerender.jsonl``): the covariance of the two renderings' judge
+scores over a clone's candidates, against their variance, is the share of the candidates'
+spread that lies in their tokens, and the judges' pick on one rendering scored on the other
+is about the most a verifier of tokens could find.
+
 Resumable: a clone's candidates (their tokens too, for rescoring) are kept in ``OUT/candidates.jsonl`` once judged;
 ``--replay`` skips synthesis and re-reads that file. Multi-sentence targets are skipped
 (their candidates are per sentence, the judges score whole utterances).
@@ -37,6 +43,7 @@ from tts.verifiers import Candidate, rank
 VERIFIERS = ("token_intelligibility", "phone_likelihood", "speaker_similarity", "audio_intelligibility")
 DEFAULT_RULE = "prune 4, token + phone"  # the Synthesizer's default search: the _vs_default pairs
 ORDERS = 64  # sampling orders each rule is replayed under (ties go to the earlier sample)
+RERENDER_SEED = 1000  # --rerender: a clone's second rendering is seeded case_seed(seed + this, utt)
 
 
 @dataclass
@@ -129,23 +136,88 @@ def analyse(clones: dict[str, list[dict]], n: int) -> dict:
     return out
 
 
-def synthesize_and_judge(args, cases, store: Path) -> None:
-    """Every candidate of every clone not yet in ``store``: vocoded, scored, judged, appended."""
+def analyse_rendering(clones: dict[str, list[dict]], second: dict[str, dict[int, tuple[float, float]]]) -> dict:
+    """Two renderings of each candidate (``clones``' judge scores and ``second[utt][index]`` =
+    (wer, sim) of the other): how much of the spread within a clone is the tokens'."""
+    utts = sorted(set(clones) & set(second))
+    out = {"clones": len(utts)}
+    for k, j in enumerate(("wer", "sim")):
+        sign = 1.0 if j == "wer" else -1.0  # lower is better after the sign
+        one = [np.array([c[j] for c in clones[u]]) for u in utts]
+        two = [np.array([second[u][c["index"]][k] for c in clones[u]]) for u in utts]
+        var = np.mean([np.var(x, ddof=1) for x in one + two])
+        cov = np.mean([np.cov(x, y)[0, 1] for x, y in zip(one, two, strict=True)])
+        random2 = np.array([y.mean() for y in two])
+        pick2 = np.array([y[np.argmin(sign * x)] for x, y in zip(one, two, strict=True)])
+        gain = paired_difference(pick2, random2)
+        corr = {}
+        for v in VERIFIERS:
+            rs = [_spearman([c["scores"][v] for c in clones[u]], -sign * (x + y))
+                  for u, x, y in zip(utts, one, two, strict=True) if v in clones[u][0]["scores"]]
+            rs = [r for r in rs if r is not None]
+            corr[v] = float(np.mean(rs)) if rs else None
+        out[j] = {"within-clone variance": float(var), "share in the tokens": float(cov / var) if var else None,
+                  "random candidate, rendering 2": float(random2.mean()),
+                  "judge's pick on rendering 1, scored on rendering 2": float(pick2.mean()),
+                  "its gain over random": [gain["wer_diff_mean"], gain["wer_diff_se"]],
+                  "judge's pick on rendering 2": float(np.mean([(sign * y).min() * sign for y in two])),
+                  "verifiers' rank correlation with the two renderings' mean": corr}
+    return out
+
+
+def _load_judged(args):
+    """The Synthesizer and the two judges (after --threads)."""
     import torch
 
-    from tts.audio import save_audio
-    from tts.cli import synthesize_cases
     from tts.judges import IntelligibilityJudge, SpeakerJudge
     from tts.synthesizer import Synthesizer
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    return Synthesizer.from_pretrained(args.model), IntelligibilityJudge(progress=False), SpeakerJudge(progress=False)
+
+
+def rerender_and_judge(args, cases, store: Path, second: Path) -> None:
+    """Every candidate in ``store`` rendered again (other flow noise) and judged, into ``second``."""
+    from tqdm import tqdm
+
+    from tts.evaluate import case_seed
+
+    done = {json.loads(line)["utt"] for line in second.read_text().splitlines()} if second.is_file() else set()
+    rows = [r for r in map(json.loads, store.read_text().splitlines()) if r["utt"] not in done]
+    by_utt = {c.utt: c for c in cases}
+    rows = [r for r in rows if r["utt"] in by_utt and "tokens" in r["candidates"][0]]
+    if not rows:
+        return
+    synth, asr, spk = _load_judged(args)
+    prompts = {}
+    for r in tqdm(rows, desc="second rendering"):
+        case = by_utt[r["utt"]]
+        if case.prompt_wav not in prompts:
+            prompts[case.prompt_wav] = (synth.prepare_prompt(case.prompt_wav, None, case.prompt_text or None),
+                                        spk.embed(case.prompt_wav))
+        prompt, embedding = prompts[case.prompt_wav]
+        seed = case_seed(args.seed + RERENDER_SEED, r["utt"])
+        scores = {}
+        for c in r["candidates"]:
+            audio = synth.render(c["tokens"], prompt, seed)
+            scores[c["index"]] = (asr.score([case.target_text], [(audio, synth.sample_rate)]).wer,
+                                  float(spk.similarity(spk.embed(audio, synth.sample_rate), embedding)))
+        with second.open("a") as f:
+            f.write(json.dumps({"utt": r["utt"], "second": scores}) + "\n")
+
+
+def synthesize_and_judge(args, cases, store: Path) -> None:
+    """Every candidate of every clone not yet in ``store``: vocoded, scored, judged, appended."""
+    from tts.audio import save_audio
+    from tts.cli import synthesize_cases
+    from tts.judges import SpeakerJudge
+
     done = {json.loads(line)["utt"] for line in store.read_text().splitlines()} if store.is_file() else set()
     todo = [c for c in cases if c.utt not in done]
     if not todo:
         return
-    synth = Synthesizer.from_pretrained(args.model)
-    asr, spk = IntelligibilityJudge(progress=False), SpeakerJudge(progress=False)
+    synth, asr, spk = _load_judged(args)
     wav_dir = store.parent / "wavs"
     kwargs = {"n_candidates": args.n, "prune_to": args.n, "phone_verifier": True, "audio_verifier": True,
               "use_speaker_verifier": True, "seed": args.seed}
@@ -178,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=8, help="candidates per clone")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--replay", action="store_true", help="only re-analyse OUT/candidates.jsonl")
+    p.add_argument("--replay", action="store_true", help="only re-analyse OUT/candidates.jsonl (and rerender.jsonl)")
+    p.add_argument("--rerender", action="store_true",
+                   help="also render every candidate a second time (other flow noise) and judge it")
     args = p.parse_args(argv)
     store = Path(args.out) / "candidates.jsonl"
     if not args.replay:
@@ -186,11 +260,19 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--model and --meta are needed unless --replay")
         from tts.evaluate import read_meta
         store.parent.mkdir(parents=True, exist_ok=True)
-        synthesize_and_judge(args, read_meta(args.meta), store)
+        cases = read_meta(args.meta)
+        synthesize_and_judge(args, cases, store)
+        if args.rerender:
+            rerender_and_judge(args, cases, store, store.parent / "rerender.jsonl")
     if not store.is_file():
         p.error(f"{store} does not exist: run without --replay first")
     clones = {r["utt"]: r["candidates"] for r in map(json.loads, store.read_text().splitlines())}
     report = analyse(clones, args.n)
+    second = store.parent / "rerender.jsonl"
+    if second.is_file():
+        rows = map(json.loads, second.read_text().splitlines())
+        report["rendering"] = analyse_rendering(
+            clones, {r["utt"]: {int(k): tuple(v) for k, v in r["second"].items()} for r in rows})
     (store.parent / "study.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0

@@ -39,6 +39,28 @@ def test_replay_picks_what_the_synthesizer_picks(synth, tone, seed):
     assert study.choose(_rows(full), 2, both)["index"] == pruned.chosen[0].index
     by_index = {c.index: c for c in full.candidates}
     np.testing.assert_array_equal(by_index[pruned.chosen[0].index].audio, pruned.chosen[0].audio)
+    # render(): a candidate's tokens through flow and vocoder as the search renders them (--rerender)
+    np.testing.assert_array_equal(synth.render(full.chosen[0].tokens, prompt, seed), full.chosen[0].audio)
+
+
+def test_rendering_share_is_one_when_the_renderings_agree_and_near_zero_when_unrelated():
+    rng = np.random.default_rng(0)
+    clones = {f"u{i}": [{"index": k, "wer": float(rng.uniform()), "sim": float(rng.uniform()),
+                         "scores": {"token_intelligibility": float(rng.uniform())}} for k in range(8)]
+              for i in range(300)}
+    same = {u: {c["index"]: (c["wer"], c["sim"]) for c in cs} for u, cs in clones.items()}
+    report = study.analyse_rendering(clones, same)
+    for j in ("wer", "sim"):
+        r = report[j]
+        assert r["share in the tokens"] == pytest.approx(1.0)
+        # the judge's pick on one rendering is its pick on the other: the oracle
+        assert r["judge's pick on rendering 1, scored on rendering 2"] == pytest.approx(r["judge's pick on rendering 2"])
+    assert report["wer"]["its gain over random"][0] < -0.2 and report["sim"]["its gain over random"][0] > 0.2
+    other = {u: {k: (float(rng.uniform()), float(rng.uniform())) for k in range(8)} for u in clones}
+    report = study.analyse_rendering(clones, other)
+    assert report["clones"] == 300
+    for j in ("wer", "sim"):
+        assert abs(report[j]["share in the tokens"]) < 0.1 and abs(report[j]["its gain over random"][0]) < 0.05
 
 
 def test_analyse_bounds_every_rule_by_the_oracle():

@@ -291,7 +291,7 @@ class Synthesizer:
         if not ranked:
             raise RuntimeError(f"the LLM produced no speech tokens for {sentence!r}")
         readers = [(name, v) for name, v, on in (
-            ("phone_verifier", self.phone_likelihood, search.use_phone_verifier and self.phone_likelihood),
+            ("phone_verifier", self.phone_likelihood, search.use_phone_verifier and self.phone_likelihood is not None),
             ("speaker_verifier", self.similarity, search.use_speaker_verifier),
             ("audio_verifier", self.audio_intelligibility, search.use_audio_verifier)) if on]
         keep = ranked[: max(1, search.prune_to) if readers and search.n_candidates > 1 else 1]
@@ -351,6 +351,12 @@ class Synthesizer:
     def _score(verifier, request: VerifyRequest, cands: list[Candidate]) -> None:
         for c, s in zip(cands, verifier.score(request, cands), strict=True):
             c.scores[verifier.name] = float(s)
+
+    def render(self, tokens: list[int], prompt: Prompt, seed: int, flow_steps: int | None = None,
+               guidance: float | None = None) -> np.ndarray:
+        """One candidate's tokens through flow and vocoder, as the search renders each finalist
+        (``seed``: the flow's noise); float32 mono at :attr:`sample_rate`."""
+        return self._vocode(tokens, prompt, flow_steps, guidance, seed, _Clock())
 
     @torch.no_grad()
     def _vocode(self, tokens: list[int], prompt: Prompt, steps: int | None, guidance: float | None,
