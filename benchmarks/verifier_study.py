@@ -100,15 +100,20 @@ def _spearman(a, b) -> float | None:
 
 
 def analyse(clones: dict[str, list[dict]], n: int) -> dict:
-    """Mean judge figures of each rule, random pick and oracles; verifier-judge correlations."""
+    """Mean judge figures of each rule, random pick and oracles; verifier-judge correlations.
+    Rules and correlations cover the verifiers every candidate was scored by (an older study
+    lacks the phone verifier; its pairs are then against the token verifier alone)."""
     utts = sorted(clones)
+    scored = [v for v in VERIFIERS if all(v in c["scores"] for u in utts for c in clones[u])]
+    replayed = {name: r for name, r in rules(n).items() if set(r[1]) <= set(scored)}
+    reference = DEFAULT_RULE if DEFAULT_RULE in replayed else "token only"
     rng = np.random.default_rng(0)
     orders = {u: [rng.permutation(len(clones[u])).tolist() for _ in range(ORDERS)] for u in utts}
 
     def run(prune_to: int, weights: dict[str, float]) -> np.ndarray:  # (clones, 2): WER, SIM
         return np.array([expected_pick(clones[u], prune_to, weights, orders[u]) for u in utts])
 
-    default = run(*rules(n)[DEFAULT_RULE])
+    default = run(*replayed[reference])
 
     def summary(picks: np.ndarray) -> dict:
         """Mean judge figures of a rule, and per clone against the default rule."""
@@ -120,14 +125,14 @@ def analyse(clones: dict[str, list[dict]], n: int) -> dict:
     def judge_pick(key) -> np.ndarray:
         return np.array([[c["wer"], c["sim"]] for c in (min(clones[u], key=key) for u in utts)])
 
-    out = {"clones": len(utts), "n_candidates": n, "sampling_orders": ORDERS, "default rule": DEFAULT_RULE,
+    out = {"clones": len(utts), "n_candidates": n, "sampling_orders": ORDERS, "default rule": reference,
            "random candidate (N=1 expectation)": summary(
                np.array([[np.mean([c[j] for c in clones[u]]) for j in ("wer", "sim")] for u in utts])),
            "oracle WER (judge picks)": summary(judge_pick(lambda c: (c["wer"], -c["sim"]))),
            "oracle SIM (judge picks)": summary(judge_pick(lambda c: -c["sim"]))}
-    out["rules"] = {name: summary(run(p, w)) for name, (p, w) in rules(n).items()}
+    out["rules"] = {name: summary(run(p, w)) for name, (p, w) in replayed.items()}
     corr = {}
-    for v, j in itertools.product(VERIFIERS, ("wer", "sim")):
+    for v, j in itertools.product(scored, ("wer", "sim")):
         sign = -1.0 if j == "wer" else 1.0  # a good verifier score goes with a low WER
         rs = [_spearman([c["scores"][v] for c in clones[u]], [sign * c[j] for c in clones[u]]) for u in utts]
         rs = [r for r in rs if r is not None]

@@ -79,6 +79,17 @@ def test_analyse_bounds_every_rule_by_the_oracle():
                for p, c in zip(picks, clones.values(), strict=True))
 
 
+def test_an_older_study_without_the_phone_verifier_is_replayed_against_the_token_verifier():
+    rng = np.random.default_rng(1)
+    old = [v for v in study.VERIFIERS if v != "phone_likelihood"]
+    clones = {f"u{i}": [{"index": k, "hit_max_length": False, "wer": float(rng.uniform()), "sim": float(rng.uniform()),
+                         "scores": {v: float(rng.uniform()) for v in old}} for k in range(4)] for i in range(5)}
+    report = study.analyse(clones, 4)
+    assert report["default rule"] == "token only" and report["rules"]["token only"]["wer_vs_default"] == [0.0, 0.0]
+    assert not any("phone" in name for name in report["rules"])
+    assert not any("phone" in key for key in report["within-clone rank correlation (higher: agrees with the judge)"])
+
+
 def test_ties_go_to_the_earlier_sample_and_are_averaged_over_orders():
     tied = [{"index": k, "hit_max_length": False, "wer": float(k), "sim": 0.5,
              "scores": {"token_intelligibility": 1.0}} for k in range(2)]
