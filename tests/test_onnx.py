@@ -17,7 +17,7 @@ from helpers import run_cli
 from flow.model import FlowModel
 from tts.cli import main
 from tts.onnx_backend import OnnxDirError, check_onnx_dir
-from tts.onnx_export import GRAPHS, INT8_GRAPHS
+from tts.onnx_export import GRAPHS, INT8_GRAPHS, PHONE_GRAPH
 from tts.onnx_graphs import RealISTFT
 from tts.synthesizer import Synthesizer
 
@@ -47,10 +47,11 @@ def report(onnx_dir):
 
 def test_export_writes_every_graph_manifest_and_report(onnx_dir, report):
     manifest = check_onnx_dir(onnx_dir)
-    assert set(manifest["graphs"]) == set(GRAPHS) and manifest["opset"] == 18
-    assert all((onnx_dir / "onnx" / f"{g}.onnx").stat().st_size > 0 for g in GRAPHS)
+    # every graph, and the phone head's (the tiny tokenizer has one, as the recipe's does)
+    assert set(manifest["graphs"]) == {*GRAPHS, PHONE_GRAPH} and manifest["opset"] == 18
+    assert all((onnx_dir / "onnx" / f"{g}.onnx").stat().st_size > 0 for g in manifest["graphs"])
     assert "flow/model.safetensors" in manifest["sources"] and "llm/config.json" in manifest["sources"]
-    assert report["opset"] == 18 and set(report["graphs"]) == set(GRAPHS)
+    assert report["opset"] == 18 and set(report["graphs"]) == {*GRAPHS, PHONE_GRAPH}
     assert all(g["mb"] > 0 for g in report["graphs"].values())
     # the LLM comes from onnxruntime-genai's builder, with onnxruntime's fused attention
     import onnx
@@ -63,6 +64,7 @@ def test_export_writes_every_graph_manifest_and_report(onnx_dir, report):
 def test_parity_with_torch(report):
     p = report["parity"]
     assert p["tokenizer"]["tokens_identical"] and p["tokenizer"]["ctc_logits_max_abs_err"] <= 1e-3
+    assert p["tokenizer"]["phone_log_probs_max_abs_err"] <= 1e-3
     assert p["llm"]["greedy_identical"] and p["llm"]["greedy_prompts"] == 3
     assert p["flow"]["step_max_abs_err"] <= 1e-3 and p["flow"]["solve_max_abs_err"] <= 1e-3
     assert p["vocoder"]["max_abs_err"] <= 1e-3 and p["speaker"]["max_abs_err"] <= 1e-3
@@ -131,8 +133,8 @@ def test_onnx_backend_synthesises_like_torch(onnx_dir, tone):
                       prune_to=2, use_speaker_verifier=True)
     assert len(r.candidates) == 3 and r.duration > 0 and np.all(np.isfinite(r.audio))
     assert sum("speaker_similarity" in c.scores for c in r.candidates) == 2
-    # no phone head is exported: the phone verifier (on by default) is skipped, not an error
-    assert o.phone_likelihood is None and not any("phone_likelihood" in c.scores for c in r.candidates)
+    # the phone verifier (on by default) reads the finalists through the exported phone graph
+    assert o.phone_likelihood is not None and sum("phone_likelihood" in c.scores for c in r.candidates) == 2
 
 
 def test_missing_and_stale_exports_are_refused(onnx_dir, tiny_model_dir, tmp_path):
@@ -149,6 +151,21 @@ def test_missing_and_stale_exports_are_refused(onnx_dir, tiny_model_dir, tmp_pat
     (stale / "onnx" / "vocoder.onnx").unlink()
     with pytest.raises(OnnxDirError, match="lacks vocoder.onnx"):
         check_onnx_dir(stale)
+
+
+def test_an_export_without_the_phone_graph_loads_without_the_phone_verifier(onnx_dir, tmp_path):
+    """Exports from before the phone graph (or of a tokenizer without a phone head) still serve:
+    the phone verifier is skipped. A manifest that lists the graph needs its file."""
+    old = tmp_path / "old"
+    shutil.copytree(onnx_dir, old)
+    (old / "onnx" / f"{PHONE_GRAPH}.onnx").unlink()
+    with pytest.raises(OnnxDirError, match=f"lacks {PHONE_GRAPH}.onnx"):
+        check_onnx_dir(old)
+    manifest = json.loads((old / "onnx" / "manifest.json").read_text())
+    del manifest["graphs"][PHONE_GRAPH]
+    (old / "onnx" / "manifest.json").write_text(json.dumps(manifest))
+    synth = Synthesizer.from_pretrained(old, backend="onnx")
+    assert synth.phone_likelihood is None and not synth.tokenizer.has_phone_head
 
 
 def test_cli_backend_onnx(onnx_dir, tiny_model_dir, tmp_path, tone):

@@ -121,8 +121,7 @@ class SpeechTokenizer:
 
     @property
     def has_phone_head(self) -> bool:
-        # the ONNX backend's stand-in model has no phone head
-        return getattr(self.model, "inter_head", None) is not None and self.config.inter_targets == "phones"
+        return self.model.has_phone_head
 
     @torch.no_grad()
     def phone_log_probs_batch(self, audios: list[np.ndarray], sample_rate: int | list[int],
@@ -137,11 +136,8 @@ class SpeechTokenizer:
         up, out = self.config.ctc_upsample, []
         for start in range(0, len(feats), batch_size):
             x, lengths = self._batch(feats[start:start + batch_size])
-            h, mask = self.model.encode_continuous(x, lengths)
-            if self.config.inter_from == "codes":
-                h = self.model.quantizer(h, mask)[0]
-            logp = self.model.ctc_logits(self.model.inter_head, h).log_softmax(-1)  # (B, T * up, P)
-            out += [logp[i, : int(mask[i].sum()) * up].cpu().numpy() for i in range(len(h))]
+            logp, tokens = self.model.phone_log_probs(x, lengths)  # (B, T * up, P), (B,)
+            out += [logp[i, : int(tokens[i]) * up].cpu().numpy() for i in range(len(logp))]
         return out
 
     # ---- tokens / audio -> text --------------------------------------------------------------

@@ -254,6 +254,20 @@ class TokenizerModel(nn.Module):
         _, ids, _ = self.quantizer(x, mask)
         return EncoderOutput(ids, mask.sum(1))
 
+    @property
+    def has_phone_head(self) -> bool:
+        return self.inter_head is not None and self.cfg.inter_targets == "phones"
+
+    @torch.no_grad()
+    def phone_log_probs(self, feats: torch.Tensor, feat_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # feats: (B, 4T, n_mels) -> log-posteriors of the auxiliary phone CTC (B, T * up, P), token lengths (B,);
+        # the head reads the codes when it was trained on them alone (inter_from: codes), else the
+        # pre-quantizer features (encoder; both, whose head learnt both)
+        h, mask = self.encode_continuous(feats, feat_lengths)
+        if self.cfg.inter_from == "codes":
+            h = self.quantizer(h, mask)[0]
+        return self.ctc_logits(self.inter_head, h).log_softmax(-1), mask.sum(1)
+
     @torch.no_grad()
     def logits_from_tokens(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # ids: (B, T) -> CTC logits (B, T * up, V), from the tokens alone

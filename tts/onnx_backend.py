@@ -35,7 +35,15 @@ from tokenizer.config import model_config_from_dict
 from tts.frontend import Frontend
 from tts.llm import LAYOUT_FILE, LengthRatio, LLMConfig, make_layout
 from tts.model_dir import ModelDirError
-from tts.onnx_export import GRAPHS, INT8_GRAPHS, MANIFEST, MANIFEST_VERSION, ONNX_DIR, source_hashes
+from tts.onnx_export import (
+    GRAPHS,
+    INT8_GRAPHS,
+    MANIFEST,
+    MANIFEST_VERSION,
+    ONNX_DIR,
+    PHONE_GRAPH,
+    source_hashes,
+)
 from tts.speaker import SpeakerEncoder, SpeakerEncoderConfig
 from vocoder.model import VocoderConfig, VocoderInputError
 
@@ -56,7 +64,7 @@ def check_onnx_dir(root: str | Path) -> dict:
         raise OnnxDirError(f"corrupt {out / MANIFEST}: {err}; {hint}") from err
     if manifest.get("version") != MANIFEST_VERSION:
         raise OnnxDirError(f"{out / MANIFEST} has version {manifest.get('version')!r}: {hint}")
-    for name in GRAPHS:
+    for name in [*GRAPHS, *([PHONE_GRAPH] if PHONE_GRAPH in manifest.get("graphs", {}) else [])]:
         if not (out / f"{name}.onnx").is_file():
             raise OnnxDirError(f"{out} lacks {name}.onnx: {hint}")
     now = {k: v for c in sorted(set(GRAPHS.values())) for k, v in source_hashes(root, c).items()}
@@ -104,11 +112,12 @@ def _np(x) -> np.ndarray:
 
 # ---- tokenizer --------------------------------------------------------------------------------
 class OnnxTokenizerModel:
-    """Stands in for TokenizerModel inside SpeechTokenizer (encode, transcribe, transcribe_tokens)."""
+    """Stands in for TokenizerModel inside SpeechTokenizer (encode, transcribe, transcribe_tokens and,
+    with a ``tokenizer_phones`` graph, phone_log_probs_batch)."""
 
-    def __init__(self, config_path: Path, encoder: OrtGraph, ctc: OrtGraph):
+    def __init__(self, config_path: Path, encoder: OrtGraph, ctc: OrtGraph, phones: OrtGraph | None = None):
         self.cfg = model_config_from_dict(json.loads(config_path.read_text())["model"])
-        self.encoder, self.ctc = encoder, ctc
+        self.encoder, self.ctc, self.phones = encoder, ctc, phones
         self.quantizer = SimpleNamespace(size=self.cfg.quantizer.size)
         self.feat_mean = torch.zeros(0)  # SpeechTokenizer reads the device from it: the CPU
 
@@ -123,6 +132,15 @@ class OnnxTokenizerModel:
     def logits_from_tokens(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # ids: (B, T), lengths: (B,) -> CTC logits (B, T * up, V)
         return torch.from_numpy(self.ctc(ids=_np(ids), lengths=_np(lengths))[0])
+
+    @property
+    def has_phone_head(self) -> bool:  # an export from before the phone graph has none
+        return self.phones is not None
+
+    def phone_log_probs(self, feats: torch.Tensor, feat_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # feats: (B, 4T, n_mels) -> phone log-posteriors (B, T * up, P), token lengths (B,)
+        logp, lengths = self.phones(feats=_np(feats).astype(np.float32), feat_lengths=_np(feat_lengths))
+        return torch.from_numpy(logp), torch.from_numpy(lengths)
 
     def __call__(self, feats: torch.Tensor, feat_lengths: torch.Tensor, bypass: bool = False) -> SimpleNamespace:
         # transcription through the tokens: what the CTC head reads from the quantizer's output
@@ -321,6 +339,8 @@ class OnnxSpeaker:
 def graph_files(root: Path, manifest: dict, int8: bool) -> dict[str, Path]:
     """graph name -> the file to run: fp32, or with ``int8`` the quantized twin of each INT8_GRAPHS graph."""
     files = {name: root / ONNX_DIR / f"{name}.onnx" for name in GRAPHS}
+    if PHONE_GRAPH in manifest.get("graphs", {}):
+        files[PHONE_GRAPH] = root / ONNX_DIR / f"{PHONE_GRAPH}.onnx"
     for name in INT8_GRAPHS if int8 else ():
         entry = manifest.get("int8", {}).get(name)  # the export names the file it wrote
         if entry is None or not (root / ONNX_DIR / entry["file"]).is_file():
@@ -340,7 +360,7 @@ def load_onnx_components(root: str | Path, int8: bool = False) -> dict:
     graphs = {name: OrtGraph(path, provider_list) for name, path in graph_files(root, manifest, int8).items()}
     print(f"voxlm: onnxruntime runs on {graphs['llm'].provider}", file=sys.stderr)
     tok_model = OnnxTokenizerModel(root / "tokenizer" / "config.json", graphs["tokenizer_encoder"],
-                                   graphs["tokenizer_ctc"])
+                                   graphs["tokenizer_ctc"], graphs.get(PHONE_GRAPH))
     normalize = json.loads((root / "tokenizer" / "config.json").read_text()).get("normalize", "rms")
     return {"tokenizer": SpeechTokenizer(tok_model, normalize=normalize),
             "llm": OnnxLM(root / "llm", graphs["llm"]),

@@ -48,6 +48,7 @@ GRAPHS = {  # graph -> the component folder it is traced from
 LLM_EXPORTER = "onnxruntime-genai model builder (fp32, cpu)"
 LLM_INPUTS = ["input_ids", "attention_mask", "past_key_values.{i}.key", "past_key_values.{i}.value"]
 LLM_OUTPUTS = ["logits", "present.{i}.key", "present.{i}.value"]
+PHONE_GRAPH = "tokenizer_phones"  # optional: exported where the tokenizer has a phone head
 INT8_GRAPHS = ("flow_estimator",)  # the compute-bound graph (~60% of end-to-end time); backend "onnx-int8"
 INT8_METHOD = "onnxruntime quantize_dynamic: MatMul weights int8 per output channel, activations per call"
 
@@ -75,7 +76,11 @@ def _specs(parts: dict) -> list[GraphSpec]:
     if flow.config.prior_speaker:  # the token encoder pools the prompt too
         spk_args = (torch.randn(2, c_mel, t), torch.arange(t).expand(2, t) < 9)
         spk_dyn, spk_names = ({0: batch, 2: frames}, {0: batch, 1: frames}), ["cond", "prompt_mask"]
-    return [
+    phones = [GraphSpec(PHONE_GRAPH, g.TokenizerPhonesGraph(tok.model),
+                        (torch.randn(2, 36, n_mels), torch.tensor([36, 28])),
+                        ({0: batch, 1: 4 * tokens}, {0: batch}), ["feats", "feat_lengths"], ["log_probs", "lengths"])
+              ] if tok.has_phone_head else []
+    return phones + [
         GraphSpec("tokenizer_encoder", g.TokenizerEncoderGraph(tok.model),
                   (torch.randn(2, 36, n_mels), torch.tensor([36, 28])),
                   ({0: batch, 1: 4 * tokens}, {0: batch}), ["feats", "feat_lengths"], ["ids", "lengths"]),
@@ -196,12 +201,13 @@ def export_onnx(model_dir: str | Path, opset: int = OPSET, parity: bool = True, 
     graphs = {}
     jobs = {s.name: (lambda p, s=s: export_graph(s, p, opset), s.inputs, s.outputs) for s in _specs(parts)}
     jobs["llm"] = (lambda p: export_llm(root / "llm", p), LLM_INPUTS, LLM_OUTPUTS)
-    for name in GRAPHS:  # in GRAPHS' order, the LLM among the traced graphs
+    for name in [*GRAPHS, *([PHONE_GRAPH] if PHONE_GRAPH in jobs else [])]:  # the LLM among the traced graphs
         export, inputs, outputs = jobs[name]
         t0 = time.perf_counter()
         path = out / f"{name}.onnx"
         export(path)
-        graphs[name] = {"file": path.name, "component": GRAPHS[name], "inputs": inputs, "outputs": outputs,
+        graphs[name] = {"file": path.name, "component": GRAPHS.get(name, "tokenizer"), "inputs": inputs,
+                        "outputs": outputs,
                         "bytes": path.stat().st_size, "export_s": round(time.perf_counter() - t0, 2)}
         log(f"exported {path.name} ({path.stat().st_size / 1e6:.2f} MB, {graphs[name]['export_s']} s)")
     graphs["llm"]["exporter"] = LLM_EXPORTER

@@ -1,6 +1,7 @@
 """Parity of the onnxruntime backend with torch eager, component by component (the export report).
 
-    tokenizer  token ids identical on a few clips; CTC logits max abs error
+    tokenizer  token ids identical on a few clips; CTC logits max abs error; phone log-posteriors
+               max abs error (where the export has the phone graph)
     llm        greedy tokens identical for the dev prompts; seeded best-of-3 sampling identical
     flow       one ODE step (Euler, steps=1) and the full default solve: max abs error of the mel;
                the same for the int8 estimator (``flow_int8``), with the solve's relative error
@@ -66,6 +67,9 @@ def parity_report(root: str | Path, torch_parts: dict, onnx_parts: dict | None =
               for m in (t["tokenizer"], o["tokenizer"])]
     rep["tokenizer"] = {"tokens_identical": same == total, "tokens_equal": f"{same}/{total}",
                         "ctc_logits_max_abs_err": _max_err(*logits)}
+    if o["tokenizer"].has_phone_head:  # the phone verifier's posteriors
+        phones = [m.phone_log_probs_batch(clips, sr) for m in (t["tokenizer"], o["tokenizer"])]
+        rep["tokenizer"]["phone_log_probs_max_abs_err"] = max(_max_err(a, b) for a, b in zip(*phones, strict=True))
 
     prompt_speech = [int(x) for x in ids_t[1] % t["llm"].layout.speech_vocab_size]
     fe = t["llm"].frontend

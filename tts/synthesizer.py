@@ -181,9 +181,8 @@ class Synthesizer:
         scores all of them and its best ``prune_to`` (default 4) go through flow and vocoder,
         where the verifiers that read audio rank them too: the tokenizer's phone likelihood
         (``phone_verifier``, on by default), the speaker verifier (``use_speaker_verifier``) and
-        the tokenizer's character ASR (``audio_verifier``). With none of them on (or no phone
-        head, as in the ONNX backend, and the other two off) only the token verifier's best is
-        vocoded. ``sampling``: fields of
+        the tokenizer's character ASR (``audio_verifier``). With none of them on (or a tokenizer
+        without a phone head, and the other two off) only the token verifier's best is vocoded. ``sampling``: fields of
         :class:`tts.sampling.SamplingConfig` (temperature, top_k, top_p, ras_window, ...).
         """
         t0 = time.perf_counter()
