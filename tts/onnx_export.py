@@ -4,6 +4,8 @@
       tokenizer_encoder.onnx  tokenizer_ctc.onnx  llm.onnx
       flow_tokens.onnx  flow_estimator.onnx  vocoder.onnx  speaker.onnx
       flow_estimator.int8.onnx   the same graph with int8 weights (backend "onnx-int8")
+      tokenizer_phones.onnx      the phone head's log-posteriors (the phone verifier), where the
+                                 tokenizer has one
       manifest.json   the sha256 of every file of the component folders each graph was traced
                       from: a stale export (weights or configs changed since) is refused at load
       report.json     file sizes, opset, export seconds, parity against torch eager
