@@ -74,9 +74,8 @@ class PhoneticLoss(nn.Module):
         m = self.tokenizer
         # the tokenizer standardises its input itself: hand it its own feature scale
         feats = feats.transpose(1, 2) * m.feat_std + m.feat_mean  # (B, 2T, C)
-        h, mask = m.encode_continuous(feats, feat_lens)  # (B, T/2, D) at 25 Hz, (B, T/2)
-        logp = m.ctc_logits(m.inter_head, h).log_softmax(-1)  # (B, T, P) at 50 Hz
-        return logp, mask.repeat_interleave(m.cfg.ctc_upsample, dim=1)
+        logp, tokens = m.phone_log_probs(feats, feat_lens)  # (B, T, P) at 50 Hz, (B,) 25 Hz frames
+        return logp, torch.arange(logp.shape[1], device=logp.device) < (tokens * m.cfg.ctc_upsample)[:, None]
 
     def forward(self, gen: torch.Tensor, real: torch.Tensor, frames: torch.Tensor,
                 lengths: torch.Tensor) -> torch.Tensor:

@@ -258,11 +258,11 @@ class TokenizerModel(nn.Module):
     def has_phone_head(self) -> bool:
         return self.inter_head is not None and self.cfg.inter_targets == "phones"
 
-    @torch.no_grad()
     def phone_log_probs(self, feats: torch.Tensor, feat_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # feats: (B, 4T, n_mels) -> log-posteriors of the auxiliary phone CTC (B, T * up, P), token lengths (B,);
         # the head reads the codes when it was trained on them alone (inter_from: codes), else the
-        # pre-quantizer features (encoder; both, whose head learnt both)
+        # pre-quantizer features (encoder; both, whose head learnt both). Differentiable in feats
+        # (flow.phonetic's loss reads generated mels through it); the verifier calls it under no_grad.
         h, mask = self.encode_continuous(feats, feat_lengths)
         if self.cfg.inter_from == "codes":
             h = self.quantizer(h, mask)[0]
