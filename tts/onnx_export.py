@@ -55,6 +55,11 @@ INT8_GRAPHS = ("flow_estimator",)  # the compute-bound graph (~60% of end-to-end
 INT8_METHOD = "onnxruntime quantize_dynamic: MatMul weights int8 per output channel, activations per call"
 
 
+def graph_names(has_phones: bool) -> list[str]:
+    """An export's graphs: every GRAPHS entry, and PHONE_GRAPH where the tokenizer has a phone head."""
+    return [*GRAPHS, *([PHONE_GRAPH] if has_phones else [])]
+
+
 @dataclass
 class GraphSpec:
     name: str
@@ -203,7 +208,7 @@ def export_onnx(model_dir: str | Path, opset: int = OPSET, parity: bool = True, 
     graphs = {}
     jobs = {s.name: (lambda p, s=s: export_graph(s, p, opset), s.inputs, s.outputs) for s in _specs(parts)}
     jobs["llm"] = (lambda p: export_llm(root / "llm", p), LLM_INPUTS, LLM_OUTPUTS)
-    for name in [*GRAPHS, *([PHONE_GRAPH] if PHONE_GRAPH in jobs else [])]:  # the LLM among the traced graphs
+    for name in graph_names(PHONE_GRAPH in jobs):  # the LLM among the traced graphs
         export, inputs, outputs = jobs[name]
         t0 = time.perf_counter()
         path = out / f"{name}.onnx"
