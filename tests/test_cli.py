@@ -65,7 +65,7 @@ def test_bench_prints_rtf_json(tiny_model_dir):
         assert sum(parts.values()) <= x["rtf"] * 1.001
     # the default search: the phone verifier ranks the vocoded finalists (none at N=1)
     assert out["search"] == {"prune_to": 4, "phone_verifier": True, "audio_verifier": False,
-                             "use_speaker_verifier": False}
+                             "use_speaker_verifier": False, "verifiers": []}
     assert "phone_verifier" in runs[1]["component_rtf"] and "phone_verifier" not in runs[0]["component_rtf"]
     assert not {"speaker_verifier", "audio_verifier"} & (set(runs[0]["component_rtf"]) | set(runs[1]["component_rtf"]))
     r = run_cli("bench", "--model", str(tiny_model_dir), "--text", "Hi.", "--n-candidates", "1", "2",

@@ -95,11 +95,17 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
                    help="best-of-N: the tokenizer's character ASR also reads each finalist (1 - CER)")
     p.add_argument("--speaker-verifier", action=argparse.BooleanOptionalAction, default=SPEAKER_VERIFIER,
                    help="best-of-N: VoxLM's speaker encoder also scores each finalist against the prompt")
+    p.add_argument("--verifier", action="append", default=[], metavar="SPEC",
+                   help="best-of-N: your own verifier, repeatable: a speaker-encoder directory, file.py:factory "
+                        "or module:factory, each optionally @WEIGHT (see tts/verifiers.py)")
 
 
 def _search_kwargs(args: argparse.Namespace) -> dict:
+    if not hasattr(args, "_verifiers"):  # the plug-ins load once per command
+        from tts.verifiers import load_verifier
+        args._verifiers = [load_verifier(spec) for spec in args.verifier]
     return {"prune_to": args.prune_to, "phone_verifier": args.phone_verifier, "audio_verifier": args.audio_verifier,
-            "use_speaker_verifier": args.speaker_verifier}
+            "use_speaker_verifier": args.speaker_verifier, "verifiers": args._verifiers}
 
 
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
@@ -296,7 +302,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return bench_stream(args, synth, prompt_audio, args.prompt_text or "a prompt")
     prompt = synth.prepare_prompt(prompt_audio, synth.sample_rate, args.prompt_text or "a prompt")
     options, search = _sampling_kwargs(args), _search_kwargs(args)
-    results = {"model": args.model, "threads": args.threads, "options": options, "search": search,
+    results = {"model": args.model, "threads": args.threads, "options": options,
+               "search": {**search, "verifiers": args.verifier},
                "prompt_s": time.perf_counter() - t0, "runs": []}
     synth.synthesize(args.text, prompt, seed=0, **options)  # warm-up, not timed: lazy loads (g2p dictionary), allocator
     for n in args.n_candidates:

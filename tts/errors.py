@@ -9,8 +9,9 @@ from tts.llm import LLMCheckpointError
 from tts.model_dir import ModelDirError
 from tts.sampling import GenerationError
 from tts.speaker import CheckpointError as SpeakerCheckpointError
+from tts.verifiers import VerifierSpecError
 from vocoder.model import VocoderCheckpointError, VocoderInputError
 
 USER_ERRORS = (AudioError, TextError, GenerationError, ModelDirError, DataDirError, FileNotFoundError,
                FlowInputError, FlowCheckpointError, TokenizerCheckpointError, LLMCheckpointError,
-               SpeakerCheckpointError, VocoderCheckpointError, VocoderInputError)
+               SpeakerCheckpointError, VocoderCheckpointError, VocoderInputError, VerifierSpecError)

@@ -39,6 +39,7 @@ from tts.verifiers import (
     SpeakerSimilarity,
     TokenIntelligibility,
     VerifyRequest,
+    check_verifiers,
     rank,
 )
 from vocoder.model import Vocoder
@@ -48,7 +49,8 @@ MAX_PROMPT_SECONDS = 20.0
 PAUSE_SECONDS = 0.15  # silence between sentences
 FADE_SECONDS = 0.01  # fade in/out at every join: no clicks
 # the parts synthesize() times: SynthesisResult.timings[f"{name}_s"] (the audio verifiers: two or more finalists)
-COMPONENTS = ("llm", "token_verifier", "flow", "vocoder", "phone_verifier", "speaker_verifier", "audio_verifier")
+COMPONENTS = ("llm", "token_verifier", "flow", "vocoder", "phone_verifier", "speaker_verifier", "audio_verifier",
+              "plugin_verifiers")
 
 
 @dataclass
@@ -102,6 +104,7 @@ class _Search:
     use_speaker_verifier: bool
     use_audio_verifier: bool
     use_phone_verifier: bool
+    verifiers: list  # the call's plug-ins (tts.verifiers.load_verifier), checked
 
 
 class Synthesizer:
@@ -171,7 +174,8 @@ class Synthesizer:
                    n_candidates: int = 1, seed: int | None = None, prune_to: int = PRUNE_TO,
                    flow_steps: int | None = None, guidance: float | None = None,
                    use_speaker_verifier: bool = SPEAKER_VERIFIER, audio_verifier: bool = AUDIO_VERIFIER,
-                   phone_verifier: bool = PHONE_VERIFIER, **sampling) -> SynthesisResult:
+                   phone_verifier: bool = PHONE_VERIFIER, verifiers: list | None = None,
+                   **sampling) -> SynthesisResult:
         """Speak ``text`` in the prompt's voice.
 
         prompt_audio: float32 mono array with ``prompt_sample_rate``, a path, or a
@@ -182,7 +186,10 @@ class Synthesizer:
         where the verifiers that read audio rank them too: the tokenizer's phone likelihood
         (``phone_verifier``, on by default), the speaker verifier (``use_speaker_verifier``) and
         the tokenizer's character ASR (``audio_verifier``). With none of them on (or a tokenizer
-        without a phone head, and the other two off) only the token verifier's best is vocoded. ``sampling``: fields of
+        without a phone head, and the other two off) only the token verifier's best is vocoded.
+        ``verifiers``: your own (:mod:`tts.verifiers`' protocol, or :func:`tts.verifiers.load_verifier`);
+        those that need no audio score every candidate with the token verifier, the others
+        the vocoded finalists; their weighted scores join the sum. ``sampling``: fields of
         :class:`tts.sampling.SamplingConfig` (temperature, top_k, top_p, ras_window, ...).
         """
         t0 = time.perf_counter()
@@ -192,8 +199,8 @@ class Synthesizer:
                                                           seed, sampling)
         t_prompt = time.perf_counter()
         clock = _Clock()  # seconds spent in each component, over all sentences
-        search = _Search(n_candidates, prune_to, flow_steps, guidance, use_speaker_verifier, audio_verifier,
-                         phone_verifier)
+        search = self._search(n_candidates, prune_to, flow_steps, guidance, use_speaker_verifier, audio_verifier,
+                              phone_verifier, verifiers)
         ranked = []
         for i, sentence in enumerate(sentences):
             cfg = SamplingConfig(**{**sampling, "num_candidates": n_candidates, "seed": seed + i})
@@ -206,7 +213,7 @@ class Synthesizer:
     def synthesize_batch(self, requests: list[Request], n_candidates: int = 1, seed: int | None = None,
                          prune_to: int = PRUNE_TO, flow_steps: int | None = None, guidance: float | None = None,
                          use_speaker_verifier: bool = SPEAKER_VERIFIER, audio_verifier: bool = AUDIO_VERIFIER,
-                         phone_verifier: bool = PHONE_VERIFIER,
+                         phone_verifier: bool = PHONE_VERIFIER, verifiers: list | None = None,
                          batch_size: int = 8, errors: str = "raise",
                          **sampling) -> list[SynthesisResult | Exception]:
         """:meth:`synthesize` for many requests, their LLM decoding batched ``batch_size``
@@ -258,14 +265,19 @@ class Synthesizer:
             for (j, i, _), gen in zip(chunk, outs, strict=True):
                 clocks[j].seconds["llm_s"] = clocks[j].seconds.get("llm_s", 0.0) + share
                 gens[j, i] = gen
-        search = _Search(n_candidates, prune_to, flow_steps, guidance, use_speaker_verifier, audio_verifier,
-                         phone_verifier)
+        search = self._search(n_candidates, prune_to, flow_steps, guidance, use_speaker_verifier, audio_verifier,
+                              phone_verifier, verifiers)
         for j, (sentences, prompt, s) in begun.items():
             if results[j] is not None:
                 continue
             ranked = [self._choose(i, x, gens[j, i], prompt, s + i, search, clocks[j]) for i, x in enumerate(sentences)]
             results[j] = self._result(sentences, prompt, ranked, clocks[j])
         return results
+
+    def _search(self, n_candidates, prune_to, flow_steps, guidance, speaker, audio, phone, verifiers) -> _Search:
+        builtin = [self.intelligibility, self.similarity, self.audio_intelligibility, self.phone_likelihood]
+        return _Search(n_candidates, prune_to, flow_steps, guidance, speaker, audio, phone,
+                       check_verifiers(verifiers or [], [v for v in builtin if v is not None]))
 
     def _generate_alone(self, item: Item, cfg: SamplingConfig, errors: str, results: list, j: int) -> Generation | None:
         try:
@@ -283,16 +295,19 @@ class Synthesizer:
         when none is)."""
         cands = [Candidate(t, sentence=i, index=k, hit_max_length=h)
                  for k, (t, h) in enumerate(zip(gen.tokens, gen.hit_max, strict=True))]
-        req = VerifyRequest(sentence, prompt.embedding, self.sample_rate)
+        req = VerifyRequest(sentence, prompt.embedding, self.sample_rate, prompt.audio)
+        by_tokens = [self.intelligibility] + [v for v in search.verifiers if not v.needs_audio]
         with clock("token_verifier_s"):
-            self._score(self.intelligibility, req, cands)
-        ranked = rank([c for c in cands if c.tokens], [self.intelligibility])
+            for v in by_tokens:
+                self._score(v, req, cands)
+        ranked = rank([c for c in cands if c.tokens], by_tokens)
         if not ranked:
             raise RuntimeError(f"the LLM produced no speech tokens for {sentence!r}")
         readers = [(name, v) for name, v, on in (
             ("phone_verifier", self.phone_likelihood, search.use_phone_verifier and self.phone_likelihood is not None),
             ("speaker_verifier", self.similarity, search.use_speaker_verifier),
             ("audio_verifier", self.audio_intelligibility, search.use_audio_verifier)) if on]
+        readers += [("plugin_verifiers", v) for v in search.verifiers if v.needs_audio]
         keep = ranked[: max(1, search.prune_to) if readers and search.n_candidates > 1 else 1]
         for c in keep:
             c.audio = self._vocode(c.tokens, prompt, search.flow_steps, search.guidance, seed, clock)
@@ -300,7 +315,7 @@ class Synthesizer:
             for name, verifier in readers:
                 with clock(f"{name}_s"):
                     self._score(verifier, req, keep)
-        return rank(keep, [self.intelligibility] + [v for _, v in readers]) + ranked[len(keep):]
+        return rank(keep, by_tokens + [v for _, v in readers]) + ranked[len(keep):]
 
     def _result(self, sentences: list[str], prompt: Prompt, ranked: list[list[Candidate]],
                 clock: _Clock, wall_s: float | None = None) -> SynthesisResult:

@@ -16,13 +16,22 @@ defaults are its own models, never the judges:
 - :class:`AudioIntelligibility` (opt-in): the tokenizer's character ASR (through its
   quantizer) on the finalist's audio, ``1 - CER``.
 
-Plug in another verifier by giving an object with ``name``, ``needs_audio``,
-``weight`` and ``score(request, candidates) -> list[float]``.
+Plug in your own (``synthesize(..., verifiers=[...])``, ``--verifier SPEC`` on the CLI): any
+object with ``name``, ``needs_audio``, ``weight`` and ``score(request, candidates) ->
+list[float]``. :func:`load_verifier` makes one from a local path: a speaker-encoder
+directory (``tts.speaker``'s format, e.g. one trained on a larger corpus: cosine of each
+finalist to the prompt under *that* encoder) or ``file.py:factory`` / ``module:factory``,
+a callable with no arguments that returns the object (and loads its model from wherever
+you keep it). Verifiers that need no audio score every candidate beside the token
+verifier, before pruning; the others score the vocoded finalists.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import jiwer
@@ -61,6 +70,7 @@ class VerifyRequest:
     text: str  # the target sentence
     prompt_embedding: np.ndarray | None = None  # the prompt's speaker embedding, when available
     sample_rate: int = 16000
+    prompt_audio: np.ndarray | None = None  # the prompt at sample_rate (for verifiers with their own encoder)
 
 
 class Verifier(Protocol):
@@ -138,6 +148,87 @@ class SpeakerSimilarity:
             raise ValueError("speaker similarity needs the prompt's embedding")
         return [self.encoder.similarity(self.encoder.embed(c.audio, request.sample_rate), request.prompt_embedding)
                 for c in candidates]
+
+
+class PromptSpeakerSimilarity(SpeakerSimilarity):
+    """:class:`SpeakerSimilarity` under another encoder (a plug-in): it embeds the prompt itself."""
+
+    def __init__(self, encoder, name: str, weight: float = 1.0):
+        super().__init__(encoder, weight)
+        self.name, self._prompt = name, (None, None)  # (the prompt array last seen, its embedding)
+
+    def score(self, request: VerifyRequest, candidates: list[Candidate]) -> list[float]:
+        if request.prompt_audio is None:
+            raise ValueError(f"{self.name} needs the prompt's audio")
+        if self._prompt[0] is not request.prompt_audio:
+            self._prompt = (request.prompt_audio, self.encoder.embed(request.prompt_audio, request.sample_rate))
+        return [self.encoder.similarity(self.encoder.embed(c.audio, request.sample_rate), self._prompt[1])
+                for c in candidates]
+
+
+class VerifierSpecError(ValueError):
+    """A ``--verifier`` spec that names nothing loadable; the message says why."""
+
+
+def load_verifier(spec: str):
+    """``DIR`` (a speaker-encoder directory), ``file.py:factory`` or ``module:factory``, each
+    optionally ``@WEIGHT`` -> a verifier object (see the module docstring)."""
+    target, weight = spec, None
+    head, sep, tail = spec.rpartition("@")
+    if sep:
+        try:
+            target, weight = head, float(tail)
+        except ValueError:
+            pass
+    if Path(target).is_dir():
+        from tts.speaker import SpeakerEncoder
+
+        try:
+            v = PromptSpeakerSimilarity(SpeakerEncoder.from_pretrained(target), f"speaker_similarity:{target}")
+        except Exception as err:
+            raise VerifierSpecError(f"verifier {target}: not a speaker-encoder directory: {err}") from err
+    else:
+        v = _call_factory(target)
+    for attr in ("name", "needs_audio", "weight", "score"):
+        if not hasattr(v, attr):
+            raise VerifierSpecError(f"verifier {target}: the object has no {attr!r} (see tts.verifiers.Verifier)")
+    if weight is not None:
+        v.weight = weight
+    return v
+
+
+def _call_factory(target: str):
+    where, sep, attr = target.rpartition(":")
+    if not sep or not where or not attr:
+        raise VerifierSpecError(f"verifier {target!r}: give a speaker-encoder directory, file.py:factory "
+                                "or module:factory")
+    try:
+        if where.endswith(".py"):
+            if not Path(where).is_file():
+                raise VerifierSpecError(f"verifier {target}: no file {where}")
+            loader = importlib.util.spec_from_file_location(f"voxlm_verifier_{Path(where).stem}", where)
+            module = importlib.util.module_from_spec(loader)
+            loader.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except VerifierSpecError:
+        raise
+    except Exception as err:
+        raise VerifierSpecError(f"verifier {target}: cannot import {where}: {err}") from err
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise VerifierSpecError(f"verifier {target}: {where} has no callable {attr!r}")
+    return factory()
+
+
+def check_verifiers(verifiers: list, builtin: list) -> list:
+    """The plug-ins of one call, checked: names unique and none a built-in's."""
+    taken = {v.name for v in builtin}
+    for v in verifiers:
+        if v.name in taken:
+            raise ValueError(f"two verifiers are named {v.name!r}: each needs its own name")
+        taken.add(v.name)
+    return list(verifiers)
 
 
 def rank(candidates: list[Candidate], verifiers: list) -> list[Candidate]:
