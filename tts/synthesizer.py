@@ -48,7 +48,8 @@ MIN_PROMPT_SECONDS = 1.0
 MAX_PROMPT_SECONDS = 20.0
 PAUSE_SECONDS = 0.15  # silence between sentences
 FADE_SECONDS = 0.01  # fade in/out at every join: no clicks
-# the parts synthesize() times: SynthesisResult.timings[f"{name}_s"] (the audio verifiers: two or more finalists)
+# the parts synthesize() times: SynthesisResult.timings[f"{name}_s"] (the audio verifiers: two or more finalists;
+# plug-in verifiers that read tokens count in token_verifier, those that read audio in plugin_verifiers)
 COMPONENTS = ("llm", "token_verifier", "flow", "vocoder", "phone_verifier", "speaker_verifier", "audio_verifier",
               "plugin_verifiers")
 
