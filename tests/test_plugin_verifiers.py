@@ -117,3 +117,24 @@ def test_cli_verifier_option(tmp_path, tiny_model_dir, tone, capsys):
     bad = tmp_path / "y.wav"
     assert main(base + ["--out", str(bad), "--verifier", f"{tmp_path}/v.py:nope"]) == 2
     assert "no callable 'nope'" in capsys.readouterr().err and not bad.exists()
+
+
+def test_demo_gives_each_plugin_a_column(synth, tiny_model_dir, tmp_path, tone, capsys):
+    import soundfile as sf
+
+    from tts.demo import build_demo, make_handler, table_headers
+
+    sf.write(tmp_path / "p.wav", tone(2.0, 16000, freq=150.0), 16000)
+    handler = make_handler(synth, [Shortest()])
+    # the form: prompt, its text, text, candidates, seed, temperature, top-k, top-p, flow steps,
+    # guidance, candidates vocoded, speaker verifier, stream
+    *_, last = handler(str(tmp_path / "p.wav"), "a voice", "Hi there.", 3, 0, 1.0, 25, 0.8, 2, None, 8, False,
+                       False, progress=lambda *a, **k: None)
+    rows, col = last[4], table_headers(["shortest"]).index("shortest")
+    assert len(rows) == 3 and all(isinstance(r[col], float) for r in rows)
+    chosen = [r for r in rows if r[-1] == "✓"]
+    assert chosen[0][col] == max(r[col] for r in rows)  # its weight decides the pick
+    page = build_demo(synth, verifiers=[Shortest()]).config
+    assert any("shortest" in (c.get("props", {}).get("headers") or []) for c in page["components"])
+    assert main(["demo", "--model", str(tiny_model_dir), "--verifier", f"{tmp_path}/none.py:make"]) == 2
+    assert "no file" in capsys.readouterr().err  # stopped before serving anything

@@ -348,8 +348,11 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Serve the gradio voice-cloning page until interrupted."""
     from tts.demo import launch
+    from tts.verifiers import load_verifier
 
-    launch(args.model, host=args.host, port=args.port, share=args.share == "on", concurrency=args.concurrency)
+    verifiers = [load_verifier(spec) for spec in args.verifier]  # a bad spec stops before the page
+    launch(args.model, host=args.host, port=args.port, share=args.share == "on", concurrency=args.concurrency,
+           verifiers=verifiers)
     return 0
 
 
@@ -417,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", choices=["off", "on"], default="off", help="a public gradio share link")
     p.add_argument("--concurrency", type=int, default=1, help="requests synthesized at once (others queue)")
+    p.add_argument("--verifier", action="append", default=[], metavar="SPEC",
+                   help="your own best-of-N verifier for every request, repeatable (as synth's; a column each)")
     p.set_defaults(func=cmd_demo)
     return parser
 

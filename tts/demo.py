@@ -80,10 +80,12 @@ def _check_inputs(prompt_audio: str | None, text: str | None) -> str:
     return text
 
 
-def make_handler(synth: Synthesizer):
+def make_handler(synth: Synthesizer, verifiers: list | None = None):
     """The click handler, a generator: the form -> chosen audio, prompt text used, summary,
     spectrogram, score table, the vocoded candidates (a gr.State that :func:`show_players`
-    puts into players) and, with the streaming toggle on, audio chunks as they come."""
+    puts into players) and, with the streaming toggle on, audio chunks as they come.
+    ``verifiers``: plug-ins (:func:`tts.verifiers.load_verifier`) that join every search."""
+    verifiers = list(verifiers or [])
 
     def synthesize(prompt_audio, prompt_text, text, n_candidates, seed, temperature, top_k, top_p,
                    flow_steps, guidance, prune_to, speaker_verifier, stream, progress=_PROGRESS):
@@ -109,12 +111,12 @@ def make_handler(synth: Synthesizer):
             else:
                 progress(0.3, desc=f"sampling {int(n_candidates)} candidate(s), flow, vocoder")
                 r = synth.synthesize(text, prompt, n_candidates=int(n_candidates), prune_to=int(prune_to),
-                                     use_speaker_verifier=bool(speaker_verifier), **options)
+                                     use_speaker_verifier=bool(speaker_verifier), verifiers=verifiers, **options)
                 audio, summary = r.audio, (
                     f"**{r.duration:.2f} s** of audio in {r.timings['total_s']:.2f} s "
                     f"(RTF {r.timings['rtf']:.3f}); {len(r.sentences)} sentence(s), "
                     f"{int(n_candidates)} candidate(s) each.")
-                rows, players = _candidates(r)
+                rows, players = _candidates(r, [v.name for v in verifiers])
             progress(0.95, desc="drawing the spectrogram")
             image = spectrogram_image(audio, synth)
         except USER_ERRORS as err:
@@ -130,14 +132,21 @@ def make_handler(synth: Synthesizer):
     return synthesize
 
 
-def _candidates(r) -> tuple[list[list], list[tuple[str, int, np.ndarray]]]:
-    """A SynthesisResult's candidates -> score-table rows, and (label, rate, audio) of the vocoded ones."""
+def table_headers(plugins: list[str]) -> list[str]:
+    """The score table's columns: the built-in verifiers', then each plug-in's, then total and chosen."""
+    return TABLE_HEADERS[:-2] + plugins + TABLE_HEADERS[-2:]
+
+
+def _candidates(r, plugins: list[str] = ()) -> tuple[list[list], list[tuple[str, int, np.ndarray]]]:
+    """A SynthesisResult's candidates -> score-table rows (``plugins``: the plug-in verifiers' names,
+    a column each), and (label, rate, audio) of the vocoded ones."""
     rows, players = [], []
     for k, c in enumerate(r.candidates, 1):
         chosen = any(c is x for x in r.chosen)
         phone, sim = c.scores.get("phone_likelihood"), c.scores.get("speaker_similarity")
         rows.append([k, c.sentence + 1, len(c.tokens), round(c.scores.get("token_intelligibility", 0.0), 3),
                      "" if phone is None else round(phone, 3), "" if sim is None else round(sim, 3),
+                     *["" if c.scores.get(n) is None else round(c.scores[n], 3) for n in plugins],
                      round(c.total, 3), "✓" if chosen else ""])
         if c.audio is not None and len(players) < MAX_CANDIDATES:
             label = f"#{k} · sentence {c.sentence + 1} · total {c.total:.3f}" + (" · chosen" if chosen else "")
@@ -152,7 +161,7 @@ def show_players(players: list[tuple[str, int, np.ndarray]]) -> list:
 
 
 def build_demo(synth: Synthesizer, examples: list[tuple[str, str, Path, str]] | None = None,
-               title: str = "VoxLM zero-shot voice cloning") -> gr.Blocks:
+               title: str = "VoxLM zero-shot voice cloning", verifiers: list | None = None) -> gr.Blocks:
     why_not = can_stream(synth)  # None: streaming works
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}\nGive a few seconds of a voice (upload or record), type a text, and hear "
@@ -194,7 +203,7 @@ def build_demo(synth: Synthesizer, examples: list[tuple[str, str, Path, str]] | 
                 summary = gr.Markdown(elem_id="summary")
                 spectrogram = gr.Image(label="Output log-mel spectrogram", type="numpy",
                                        interactive=False, elem_id="spectrogram")
-        table = gr.Dataframe(headers=TABLE_HEADERS, label="Candidates and their verifier scores",
+        table = gr.Dataframe(headers=table_headers([v.name for v in verifiers or []]), label="Candidates and their verifier scores",
                              interactive=False, elem_id="candidates")
         with gr.Row(elem_id="candidate-players"):
             players = [gr.Audio(visible=False, interactive=False, min_width=220, elem_id=f"candidate-{i}")
@@ -204,7 +213,7 @@ def build_demo(synth: Synthesizer, examples: list[tuple[str, str, Path, str]] | 
                         inputs=[prompt_audio, prompt_text, text],
                         label="Held-out speakers (never heard in training)", elem_id="examples")
         candidates = gr.State([])
-        button.click(make_handler(synth),
+        button.click(make_handler(synth, verifiers),
                      inputs=[prompt_audio, prompt_text, text, n_candidates, seed, temperature, top_k, top_p,
                              flow_steps, guidance, prune_to, speaker_verifier, stream],
                      outputs=[out_audio, used_text, summary, spectrogram, table, candidates, stream_audio],
@@ -214,10 +223,11 @@ def build_demo(synth: Synthesizer, examples: list[tuple[str, str, Path, str]] | 
 
 
 def launch(model: str | Path, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
-           concurrency: int = 1, max_queue: int = 64, block: bool = True) -> gr.Blocks:
-    """Load the model directory, build the page, start serving (``block=False``: return at once)."""
+           concurrency: int = 1, max_queue: int = 64, block: bool = True, verifiers: list | None = None) -> gr.Blocks:
+    """Load the model directory, build the page, start serving (``block=False``: return at once);
+    ``verifiers``: plug-ins for every search (:func:`tts.verifiers.load_verifier`)."""
     synth = Synthesizer.from_pretrained(model)
-    demo = build_demo(synth, read_examples(model))
+    demo = build_demo(synth, read_examples(model), verifiers=verifiers)
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     demo.launch(server_name=host, server_port=port, share=share, ssr_mode=False, show_error=False,
                 prevent_thread_lock=not block, footer_links=["api"])
