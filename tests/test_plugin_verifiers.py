@@ -86,6 +86,8 @@ def test_load_verifier_from_a_file_a_module_and_a_speaker_directory(tmp_path, sy
         not_callable = 3
         def broken():
             return object()
+        def raising():
+            raise FileNotFoundError("/models/x.onnx")
     """))
     v = load_verifier(f"{f}:make@2.5")
     assert v.name == "rate" and v.weight == 2.5 and not v.needs_audio
@@ -97,6 +99,7 @@ def test_load_verifier_from_a_file_a_module_and_a_speaker_directory(tmp_path, sy
     assert all(-1.0 <= c.scores[spk.name] <= 1.0 for c in r.candidates if c.audio is not None)
     for spec, why in ((f"{tmp_path}/nothing.py:make", "no file"), (f"{f}:missing", "no callable"),
                       (f"{f}:not_callable", "no callable"), (f"{f}:broken", "has no 'name'"),
+                      (f"{f}:raising", "raising\\(\\) failed: FileNotFoundError"),
                       ("no_such_module_xyz:make", "cannot import"), ("plainword", "give a speaker-encoder"),
                       (str(tmp_path), "not a speaker-encoder directory")):
         with pytest.raises(VerifierSpecError, match=why):

@@ -160,9 +160,11 @@ class PromptSpeakerSimilarity(SpeakerSimilarity):
     def score(self, request: VerifyRequest, candidates: list[Candidate]) -> list[float]:
         if request.prompt_audio is None:
             raise ValueError(f"{self.name} needs the prompt's audio")
-        if self._prompt[0] is not request.prompt_audio:
-            self._prompt = (request.prompt_audio, self.encoder.embed(request.prompt_audio, request.sample_rate))
-        return [self.encoder.similarity(self.encoder.embed(c.audio, request.sample_rate), self._prompt[1])
+        cached = self._prompt  # one read: a demo serving requests side by side may replace it meanwhile
+        if cached[0] is not request.prompt_audio:
+            cached = (request.prompt_audio, self.encoder.embed(request.prompt_audio, request.sample_rate))
+            self._prompt = cached
+        return [self.encoder.similarity(self.encoder.embed(c.audio, request.sample_rate), cached[1])
                 for c in candidates]
 
 
@@ -218,7 +220,10 @@ def _call_factory(target: str):
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise VerifierSpecError(f"verifier {target}: {where} has no callable {attr!r}")
-    return factory()
+    try:
+        return factory()
+    except Exception as err:  # e.g. its model file is missing: the user's error, said in one line
+        raise VerifierSpecError(f"verifier {target}: {attr}() failed: {type(err).__name__}: {err}") from err
 
 
 def check_verifiers(verifiers: list, builtin: list) -> list:
