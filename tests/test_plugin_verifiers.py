@@ -62,7 +62,8 @@ def test_an_audio_verifier_ranks_the_vocoded_finalists(synth, prompt_wav):
     rms = [float(np.sqrt(np.mean(c.audio ** 2))) for c in vocoded]
     assert r.chosen[0] is vocoded[int(np.argmax(rms))]
     assert "plugin_verifiers_s" in r.timings
-    batch = synth.synthesize_batch([Request("Hi there.", prompt_wav, 16000, "a voice")], n_candidates=6, prune_to=3, phone_verifier=False, verifiers=[loud], seed=3,
+    batch = synth.synthesize_batch([Request("Hi there.", prompt_wav, 16000, "a voice")], n_candidates=6,
+                                   prune_to=3, phone_verifier=False, verifiers=[loud], seed=3,
                                    flow_steps=2, min_ratio=0.5, max_ratio=1.0)[0]
     assert np.array_equal(batch.audio, r.audio)  # the batched form searches the same way
 
@@ -93,7 +94,8 @@ def test_load_verifier_from_a_file_a_module_and_a_speaker_directory(tmp_path, sy
     assert v.name == "rate" and v.weight == 2.5 and not v.needs_audio
     assert load_verifier("tests.test_plugin_verifiers:Shortest").name == "shortest"  # module:factory
     spk = load_verifier(str(tiny_model_dir / "speaker"))
-    assert isinstance(spk, PromptSpeakerSimilarity) and spk.needs_audio and spk.name == f"speaker_similarity:{tiny_model_dir / 'speaker'}"
+    assert isinstance(spk, PromptSpeakerSimilarity) and spk.needs_audio
+    assert spk.name == f"speaker_similarity:{tiny_model_dir / 'speaker'}"
     r = synth.synthesize("Hi there.", prompt_wav, 16000, n_candidates=3, prune_to=2, phone_verifier=False,
                          verifiers=[spk], **FAST)
     assert all(-1.0 <= c.scores[spk.name] <= 1.0 for c in r.candidates if c.audio is not None)

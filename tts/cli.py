@@ -95,17 +95,26 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
                    help="best-of-N: the tokenizer's character ASR also reads each finalist (1 - CER)")
     p.add_argument("--speaker-verifier", action=argparse.BooleanOptionalAction, default=SPEAKER_VERIFIER,
                    help="best-of-N: VoxLM's speaker encoder also scores each finalist against the prompt")
+    _add_verifier_option(p)
+
+
+def _add_verifier_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verifier", action="append", default=[], metavar="SPEC",
                    help="best-of-N: your own verifier, repeatable: a speaker-encoder directory, file.py:factory "
                         "or module:factory, each optionally @WEIGHT (see tts/verifiers.py)")
 
 
-def _search_kwargs(args: argparse.Namespace) -> dict:
-    if not hasattr(args, "_verifiers"):  # the plug-ins load once per command
+def _plugin_verifiers(args: argparse.Namespace) -> list:
+    """The --verifier plug-ins, loaded once per command (a bad spec raises VerifierSpecError)."""
+    if not hasattr(args, "_verifiers"):
         from tts.verifiers import load_verifier
         args._verifiers = [load_verifier(spec) for spec in args.verifier]
+    return args._verifiers
+
+
+def _search_kwargs(args: argparse.Namespace) -> dict:
     return {"prune_to": args.prune_to, "phone_verifier": args.phone_verifier, "audio_verifier": args.audio_verifier,
-            "use_speaker_verifier": args.speaker_verifier, "verifiers": args._verifiers}
+            "use_speaker_verifier": args.speaker_verifier, "verifiers": _plugin_verifiers(args)}
 
 
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
@@ -348,9 +357,8 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Serve the gradio voice-cloning page until interrupted."""
     from tts.demo import launch
-    from tts.verifiers import load_verifier
 
-    verifiers = [load_verifier(spec) for spec in args.verifier]  # a bad spec stops before the page
+    verifiers = _plugin_verifiers(args)  # a bad spec stops before the page
     launch(args.model, host=args.host, port=args.port, share=args.share == "on", concurrency=args.concurrency,
            verifiers=verifiers)
     return 0
@@ -420,8 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", choices=["off", "on"], default="off", help="a public gradio share link")
     p.add_argument("--concurrency", type=int, default=1, help="requests synthesized at once (others queue)")
-    p.add_argument("--verifier", action="append", default=[], metavar="SPEC",
-                   help="your own best-of-N verifier for every request, repeatable (as synth's; a column each)")
+    _add_verifier_option(p)  # every request's search; a table column each
     p.set_defaults(func=cmd_demo)
     return parser
 

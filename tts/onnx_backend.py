@@ -65,7 +65,7 @@ def check_onnx_dir(root: str | Path) -> dict:
         raise OnnxDirError(f"corrupt {out / MANIFEST}: {err}; {hint}") from err
     if manifest.get("version") != MANIFEST_VERSION:
         raise OnnxDirError(f"{out / MANIFEST} has version {manifest.get('version')!r}: {hint}")
-    for name in graph_names(PHONE_GRAPH in manifest.get("graphs", {})):
+    for name in exported_graphs(manifest):
         if not (out / f"{name}.onnx").is_file():
             raise OnnxDirError(f"{out} lacks {name}.onnx: {hint}")
     now = {k: v for c in sorted(set(GRAPHS.values())) for k, v in source_hashes(root, c).items()}
@@ -337,9 +337,14 @@ class OnnxSpeaker:
         return self.graph(mel=self.mel(torch.from_numpy(wav))[None].numpy())[0][0]
 
 
+def exported_graphs(manifest: dict) -> list[str]:
+    """The graphs an export holds: all of GRAPHS, and the phone graph where its manifest lists it."""
+    return graph_names(PHONE_GRAPH in manifest.get("graphs", {}))
+
+
 def graph_files(root: Path, manifest: dict, int8: bool) -> dict[str, Path]:
     """graph name -> the file to run: fp32, or with ``int8`` the quantized twin of each INT8_GRAPHS graph."""
-    files = {name: root / ONNX_DIR / f"{name}.onnx" for name in graph_names(PHONE_GRAPH in manifest.get("graphs", {}))}
+    files = {name: root / ONNX_DIR / f"{name}.onnx" for name in exported_graphs(manifest)}
     for name in INT8_GRAPHS if int8 else ():
         entry = manifest.get("int8", {}).get(name)  # the export names the file it wrote
         if entry is None or not (root / ONNX_DIR / entry["file"]).is_file():

@@ -144,10 +144,13 @@ class SpeakerSimilarity:
         self.encoder, self.weight = encoder, weight
 
     def score(self, request: VerifyRequest, candidates: list[Candidate]) -> list[float]:
+        prompt = self.prompt_embedding(request)
+        return [self.encoder.similarity(self.encoder.embed(c.audio, request.sample_rate), prompt) for c in candidates]
+
+    def prompt_embedding(self, request: VerifyRequest) -> np.ndarray:
         if request.prompt_embedding is None:
             raise ValueError("speaker similarity needs the prompt's embedding")
-        return [self.encoder.similarity(self.encoder.embed(c.audio, request.sample_rate), request.prompt_embedding)
-                for c in candidates]
+        return request.prompt_embedding
 
 
 class PromptSpeakerSimilarity(SpeakerSimilarity):
@@ -157,15 +160,14 @@ class PromptSpeakerSimilarity(SpeakerSimilarity):
         super().__init__(encoder, weight)
         self.name, self._prompt = name, (None, None)  # (the prompt array last seen, its embedding)
 
-    def score(self, request: VerifyRequest, candidates: list[Candidate]) -> list[float]:
+    def prompt_embedding(self, request: VerifyRequest) -> np.ndarray:
         if request.prompt_audio is None:
             raise ValueError(f"{self.name} needs the prompt's audio")
         cached = self._prompt  # one read: a demo serving requests side by side may replace it meanwhile
         if cached[0] is not request.prompt_audio:
             cached = (request.prompt_audio, self.encoder.embed(request.prompt_audio, request.sample_rate))
             self._prompt = cached
-        return [self.encoder.similarity(self.encoder.embed(c.audio, request.sample_rate), cached[1])
-                for c in candidates]
+        return cached[1]
 
 
 class VerifierSpecError(ValueError):
@@ -204,17 +206,15 @@ def _call_factory(target: str):
     if not sep or not where or not attr:
         raise VerifierSpecError(f"verifier {target!r}: give a speaker-encoder directory, file.py:factory "
                                 "or module:factory")
+    if where.endswith(".py") and not Path(where).is_file():
+        raise VerifierSpecError(f"verifier {target}: no file {where}")
     try:
         if where.endswith(".py"):
-            if not Path(where).is_file():
-                raise VerifierSpecError(f"verifier {target}: no file {where}")
             loader = importlib.util.spec_from_file_location(f"voxlm_verifier_{Path(where).stem}", where)
             module = importlib.util.module_from_spec(loader)
             loader.loader.exec_module(module)
         else:
             module = importlib.import_module(where)
-    except VerifierSpecError:
-        raise
     except Exception as err:
         raise VerifierSpecError(f"verifier {target}: cannot import {where}: {err}") from err
     factory = getattr(module, attr, None)
