@@ -5,6 +5,12 @@ SiLU MLP, no biases in attention) whose norms are modulated by the flow time and
 the speaker vector (DiT's adaLN-Zero: shift, scale and a residual gate per
 sub-layer, zero-initialised so every block starts as the identity).
 
+With ``conv_kernel=K > 0`` each block also has a **causal depthwise convolution**
+sub-layer (Conformer's convolution module, made causal): a frame mixes in its ``K - 1``
+predecessors, the local detail (harmonics, transitions) a few attention layers at
+50 fps draw poorly. Causal, so the chunk masks below stay exact; its output projection
+is zero-initialised, so a model warm-started without it begins where that one was.
+
 Attention masks decide offline versus streaming (TouchTTS): full attention sees
 the whole utterance; a **chunk mask** of size ``C`` lets frame ``i`` see every
 frame ``j < (i // C + 1) * C``, i.e. its own chunk and all the past. Trained on
@@ -71,19 +77,24 @@ class KVSlot:
     concatenated (no copying per step; the prompt's pairs are shared by every
     stream that starts from the same context). ``mod``: the block's adaLN modulation,
     which depends only on the conditioning vector, the same for every chunk at this
-    evaluation; computed once.
+    evaluation; computed once. ``conv``: the causal convolution's inputs (B, P + L, D), the
+    ``P`` frames before the newest block then its ``L``; the next block reads its last ``K - 1``.
     """
 
-    def __init__(self, blocks: list | None = None, mod: torch.Tensor | None = None):
-        self.blocks, self.mod = list(blocks or []), mod
+    def __init__(self, blocks: list | None = None, mod: torch.Tensor | None = None,
+                 conv: tuple[torch.Tensor, int] | None = None):
+        self.blocks, self.mod, self.conv = list(blocks or []), mod, conv
 
     def copy(self) -> KVSlot:
-        return KVSlot(self.blocks, self.mod)
+        return KVSlot(self.blocks, self.mod, self.conv)
 
     def keep_first(self, frames: int) -> None:
         """Keep only the first ``frames`` frames of the newest block (streaming lookahead)."""
         kt, v = self.blocks[-1]
         self.blocks[-1] = (kt[..., :frames].contiguous(), v[:, :, :frames].contiguous())
+        if self.conv is not None:
+            hist, before = self.conv
+            self.conv = (hist[:, :before + frames], before)
 
 
 def attend_blocks(q: torch.Tensor, blocks: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -140,14 +151,41 @@ class Attention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 
+class CausalConv(nn.Module):
+    """RMSNorm -> depthwise causal Conv1d (kernel K) -> SiLU -> Linear, zero-initialised output."""
+
+    def __init__(self, dim: int, kernel: int, eps: float = 1e-6):
+        super().__init__()
+        self.kernel = kernel
+        self.norm = nn.RMSNorm(dim, eps=eps)
+        self.depthwise = nn.Conv1d(dim, dim, kernel, groups=dim)
+        self.out = nn.Linear(dim, dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, kv: KVSlot | None = None) -> torch.Tensor:
+        # x: (B, T, D) -> (B, T, D); kv: the inputs of the frames before x (streaming)
+        h = self.norm(x)
+        past = h.new_zeros(h.shape[0], self.kernel - 1, h.shape[2])
+        if kv is not None:
+            if kv.conv is not None:
+                hist = kv.conv[0][:, -(self.kernel - 1):]
+                past = torch.cat([past, hist], dim=1)[:, -(self.kernel - 1):]
+            kv.conv = (torch.cat([past, h], dim=1), past.shape[1])
+        y = self.depthwise(torch.cat([past, h], dim=1).transpose(1, 2)).transpose(1, 2)
+        return self.out(F.silu(y))
+
+
 class Block(nn.Module):
     """Pre-norm decoder block; both norms modulated by the conditioning vector (adaLN-Zero).
 
     ``conditioned=False`` (the flow's token encoder): plain pre-norm with learned gains, no ``c``.
     """
 
-    def __init__(self, dim: int, heads: int, mlp: LlamaConfig, eps: float = 1e-6, conditioned: bool = True):
+    def __init__(self, dim: int, heads: int, mlp: LlamaConfig, eps: float = 1e-6, conditioned: bool = True,
+                 conv_kernel: int = 0):
         super().__init__()
+        self.conv = CausalConv(dim, conv_kernel, eps) if conv_kernel else None
         self.norm1 = nn.RMSNorm(dim, eps=eps, elementwise_affine=not conditioned)
         self.attn = Attention(dim, heads)
         self.norm2 = nn.RMSNorm(dim, eps=eps, elementwise_affine=not conditioned)
@@ -162,12 +200,16 @@ class Block(nn.Module):
         # x: (B, T, D), c: (B, D) or None when unconditioned -> (B, T, D)
         if self.ada is None:
             x = x + self.attn(self.norm1(x), rope, mask, kv)
+            if self.conv is not None:
+                x = x + self.conv(x, kv)
             return x + self.mlp(self.norm2(x))
         mod = kv.mod if kv is not None and kv.mod is not None else self.ada(F.silu(c))
         if kv is not None:
             kv.mod = mod
         sh1, sc1, g1, sh2, sc2, g2 = mod.chunk(6, dim=-1)
         x = x + g1.unsqueeze(1) * self.attn(modulate(self.norm1(x), sh1, sc1), rope, mask, kv)
+        if self.conv is not None:
+            x = x + self.conv(x, kv)
         return x + g2.unsqueeze(1) * self.mlp(modulate(self.norm2(x), sh2, sc2))
 
 
@@ -180,8 +222,10 @@ class Backbone(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, dim: int, layers: int, heads: int,
                  mlp_ratio: float = 2.75, rope_theta: float = 10000.0, max_positions: int = 8192,
-                 conditioned: bool = True):
+                 conditioned: bool = True, conv_kernel: int = 0):
         super().__init__()
+        if conv_kernel < 0:
+            raise ValueError(f"conv_kernel must be >= 0, got {conv_kernel}")
         llama = LlamaConfig(
             hidden_size=dim, intermediate_size=int(dim * mlp_ratio), num_attention_heads=heads,
             hidden_act="silu", mlp_bias=False, max_position_embeddings=max_positions,
@@ -190,7 +234,7 @@ class Backbone(nn.Module):
         self.dim = dim
         self.in_proj = nn.Linear(in_dim, dim)
         self.rope = LlamaRotaryEmbedding(llama)
-        self.blocks = nn.ModuleList(Block(dim, heads, llama, conditioned=conditioned) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(dim, heads, llama, conditioned=conditioned, conv_kernel=conv_kernel) for _ in range(layers))
         self.norm = nn.RMSNorm(dim, eps=1e-6, elementwise_affine=not conditioned)
         self.final_ada = nn.Linear(dim, 2 * dim) if conditioned else None
         self.out_proj = nn.Linear(dim, out_dim)

@@ -21,6 +21,9 @@ class FlowConfig:
     layers: int = 6
     heads: int = 4
     mlp_ratio: float = 2.75
+    # kernel of a causal depthwise convolution sub-layer in every block of the estimator and the
+    # token encoder (flow.backbone.CausalConv); 0 = none (attention and MLP only)
+    conv_kernel: int = 0
     # token encoder (Matcha-TTS / CosyVoice): ``encoder_layers`` unconditioned blocks over the
     # frame-rate token embeddings predict a mel prior ``mu`` (trained by regression, weight
     # ``prior_weight``) that joins the estimator's conditions; 0 = embeddings only
@@ -65,8 +68,10 @@ class FlowConfig:
             raise ValueError("speaker='external' needs speaker_dim > 0")
         if self.vocab_size < 1 or self.dim % self.heads or (self.dim // self.heads) % 2:
             raise ValueError("need vocab_size >= 1 and dim divisible by heads into an even head size")
-        if self.encoder_layers < 0 or self.prior_weight < 0:
-            raise ValueError("encoder_layers and prior_weight must be >= 0")
+        if self.encoder_layers < 0 or self.prior_weight < 0 or self.conv_kernel < 0:
+            raise ValueError("encoder_layers, prior_weight and conv_kernel must be >= 0")
+        if self.conv_kernel == 1:
+            raise ValueError("conv_kernel must be 0 (no convolution) or >= 2 (1 would see no other frame)")
         if self.prior_speaker and (not self.encoder_layers or self.speaker == "none"):
             raise ValueError("prior_speaker needs a token encoder (encoder_layers > 0) and a speaker vector")
         if self.cfm.prior_start and not self.encoder_layers:

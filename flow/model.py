@@ -82,11 +82,13 @@ class FlowModel(nn.Module):
         elif config.speaker == "external":
             self.speaker = nn.Linear(config.speaker_dim, dim)
         self.backbone = Backbone(2 * n_mels, n_mels, dim, config.layers, config.heads,
-                                 config.mlp_ratio, max_positions=config.max_frames)
+                                 config.mlp_ratio, max_positions=config.max_frames,
+                                 conv_kernel=config.conv_kernel)
         self.encoder = self.mu_proj = self.prior_spk = None
         if config.encoder_layers:
             self.encoder = Backbone(dim, n_mels, dim, config.encoder_layers, config.heads, config.mlp_ratio,
-                                    max_positions=config.max_frames, conditioned=False)
+                                    max_positions=config.max_frames, conditioned=False,
+                                    conv_kernel=config.conv_kernel)
             self.mu_proj = nn.Linear(n_mels, dim)
         if config.prior_speaker:
             # zero-initialised: a warm start from a model without it begins exactly where that one was

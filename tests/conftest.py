@@ -39,7 +39,7 @@ def tiny_model_dir(tmp_path_factory):
     SpeechLM(LLMConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=64,
                        max_positions=512, speech_vocab_size=codes, layout="interleaved",
                        frontend=FrontendConfig(units="phones"))).save_pretrained(root / "llm")  # as the recipe
-    FlowModel(FlowConfig(vocab_size=codes, dim=32, layers=1, heads=2, encoder_layers=1, prior_speaker=True,
+    FlowModel(FlowConfig(vocab_size=codes, dim=32, layers=1, heads=2, encoder_layers=1, prior_speaker=True, conv_kernel=3,
                          cfm=CFMConfig(prior_start=0.5))).save_pretrained(root / "flow")
     Vocoder(VocoderConfig(dim=32, intermediate_dim=64, num_layers=1, sub_dim=16, sub_layers=1)).save_pretrained(root / "vocoder")
     SpeakerEncoder(SpeakerEncoderConfig(channels=16, embed_dim=8)).save_pretrained(root / "speaker")

@@ -62,10 +62,12 @@ def test_chunk_mask_shape_and_causality():
     assert torch.equal(am[0, 0], chunk_mask(5, 2))
 
 
-@pytest.mark.parametrize("encoder_layers, prior_start, prior_speaker",
-                         [(0, 0.0, False), (2, 0.0, False), (2, 0.5, False), (2, 0.5, True)])
-def test_chunked_generation_is_causal_and_streams(encoder_layers, prior_start, prior_speaker):
-    model = tiny(encoder_layers=encoder_layers, prior_speaker=prior_speaker, cfm=CFMConfig(prior_start=prior_start))
+@pytest.mark.parametrize("encoder_layers, prior_start, prior_speaker, conv_kernel",
+                         [(0, 0.0, False, 0), (2, 0.0, False, 0), (2, 0.5, False, 0), (2, 0.5, True, 0),
+                          (0, 0.0, False, 5), (2, 0.5, True, 4)])
+def test_chunked_generation_is_causal_and_streams(encoder_layers, prior_start, prior_speaker, conv_kernel):
+    model = tiny(encoder_layers=encoder_layers, prior_speaker=prior_speaker, conv_kernel=conv_kernel,
+                 cfm=CFMConfig(prior_start=prior_start))
     g = torch.Generator().manual_seed(1)
     tokens = torch.randint(0, 32, (30,), generator=g)
     p_tok, p_mel = torch.randint(0, 32, (10,), generator=g), torch.randn(80, 20, generator=g)
@@ -87,9 +89,9 @@ def test_chunked_generation_is_causal_and_streams(encoder_layers, prior_start, p
     assert torch.allclose(torch.cat(odd, 1), ref, atol=1e-4)
 
 
-@pytest.mark.parametrize("encoder_layers", [0, 2])
-def test_chunk_lookahead_sees_only_its_frames_and_streams(encoder_layers):
-    model = tiny(encoder_layers=encoder_layers)
+@pytest.mark.parametrize("encoder_layers, conv_kernel", [(0, 0), (2, 0), (2, 5)])
+def test_chunk_lookahead_sees_only_its_frames_and_streams(encoder_layers, conv_kernel):
+    model = tiny(encoder_layers=encoder_layers, conv_kernel=conv_kernel)
     g = torch.Generator().manual_seed(2)
     tokens = torch.randint(0, 32, (30,), generator=g)
     p_tok, p_mel = torch.randint(0, 32, (10,), generator=g), torch.randn(80, 20, generator=g)
@@ -314,6 +316,36 @@ def test_bad_inputs_give_clear_errors():
         tiny(speaker="external", speaker_dim=4).generate(torch.arange(5))
     with pytest.raises(ValueError, match="unknown field.*dims"):
         FlowConfig.from_dict({"dims": 3})
+
+
+def test_conv_sublayer_is_causal_and_warm_starts_as_the_identity(tmp_path):
+    """A conv model warm-started from one without it reproduces it; trained, its conv sees only the past."""
+    from flow.train import init_from
+
+    plain = tiny(encoder_layers=1)
+    plain.save_pretrained(tmp_path / "plain")
+    conv = FlowModel(FlowConfig(vocab_size=32, dim=32, layers=2, heads=2, max_prompt_frames=60, max_frames=400,
+                                encoder_layers=1, conv_kernel=4)).eval()
+    fresh = init_from(conv, tmp_path / "plain")
+    assert fresh and all(".conv." in name for name in fresh)
+    tokens, p_tok, p_mel = torch.arange(20) % 32, torch.arange(10), torch.randn(80, 20)
+    torch.testing.assert_close(conv.generate(tokens, p_tok, p_mel, steps=2, seed=3),
+                               plain.generate(tokens, p_tok, p_mel, steps=2, seed=3))
+    layer = conv.backbone.blocks[0].conv
+    with torch.no_grad():
+        layer.out.weight.normal_()
+        x = torch.randn(1, 12, 32)
+        y = layer(x)
+        x2 = x.clone()
+        x2[:, 8:] += 1.0  # a change at frame 8 reaches frames 8.., never 0..7
+        y2 = layer(x2)
+    assert torch.equal(y[:, :8], y2[:, :8]) and not torch.allclose(y[:, 8:], y2[:, 8:])
+    assert not torch.allclose(conv.generate(tokens, p_tok, p_mel, steps=2, seed=3),
+                              plain.generate(tokens, p_tok, p_mel, steps=2, seed=3))
+    with pytest.raises(ValueError, match="conv_kernel"):
+        FlowConfig(conv_kernel=1).validate()
+    with pytest.raises(ValueError, match="conv_kernel"):
+        FlowConfig(conv_kernel=-2).validate()
 
 
 def test_shipped_configs_build():
