@@ -46,7 +46,7 @@ def test_encoder_learns_speakers_and_round_trips(two_speaker_dir, tmp_path):
     cfg = SpeakerTrainConfig(segment_frames=40, batch_size=16, lr=3e-3, max_steps=60, channels=32, embed_dim=16)
     tcfg = TrainerConfig(max_steps=60, checkpoint_every=30, val_every=10**9, progress_bar=False)
     report = train(str(two_speaker_dir), str(two_speaker_dir), str(tmp_path / "exp"), cfg, tcfg)
-    assert report["steps"] == 60
+    assert report["steps"] == 60 and report["train_speakers"] == 3
     dev = report["dev"]
     assert dev["same_cos"] > dev["diff_cos"] + 0.2 and dev["eer"] < 0.2
     assert json.loads((tmp_path / "exp" / "report.json").read_text())["dev"] == dev
@@ -79,3 +79,22 @@ def test_equal_error_rate():
     assert equal_error_rate(np.array([0.9, 0.8]), np.array([0.1, 0.2])) == 0.0
     assert equal_error_rate(np.array([0.1, 0.2]), np.array([0.9, 0.8])) == 1.0
     assert 0.3 < equal_error_rate(np.array([0.9, 0.2]), np.array([0.8, 0.1])) < 0.7
+
+
+def test_cli_trains_on_several_dirs_with_shared_speaker_ids(two_speaker_dir, tmp_path):
+    """Two --train dirs: utterances add up, a speaker id found in both is one speaker."""
+    from tts.datadir import load_data_dir
+    from tts.speaker_train import main
+
+    utts = [u for u in load_data_dir(two_speaker_dir) if u.spk in ("b", "c")]  # b and c again, new utt ids
+    u2s = {f"x{u.utt}": u.spk for u in utts}
+    other = tmp_path / "other"
+    other.mkdir()
+    for name, table in (("wav.scp", {f"x{u.utt}": str(u.wav) for u in utts}), ("text", {k: "x" for k in u2s}),
+                        ("utt2spk", u2s), ("spk2utt", spk2utt_from_utt2spk(u2s))):
+        write_table(other / name, table)
+    argv = ["--train", str(two_speaker_dir), str(other), "--exp", str(tmp_path / "exp"), "--max-steps", "2",
+            "--channels", "16", "--batch-size", "4"]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "exp" / "report.json").read_text())
+    assert report["train_speakers"] == 3 and report["train_utts"] == 18 + 12 and report["steps"] == 2

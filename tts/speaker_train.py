@@ -1,9 +1,10 @@
 """Train VoxLM's speaker-encoder verifier on a Kaldi data dir, and report its EER.
 
-    python -m tts.speaker_train --train data/train --dev data/test --exp exp/speaker [--max-steps N]
+    python -m tts.speaker_train --train data/train [data/timbre ...] --dev data/test --exp exp/speaker [--max-steps N]
 
 Mels of every training utterance are computed once (progress bar) and held in
-memory; batches are random fixed-length segments. Training resumes from
+memory; batches are random fixed-length segments. Several ``--train`` dirs train one
+encoder; a speaker id that appears in two of them is one speaker (Kaldi's ``utt2spk``). Training resumes from
 ``<exp>/checkpoints/last.ckpt`` and continues the same stream of batches (batch
 ``b`` of rank ``r`` is drawn from its own seed); ``--devices``/``--num-nodes``
 train it data-parallel. The final model goes to ``<exp>/model`` and the
@@ -129,11 +130,14 @@ def resume_step(exp_dir: str | Path) -> int:
     return int(torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)["global_step"])
 
 
-def train(train_dir: str, dev_dir: str | None, exp: str, cfg: SpeakerTrainConfig,
+def train(train_dir: str | Path | list[str | Path], dev_dir: str | None, exp: str, cfg: SpeakerTrainConfig,
           trainer_cfg: TrainerConfig | None = None, **trainer_kwargs) -> dict:
     exp_dir = Path(exp)
     mel_cfg = MelConfig()
-    mels, spks, _ = load_mels(train_dir, mel_cfg, "train")
+    mels, spks = [], []
+    for d in [train_dir] if isinstance(train_dir, str | Path) else train_dir:
+        m, s, _ = load_mels(d, mel_cfg, f"train {Path(d).name}")
+        mels, spks = mels + m, spks + s
     speakers = sorted(set(spks))
     labels = [speakers.index(s) for s in spks]
     module = SpeakerModule(cfg, len(speakers))
@@ -143,7 +147,7 @@ def train(train_dir: str, dev_dir: str | None, exp: str, cfg: SpeakerTrainConfig
     tcfg = trainer_cfg or TrainerConfig(max_steps=cfg.max_steps, checkpoint_every=250, val_every=10**9)
     trainer = build_trainer(tcfg, exp_dir, limit_val_batches=0, **trainer_kwargs)
     trainer.fit(module, loader, ckpt_path=last_checkpoint(exp_dir))
-    report = {"train_speakers": len(speakers), "steps": trainer.global_step}
+    report = {"train_speakers": len(speakers), "train_utts": len(mels), "steps": trainer.global_step}
     if not trainer.is_global_zero:
         return report
     module.encoder.save_pretrained(exp_dir / "model")
@@ -156,7 +160,7 @@ def train(train_dir: str, dev_dir: str | None, exp: str, cfg: SpeakerTrainConfig
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train", required=True)
+    p.add_argument("--train", required=True, nargs="+", help="one or more Kaldi data dirs")
     p.add_argument("--dev", default=None, help="data dir to report EER on (e.g. unseen test speakers)")
     p.add_argument("--exp", required=True)
     p.add_argument("--channels", type=int, default=SpeakerTrainConfig.channels)
