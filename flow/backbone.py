@@ -224,8 +224,8 @@ class Backbone(nn.Module):
                  mlp_ratio: float = 2.75, rope_theta: float = 10000.0, max_positions: int = 8192,
                  conditioned: bool = True, conv_kernel: int = 0):
         super().__init__()
-        if conv_kernel < 0:
-            raise ValueError(f"conv_kernel must be >= 0, got {conv_kernel}")
+        if conv_kernel < 0 or conv_kernel == 1:
+            raise ValueError(f"conv_kernel must be 0 (none) or >= 2, got {conv_kernel}")
         llama = LlamaConfig(
             hidden_size=dim, intermediate_size=int(dim * mlp_ratio), num_attention_heads=heads,
             hidden_act="silu", mlp_bias=False, max_position_embeddings=max_positions,
