@@ -77,12 +77,12 @@ class KVSlot:
     concatenated (no copying per step; the prompt's pairs are shared by every
     stream that starts from the same context). ``mod``: the block's adaLN modulation,
     which depends only on the conditioning vector, the same for every chunk at this
-    evaluation; computed once. ``conv``: the causal convolution's inputs (B, P + L, D), the
-    ``P`` frames before the newest block then its ``L``; the next block reads its last ``K - 1``.
+    evaluation; computed once. ``conv``: the causal convolution's inputs (B, K - 1 + L, D), the
+    ``K - 1`` frames before the newest block then its ``L``; the next block reads its last ``K - 1``.
     """
 
     def __init__(self, blocks: list | None = None, mod: torch.Tensor | None = None,
-                 conv: tuple[torch.Tensor, int] | None = None):
+                 conv: torch.Tensor | None = None):
         self.blocks, self.mod, self.conv = list(blocks or []), mod, conv
 
     def copy(self) -> KVSlot:
@@ -92,9 +92,8 @@ class KVSlot:
         """Keep only the first ``frames`` frames of the newest block (streaming lookahead)."""
         kt, v = self.blocks[-1]
         self.blocks[-1] = (kt[..., :frames].contiguous(), v[:, :, :frames].contiguous())
-        if self.conv is not None:
-            hist, before = self.conv
-            self.conv = (hist[:, :before + frames], before)
+        if self.conv is not None:  # drop the same trailing frames from the convolution's inputs
+            self.conv = self.conv[:, :self.conv.shape[1] - kt.shape[3] + frames]
 
 
 def attend_blocks(q: torch.Tensor, blocks: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -156,6 +155,8 @@ class CausalConv(nn.Module):
 
     def __init__(self, dim: int, kernel: int, eps: float = 1e-6):
         super().__init__()
+        if kernel < 2:
+            raise ValueError(f"conv_kernel must be 0 (none) or >= 2, got {kernel}")
         self.kernel = kernel
         self.norm = nn.RMSNorm(dim, eps=eps)
         self.depthwise = nn.Conv1d(dim, dim, kernel, groups=dim)
@@ -166,14 +167,14 @@ class CausalConv(nn.Module):
     def forward(self, x: torch.Tensor, kv: KVSlot | None = None) -> torch.Tensor:
         # x: (B, T, D) -> (B, T, D); kv: the inputs of the frames before x (streaming)
         h = self.norm(x)
-        past = h.new_zeros(h.shape[0], self.kernel - 1, h.shape[2])
+        if kv is not None and kv.conv is not None:  # always holds >= K - 1 frames
+            past = kv.conv[:, -(self.kernel - 1):]
+        else:  # the sequence's start: zero padding
+            past = h.new_zeros(h.shape[0], self.kernel - 1, h.shape[2])
+        seq = torch.cat([past, h], dim=1)  # (B, K - 1 + T, D)
         if kv is not None:
-            if kv.conv is not None:
-                hist = kv.conv[0][:, -(self.kernel - 1):]
-                past = torch.cat([past, hist], dim=1)[:, -(self.kernel - 1):]
-            kv.conv = (torch.cat([past, h], dim=1), past.shape[1])
-        y = self.depthwise(torch.cat([past, h], dim=1).transpose(1, 2)).transpose(1, 2)
-        return self.out(F.silu(y))
+            kv.conv = seq
+        return self.out(F.silu(self.depthwise(seq.transpose(1, 2)).transpose(1, 2)))
 
 
 class Block(nn.Module):
@@ -185,7 +186,7 @@ class Block(nn.Module):
     def __init__(self, dim: int, heads: int, mlp: LlamaConfig, eps: float = 1e-6, conditioned: bool = True,
                  conv_kernel: int = 0):
         super().__init__()
-        self.conv = CausalConv(dim, conv_kernel, eps) if conv_kernel else None
+        self.conv = CausalConv(dim, conv_kernel, eps) if conv_kernel != 0 else None
         self.norm1 = nn.RMSNorm(dim, eps=eps, elementwise_affine=not conditioned)
         self.attn = Attention(dim, heads)
         self.norm2 = nn.RMSNorm(dim, eps=eps, elementwise_affine=not conditioned)
@@ -224,8 +225,6 @@ class Backbone(nn.Module):
                  mlp_ratio: float = 2.75, rope_theta: float = 10000.0, max_positions: int = 8192,
                  conditioned: bool = True, conv_kernel: int = 0):
         super().__init__()
-        if conv_kernel < 0 or conv_kernel == 1:
-            raise ValueError(f"conv_kernel must be 0 (none) or >= 2, got {conv_kernel}")
         llama = LlamaConfig(
             hidden_size=dim, intermediate_size=int(dim * mlp_ratio), num_attention_heads=heads,
             hidden_act="silu", mlp_bias=False, max_position_embeddings=max_positions,

@@ -137,7 +137,8 @@ def train(train_dir: str | Path | list[str | Path], dev_dir: str | None, exp: st
     mels, spks = [], []
     for d in [train_dir] if isinstance(train_dir, str | Path) else train_dir:
         m, s, _ = load_mels(d, mel_cfg, f"train {Path(d).name}")
-        mels, spks = mels + m, spks + s
+        mels += m
+        spks += s
     speakers = sorted(set(spks))
     labels = [speakers.index(s) for s in spks]
     module = SpeakerModule(cfg, len(speakers))
