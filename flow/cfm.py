@@ -30,11 +30,8 @@ building everything from noise, which pays while the field is undertrained.
 Training where inference goes (``train_start = s > 0``): training times are drawn
 in ``[s, 1]`` only, the part of the path a solver started at ``prior_start >= s``
 visits, so the small field spends none of its capacity on ``t < s`` (DiffSinger
-trains its shallow diffusion on the first ``k`` steps alone). With ``prior_path``
-the training paths also start where inference does: at the prior point ``x_s``
-through the (detached) ``mu``, a straight line to the data, velocity
-``(x1 - x_s) / (1 - s)``; with ``mu = x1`` it is the OT path again. Such a field
-knows no other start, so inference must start at ``prior_start = s``.
+trains its shallow diffusion on its first ``k`` steps alone). Such a field refuses
+an earlier start.
 
 Noise scale (``noise_scale = tau``, Matcha-TTS's "temperature"): the starting noise is
 ``tau * x0``. Below 1 the samples sit nearer the field's mean path: fewer artefacts,
@@ -66,13 +63,10 @@ class CFMConfig:
     prior_start: float = 0.0  # inference: start time s on the path through the prior mu (0 = from noise)
     noise_scale: float = 1.0  # inference: the starting noise's standard deviation (Matcha-TTS's temperature)
     train_start: float = 0.0  # training: times drawn in [train_start, 1] (inference may not start earlier)
-    prior_path: bool = False  # training: paths start at the prior point of t = train_start, as inference does
 
     def validate(self) -> None:
         check_solver_options(self.steps, self.solver, self.schedule, self.prior_start, self.noise_scale)
         self.check_start(self.prior_start)
-        if self.prior_path and not self.train_start:
-            raise ValueError("prior_path needs train_start > 0: the prior point it starts from")
         if not 0.0 <= self.cfg_dropout < 1.0:
             raise ValueError(f"cfg_dropout must be in [0, 1), got {self.cfg_dropout}")
 
@@ -83,9 +77,6 @@ class CFMConfig:
         if start < self.train_start:
             raise ValueError(f"prior_start {start} is below train_start {self.train_start}: "
                              f"the field never saw t < {self.train_start}")
-        if self.prior_path and start != self.train_start:
-            raise ValueError(f"this flow was trained on prior paths from t = {self.train_start}: "
-                             f"prior_start must be {self.train_start}, got {start}")
 
 
 def check_solver_options(steps: int, solver: str, schedule: str, start: float = 0.0, noise_scale: float = 1.0) -> None:
@@ -123,14 +114,12 @@ def prior_point(noise: torch.Tensor, mu: torch.Tensor | None, start: float, sigm
 
 
 def cfm_loss(estimator: Estimator, x1: torch.Tensor, loss_mask: torch.Tensor,
-             cfg: CFMConfig, generator: torch.Generator | None = None, estimate: bool = False,
-             mu: torch.Tensor | None = None):
+             cfg: CFMConfig, generator: torch.Generator | None = None, estimate: bool = False):
     """OT-CFM regression loss: mean squared velocity error over ``loss_mask`` frames.
 
     x1: (B, C, T) normalised target mel; loss_mask: (B, T) bool, the frames to learn
     (the target region: neither prompt nor padding). Conditions are dropped for a
-    random ``cfg.cfg_dropout`` share of the batch. Times lie in ``[cfg.train_start, 1]``;
-    ``mu`` (B, C, T), the mel prior, is needed (and not trained through) with ``cfg.prior_path``.
+    random ``cfg.cfg_dropout`` share of the batch. Times lie in ``[cfg.train_start, 1]``.
 
     ``estimate=True`` returns ``(loss, x1_hat, t, drop)``: the one-step estimate of the clean
     mel ``x_t + (1 - t) v`` ((B, C, T); x1 + sigma_min x0 when v is exact), the (B,) times and
@@ -140,15 +129,8 @@ def cfm_loss(estimator: Estimator, x1: torch.Tensor, loss_mask: torch.Tensor,
     t = s + (1 - s) * torch.rand(b, device=x1.device, generator=generator)
     x0 = torch.randn(x1.shape, device=x1.device, generator=generator, dtype=x1.dtype)
     tt = t.view(b, 1, 1)
-    if cfg.prior_path:
-        if mu is None:
-            raise ValueError("prior_path needs the mel prior mu (a flow model with encoder_layers > 0)")
-        x_s = prior_point(x0, mu.detach(), s, cfg.sigma_min)
-        x_t = x_s + (tt - s) / (1 - s) * (x1 - x_s)
-        u = (x1 - x_s) / (1 - s)
-    else:
-        x_t = (1 - (1 - cfg.sigma_min) * tt) * x0 + tt * x1
-        u = x1 - (1 - cfg.sigma_min) * x0
+    x_t = (1 - (1 - cfg.sigma_min) * tt) * x0 + tt * x1
+    u = x1 - (1 - cfg.sigma_min) * x0
     drop = torch.rand(b, device=x1.device, generator=generator) < cfg.cfg_dropout
     v = estimator(x_t, t, drop)
     loss = masked_mse(v, u, loss_mask)

@@ -74,8 +74,8 @@ class FlowConfig:
             raise ValueError("conv_kernel must be 0 (no convolution) or >= 2 (1 would see no other frame)")
         if self.prior_speaker and (not self.encoder_layers or self.speaker == "none"):
             raise ValueError("prior_speaker needs a token encoder (encoder_layers > 0) and a speaker vector")
-        if (self.cfm.prior_start or self.cfm.prior_path) and not self.encoder_layers:
-            raise ValueError("cfm.prior_start > 0 and cfm.prior_path need a mel prior: set encoder_layers > 0")
+        if self.cfm.prior_start and not self.encoder_layers:
+            raise ValueError("cfm.prior_start > 0 needs a mel prior: set encoder_layers > 0")
         if any(c <= 0 for c in self.chunk_sizes) or not 0 <= self.chunk_prob <= 1:
             raise ValueError("chunk_sizes must be positive and chunk_prob in [0, 1]")
         if not 0 <= self.prompt_min <= self.prompt_max < 1:

@@ -185,9 +185,9 @@ class FlowModel(nn.Module):
         field = self.estimator(tok, cond, spk_vec, mask)
         region = valid & ~prompt
         if phonetic is None:
-            loss = cfm_loss(field, x1, region, cfg.cfm, generator, mu=mu)
+            loss = cfm_loss(field, x1, region, cfg.cfm, generator)
         else:  # rows late enough on the path, with their conditions kept
-            loss, x1_hat, times, drop = cfm_loss(field, x1, region, cfg.cfm, generator, estimate=True, mu=mu)
+            loss, x1_hat, times, drop = cfm_loss(field, x1, region, cfg.cfm, generator, estimate=True)
             rows = (times >= phonetic.min_t) & ~drop  # (B,): only these go through the reader
             loss = loss + phonetic.weight * phonetic(x1_hat[rows], x1[rows], region[rows], mel_lens[rows])
         return loss if mu is None else loss + cfg.prior_weight * masked_mse(mu, x1, valid)

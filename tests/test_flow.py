@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 
 from flow.backbone import attention_mask, chunk_mask
-from flow.cfm import CFMConfig, cfm_loss, prior_point, solve, time_grid
+from flow.cfm import CFMConfig, cfm_loss, solve, time_grid
 from flow.config import FlowConfig
 from flow.model import FlowCheckpointError, FlowInputError, FlowModel
 from flow.streaming import FlowStream, initial_noise, prompt_context
@@ -276,46 +276,23 @@ def test_cfm_loss_masks_frames():
     assert torch.isfinite(loss) and loss < 10
 
 
-def test_training_times_and_prior_paths():
-    x1, mask, mu = torch.randn(64, 4, 6), torch.ones(64, 6, dtype=torch.bool), torch.randn(64, 4, 6)
-    seen = {}
+def test_training_times_and_the_start_they_allow():
+    x1, mask, seen = torch.randn(64, 4, 6), torch.ones(64, 6, dtype=torch.bool), []
 
     def est(x, t, drop):
-        seen["x"], seen["t"] = x, t
+        seen.append(t)
         return x * t.view(-1, 1, 1)
-    cfm_loss(est, x1, mask, CFMConfig(train_start=0.6), torch.Generator().manual_seed(0))
-    assert seen["t"].min() >= 0.6 and seen["t"].max() <= 1.0
-    # the prior path starts at the prior point of t = s and runs straight to the data
-    s = 0.5
-    cfm_loss(est, x1, mask, CFMConfig(train_start=s, prior_path=True), torch.Generator().manual_seed(1), mu=mu)
-    g = torch.Generator().manual_seed(1)
-    t = (s + (1 - s) * torch.rand(64, generator=g)).view(-1, 1, 1)
-    x_s = prior_point(torch.randn(x1.shape, generator=g), mu, s, 1e-4)
-    assert torch.allclose(seen["x"], x_s + (t - s) / (1 - s) * (x1 - x_s), atol=1e-6)
-    # ... and is the OT path when the prior is the data
-    losses = [cfm_loss(est, x1, mask, CFMConfig(sigma_min=0.0, train_start=s, prior_path=p),
-                       torch.Generator().manual_seed(2), mu=x1) for p in (False, True)]
-    assert torch.allclose(*losses)
-    with pytest.raises(ValueError, match="mu"):
-        cfm_loss(est, x1, mask, CFMConfig(train_start=s, prior_path=True))
-
-
-def test_inference_starts_where_training_went():
-    model = tiny(encoder_layers=1, cfm=CFMConfig(train_start=0.5, prior_path=True, prior_start=0.5))
-    tokens = torch.arange(12) % 32
-    assert model.generate(tokens, steps=2).shape == (80, 24)
-    for start in (0.3, 0.7):
-        with pytest.raises(ValueError, match="prior_start"):
-            model.generate(tokens, steps=2, prior_start=start)
+    for s in (0.0, 0.6):
+        cfm_loss(est, x1, mask, CFMConfig(train_start=s), torch.Generator().manual_seed(0))
+    assert seen[0].min() < 0.3 and seen[1].min() >= 0.6 and seen[1].max() <= 1.0
     model = tiny(encoder_layers=1, cfm=CFMConfig(train_start=0.5, prior_start=0.5))
+    tokens = torch.arange(12) % 32
     assert model.generate(tokens, steps=2, prior_start=0.7).shape == (80, 24)
     with pytest.raises(ValueError, match="below train_start"):
-        model.generate(tokens, steps=2, prior_start=0.0)
-    for bad in (dict(prior_path=True), dict(train_start=0.5), dict(train_start=1.0, prior_start=0.5)):
-        with pytest.raises(ValueError):
+        model.generate(tokens, steps=2, prior_start=0.3)
+    for bad in (dict(train_start=0.5), dict(train_start=1.0, prior_start=0.5), dict(train_start=-0.1)):
+        with pytest.raises(ValueError, match="train_start"):
             FlowConfig(encoder_layers=1, cfm=CFMConfig(**bad)).validate()
-    with pytest.raises(ValueError, match="mel prior"):
-        FlowConfig(cfm=CFMConfig(train_start=0.5, prior_start=0.5, prior_path=True)).validate()
 
 
 # ---- persistence and errors -----------------------------------------------------------------
@@ -403,15 +380,16 @@ def test_tokenizer_vocab_size(tmp_path):
 
 
 # ---- learning ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("prior_path", [False, True])
-def test_tiny_flow_overfits_one_utterance(speech, prior_path):
+@pytest.mark.parametrize("train_start", [0.0, 0.5])
+def test_tiny_flow_overfits_one_utterance(speech, train_start):
     torch.manual_seed(0)
     t = speech.shape[1] // 2 * 2
     mel = torch.from_numpy(speech[:, :t]).unsqueeze(0)
     tokens = (torch.arange(t // 2) * 7 % 32).unsqueeze(0)  # fixed fake ids, one per 2 frames
-    cfm = CFMConfig(cfg_dropout=0.0, **(dict(train_start=0.5, prior_path=True, prior_start=0.5) if prior_path else {}))
+    # train_start 0.5: trained only where a solver started on the prior at t = 0.5 goes
+    cfm = CFMConfig(cfg_dropout=0.0, train_start=train_start, prior_start=train_start)
     cfg = FlowConfig(vocab_size=32, dim=64, layers=2, heads=2, prompt_prob=0.5, cfm=cfm,
-                     encoder_layers=int(prior_path))
+                     encoder_layers=int(train_start > 0))
     model = FlowModel(cfg)
     model.set_mel_stats(mel[0].mean(1), mel[0].std(1))
     tp = 40
