@@ -66,14 +66,14 @@ class CFMConfig:
 
     def validate(self) -> None:
         check_solver_options(self.steps, self.solver, self.schedule, self.prior_start, self.noise_scale)
+        if not 0.0 <= self.train_start < 1.0:
+            raise ValueError(f"train_start must be in [0, 1), got {self.train_start!r}")
         self.check_start(self.prior_start)
         if not 0.0 <= self.cfg_dropout < 1.0:
             raise ValueError(f"cfg_dropout must be in [0, 1), got {self.cfg_dropout}")
 
     def check_start(self, start: float) -> None:
         """Refuse an inference start the field was not trained for (see the module's docstring)."""
-        if not 0.0 <= self.train_start < 1.0:
-            raise ValueError(f"train_start must be in [0, 1), got {self.train_start!r}")
         if start < self.train_start:
             raise ValueError(f"prior_start {start} is below train_start {self.train_start}: "
                              f"the field never saw t < {self.train_start}")
