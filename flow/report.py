@@ -187,13 +187,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, audios in rows.items():
             w = asr.score(refs, audios)
             emb = real_emb if name == "real" else spk.embed_batch(audios, desc=f"spk {name}")
+            to_real, to_prompt = spk.similarity(emb, real_emb), spk.similarity(emb, prompt_emb)
             report["systems"][name] = {
                 "wer": w.wer, "corpus_wer": w.corpus_wer,
-                "sim_to_real": float(np.mean(spk.similarity(emb, real_emb))),
-                "sim_to_prompt": float(np.mean(spk.similarity(emb, prompt_emb))),
+                "sim_to_real": float(np.mean(to_real)), "sim_to_prompt": float(np.mean(to_prompt)),
             }
-            for row, hyp, err in zip(per_utt, w.hyps, w.per_utt, strict=True):
+            for row, hyp, err, sr, sp in zip(per_utt, w.hyps, w.per_utt, to_real, to_prompt, strict=True):
                 row[f"hyp_{name}"], row[f"wer_{name}"] = hyp, err
+                row[f"sim_to_real_{name}"], row[f"sim_to_prompt_{name}"] = float(sr), float(sp)
         if "flow_chunked" in rows:  # the streaming cost, paired per utterance
             report["chunked_minus_offline_wer"] = paired_difference(
                 [r["wer_flow_chunked"] for r in per_utt], [r["wer_flow"] for r in per_utt])

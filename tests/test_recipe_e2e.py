@@ -70,6 +70,13 @@ def test_recipe_stages_0_to_7(tmp_path):
     assert {u["system"] for u in utts} == set(report)
     assert all(len(u["candidates"]) == 2 for u in utts if u["system"] == "voxlm_n2")
     assert list((exp / "eval" / "png").glob("*.png"))
+    from tts.compare import compare  # the reports' own files are what voxlm compare pairs
+    n8 = compare([str(exp / "eval")], systems=("voxlm_n2", "voxlm_n1"))["result"]
+    assert {"wer", "sim"} <= set(n8) and n8["wer"]["voxlm_n1"] == pytest.approx(report["voxlm_n1"]["wer"])
+    chunk = compare([str(exp / "flow_ft" / "report")], systems=("flow_chunked", "flow"))["result"]
+    assert chunk["wer"]["diff"] == pytest.approx(paired["wer_diff_mean"])
+    assert {"mel_l1", "sim_to_real", "sim_to_prompt"} <= set(chunk)
+    assert compare([str(exp / "vocoder_gan" / "report.json")])["result"]["vocoder"]["wer"]["utterances"] == 2
     # every stage left its sentinel: a rerun skips them all
     again = run(tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -364,6 +364,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Paired per-utterance differences between judged runs (tts.compare); table, and JSON with --json."""
+    from tts.compare import CompareError, compare, format_table
+
+    systems = None
+    if args.systems:
+        systems = tuple(x.strip() for x in args.systems.split(","))
+        if len(systems) != 2 or not all(systems):
+            raise CompareError(f"--systems takes two names, A,B; got {args.systems!r}")
+    result = compare(args.runs, args.against, systems)
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    print(format_table(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voxlm", description="VoxLM: LLM-based zero-shot text-to-speech toolkit.")
@@ -413,6 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_options(p)
     add_stream_options(p, bench=True)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("compare", help="paired per-utterance differences between judged runs (flow.report, "
+                                       "voxlm eval, vocoder.report)")
+    p.add_argument("runs", nargs="+", help="report dirs or files; several are seeds of one system")
+    p.add_argument("--against", nargs="+", help="the base runs, paired in order with RUNS: prints new - base")
+    p.add_argument("--systems", help="A,B: A - B within each run (e.g. voxlm_n8,voxlm_n1; flow_chunked,flow)")
+    p.add_argument("--json", help="also write the result as JSON here")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export", help="export a model directory for deployment")
     fmt = p.add_subparsers(dest="format", metavar="FORMAT", required=True)

@@ -3,6 +3,7 @@
 from flow.model import FlowCheckpointError, FlowInputError
 from tokenizer.api import CheckpointError as TokenizerCheckpointError
 from tts.audio import AudioError
+from tts.compare import CompareError
 from tts.datadir import DataDirError
 from tts.frontend import TextError
 from tts.llm import LLMCheckpointError
@@ -14,4 +15,5 @@ from vocoder.model import VocoderCheckpointError, VocoderInputError
 
 USER_ERRORS = (AudioError, TextError, GenerationError, ModelDirError, DataDirError, FileNotFoundError,
                FlowInputError, FlowCheckpointError, TokenizerCheckpointError, LLMCheckpointError,
-               SpeakerCheckpointError, VocoderCheckpointError, VocoderInputError, VerifierSpecError)
+               SpeakerCheckpointError, VocoderCheckpointError, VocoderInputError, VerifierSpecError,
+               CompareError)
