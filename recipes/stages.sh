@@ -259,5 +259,5 @@ run_stages() {
     run_once "$exp/eval/.stage7.done" stage7
     cat "$exp/eval/summary.md"
   fi
-  log "done (stages $stage..$stop_stage)"
+  log "done (stages $stage..$stop_stage) in $((SECONDS / 60)) min of this run (set-up included; a resumed run counts from its restart)"
 }
