@@ -107,7 +107,7 @@ def _matrix(runs: list[Scores], system: str, metric: str, names: list[str]) -> n
         if sorted(got) != utts:
             missing, extra = len(set(utts) - set(got)), len(set(got) - set(utts))
             raise CompareError(f"{name}: system {system!r} has other utterances than {names[0]} "
-                             f"({missing} missing, {extra} extra): paired runs must judge the same ones")
+                               f"({missing} missing, {extra} extra): paired runs must judge the same ones")
         if any(metric not in got[u] for u in utts):
             raise CompareError(f"{name}: system {system!r} lacks {metric!r} for some utterances")
         rows.append([got[u][metric] for u in utts])
