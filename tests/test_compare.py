@@ -49,6 +49,14 @@ def test_paired_difference_over_seeds_is_per_utterance(tmp_path):
     assert "| flow | wer | 0.4000 | 0.3833 |" in table
 
 
+def test_equal_seed_means_are_level(tmp_path):
+    # 0/6 + 5/6 and 1/6 + 4/6 are the same WER over two seeds, whatever the float sums say
+    new = [flow_report(tmp_path / "n0", [0.0], [0.8], [0.5]), flow_report(tmp_path / "n1", [5 / 6], [0.8], [0.5])]
+    base = [flow_report(tmp_path / "b0", [1 / 6], [0.8], [0.5]), flow_report(tmp_path / "b1", [4 / 6], [0.8], [0.5])]
+    w = compare(new, against=base)["result"]["flow"]["wer"]
+    assert (w["better"], w["worse"], w["equal"]) == (0, 0, 1) and w["diff"] == pytest.approx(0.0, abs=1e-12)
+
+
 def test_within_runs_and_summary_ratio(tmp_path):
     runs = [eval_run(tmp_path / "s0", [0.2, 0.3], [0.1, 0.3]), eval_run(tmp_path / "s1", [0.4, 0.2], [0.2, 0.2])]
     r = compare(runs, systems=("voxlm_n8", "voxlm_n1"))

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tts.judges import paired_difference
+
 
 class CompareError(ValueError):
     """Runs that cannot be paired, or a file that is no judged report."""
@@ -90,12 +92,12 @@ def load_scores(path: str | Path) -> Scores:
     return scores
 
 
-def _stats(diffs: np.ndarray) -> dict:
-    # diffs: (seeds, utts) -> the per-utterance mean difference's mean, standard error and signs
-    d = diffs.mean(0)
-    return {"diff": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None,
-            "better": int((d < 0).sum()), "worse": int((d > 0).sum()), "equal": int((d == 0).sum()),
-            "per_seed": [float(x) for x in diffs.mean(1)]}
+def _stats(a: np.ndarray, b: np.ndarray) -> dict:
+    # a, b: (seeds, utts) -> a - b per utterance (averaged over the seeds): mean, standard error, signs; per seed.
+    # The seed means are rounded to 12 places so that equal ones (WERs are ratios of small counts) count as level.
+    d = paired_difference(a.mean(0).round(12), b.mean(0).round(12))
+    return {"diff": d["wer_diff_mean"], "se": d["wer_diff_se"], "better": d["better"], "worse": d["worse"],
+            "equal": d["equal"], "per_seed": [float(x) for x in (a - b).mean(1)]}
 
 
 def _matrix(runs: list[Scores], system: str, metric: str, names: list[str]) -> np.ndarray:
@@ -145,7 +147,7 @@ def paired(new: list[Scores], base: list[Scores], new_names: list[str], base_nam
         for m in _metrics(new + base, s):
             x = _matrix(new + base, s, m, new_names + base_names)  # (2 * seeds, utts): the same utterances throughout
             a, b = x[: len(new)], x[len(new):]
-            out.setdefault(s, {})[m] = {"new": float(a.mean()), "base": float(b.mean()), **_stats(a - b)}
+            out.setdefault(s, {})[m] = {"new": float(a.mean()), "base": float(b.mean()), **_stats(a, b)}
     if not out:
         raise CompareError("the runs share no system with per-utterance scores")
     return out
@@ -162,7 +164,7 @@ def within(runs: list[Scores], names: list[str], system_a: str, system_b: str) -
     out: dict = {}
     for m in sorted(set(_metrics(runs, system_a)) & set(_metrics(runs, system_b))):
         a, b = _matrix(runs, system_a, m, names), _matrix(runs, system_b, m, names)
-        out[m] = {system_a: float(a.mean()), system_b: float(b.mean()), **_stats(a - b)}
+        out[m] = {system_a: float(a.mean()), system_b: float(b.mean()), **_stats(a, b)}
     return out
 
 
