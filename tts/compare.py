@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tts.judges import paired_difference
+
 
 class CompareError(ValueError):
     """Runs that cannot be paired, or a file that is no judged report."""
@@ -93,9 +95,6 @@ def load_scores(path: str | Path) -> Scores:
 def _stats(a: np.ndarray, b: np.ndarray) -> dict:
     # a, b: (seeds, utts) -> a - b per utterance (averaged over the seeds): mean, standard error, signs; per seed.
     # The seed means are rounded to 12 places so that equal ones (WERs are ratios of small counts) count as level.
-    # tts.judges is imported here, not at the top: tts.errors loads this module on every CLI call
-    from tts.judges import paired_difference
-
     d = paired_difference(a.mean(0).round(12), b.mean(0).round(12))
     return {"diff": d["wer_diff_mean"], "se": d["wer_diff_se"], "better": d["better"], "worse": d["worse"],
             "equal": d["equal"], "per_seed": [float(x) for x in (a - b).mean(1)]}
