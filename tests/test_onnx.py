@@ -17,7 +17,7 @@ from helpers import run_cli
 from flow.model import FlowModel
 from tts.cli import main
 from tts.onnx_backend import OnnxDirError, check_onnx_dir
-from tts.onnx_export import GRAPHS, INT8_GRAPHS, PHONE_GRAPH
+from tts.onnx_export import GRAPHS, INT8_GRAPHS, PHONE_OUTPUT
 from tts.onnx_graphs import RealISTFT
 from tts.synthesizer import Synthesizer
 
@@ -47,11 +47,13 @@ def report(onnx_dir):
 
 def test_export_writes_every_graph_manifest_and_report(onnx_dir, report):
     manifest = check_onnx_dir(onnx_dir)
-    # every graph, and the phone head's (the tiny tokenizer has one, as the recipe's does)
-    assert set(manifest["graphs"]) == {*GRAPHS, PHONE_GRAPH} and manifest["opset"] == 18
+    # every graph; the encoder's holds the phone head's output too (the tiny tokenizer has one, as the
+    # recipe's does), so the encoder's weights are stored once
+    assert set(manifest["graphs"]) == set(GRAPHS) and manifest["opset"] == 18
+    assert manifest["graphs"]["tokenizer_encoder"]["outputs"] == ["ids", "lengths", PHONE_OUTPUT]
     assert all((onnx_dir / "onnx" / f"{g}.onnx").stat().st_size > 0 for g in manifest["graphs"])
     assert "flow/model.safetensors" in manifest["sources"] and "llm/config.json" in manifest["sources"]
-    assert report["opset"] == 18 and set(report["graphs"]) == {*GRAPHS, PHONE_GRAPH}
+    assert report["opset"] == 18 and set(report["graphs"]) == set(GRAPHS)
     assert all(g["mb"] > 0 for g in report["graphs"].values())
     # the LLM comes from onnxruntime-genai's builder, with onnxruntime's fused attention
     import onnx
@@ -153,19 +155,21 @@ def test_missing_and_stale_exports_are_refused(onnx_dir, tiny_model_dir, tmp_pat
         check_onnx_dir(stale)
 
 
-def test_an_export_without_the_phone_graph_loads_without_the_phone_verifier(onnx_dir, tmp_path):
-    """Exports from before the phone graph (or of a tokenizer without a phone head) still serve:
-    the phone verifier is skipped. A manifest that lists the graph needs its file."""
+def test_an_encoder_graph_without_the_phone_output_loads_without_the_phone_verifier(onnx_dir, tmp_path):
+    """An export of a tokenizer without a phone head still serves: the phone verifier is skipped.
+    An export of manifest version 4 (its phone head in a graph of its own) is refused by name."""
     old = tmp_path / "old"
     shutil.copytree(onnx_dir, old)
-    (old / "onnx" / f"{PHONE_GRAPH}.onnx").unlink()
-    with pytest.raises(OnnxDirError, match=f"lacks {PHONE_GRAPH}.onnx"):
-        check_onnx_dir(old)
     manifest = json.loads((old / "onnx" / "manifest.json").read_text())
-    del manifest["graphs"][PHONE_GRAPH]
+    manifest["graphs"]["tokenizer_encoder"]["outputs"].remove(PHONE_OUTPUT)
     (old / "onnx" / "manifest.json").write_text(json.dumps(manifest))
     synth = Synthesizer.from_pretrained(old, backend="onnx")
     assert synth.phone_likelihood is None and not synth.tokenizer.has_phone_head
+    assert synth.tokenizer.encode(np.zeros(16000, np.float32) + 0.1 * np.sin(np.arange(16000) / 5.0), 16000).size
+    manifest["version"] = 4
+    (old / "onnx" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(OnnxDirError, match="has version 4"):
+        check_onnx_dir(old)
 
 
 def test_cli_backend_onnx(onnx_dir, tiny_model_dir, tmp_path, tone):

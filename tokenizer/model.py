@@ -264,9 +264,13 @@ class TokenizerModel(nn.Module):
         # pre-quantizer features (encoder; both, whose head learnt both). Differentiable in feats
         # (flow.phonetic's loss reads generated mels through it); the verifier calls it under no_grad.
         h, mask = self.encode_continuous(feats, feat_lengths)
+        return self.phone_head(h, mask), mask.sum(1)
+
+    def phone_head(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # encoder features (B, T, D), mask (B, T) -> phone log-posteriors (B, T * up, P)
         if self.cfg.inter_from == "codes":
             h = self.quantizer(h, mask)[0]
-        return self.ctc_logits(self.inter_head, h).log_softmax(-1), mask.sum(1)
+        return self.ctc_logits(self.inter_head, h).log_softmax(-1)
 
     @torch.no_grad()
     def logits_from_tokens(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

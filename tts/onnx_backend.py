@@ -41,8 +41,7 @@ from tts.onnx_export import (
     MANIFEST,
     MANIFEST_VERSION,
     ONNX_DIR,
-    PHONE_GRAPH,
-    graph_names,
+    PHONE_OUTPUT,
     source_hashes,
 )
 from tts.speaker import SpeakerEncoder, SpeakerEncoderConfig
@@ -65,7 +64,7 @@ def check_onnx_dir(root: str | Path) -> dict:
         raise OnnxDirError(f"corrupt {out / MANIFEST}: {err}; {hint}") from err
     if manifest.get("version") != MANIFEST_VERSION:
         raise OnnxDirError(f"{out / MANIFEST} has version {manifest.get('version')!r}: {hint}")
-    for name in exported_graphs(manifest):
+    for name in GRAPHS:
         if not (out / f"{name}.onnx").is_file():
             raise OnnxDirError(f"{out} lacks {name}.onnx: {hint}")
     now = {k: v for c in sorted(set(GRAPHS.values())) for k, v in source_hashes(root, c).items()}
@@ -114,9 +113,9 @@ def _np(x) -> np.ndarray:
 # ---- tokenizer --------------------------------------------------------------------------------
 class OnnxTokenizerModel:
     """Stands in for TokenizerModel inside SpeechTokenizer (encode, transcribe, transcribe_tokens and,
-    with a ``tokenizer_phones`` graph, phone_log_probs_batch)."""
+    where the encoder graph has the phone head's output, phone_log_probs_batch)."""
 
-    def __init__(self, config_path: Path, encoder: OrtGraph, ctc: OrtGraph, phones: OrtGraph | None = None):
+    def __init__(self, config_path: Path, encoder: OrtGraph, ctc: OrtGraph, phones: bool = False):
         self.cfg = model_config_from_dict(json.loads(config_path.read_text())["model"])
         self.encoder, self.ctc, self.phones = encoder, ctc, phones
         self.quantizer = SimpleNamespace(size=self.cfg.quantizer.size)
@@ -127,7 +126,7 @@ class OnnxTokenizerModel:
 
     def tokens(self, feats: torch.Tensor, feat_lengths: torch.Tensor) -> SimpleNamespace:
         # feats: (B, 4T, n_mels), feat_lengths: (B,) -> ids (B, T), lengths (B,)
-        ids, lengths = self.encoder(feats=_np(feats).astype(np.float32), feat_lengths=_np(feat_lengths))
+        ids, lengths = self.encoder(feats=_np(feats).astype(np.float32), feat_lengths=_np(feat_lengths))[:2]
         return SimpleNamespace(ids=torch.from_numpy(ids), lengths=torch.from_numpy(lengths))
 
     def logits_from_tokens(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -135,12 +134,12 @@ class OnnxTokenizerModel:
         return torch.from_numpy(self.ctc(ids=_np(ids), lengths=_np(lengths))[0])
 
     @property
-    def has_phone_head(self) -> bool:  # an export from before the phone graph has none
-        return self.phones is not None
+    def has_phone_head(self) -> bool:  # a tokenizer without one exports no phone output
+        return self.phones
 
     def phone_log_probs(self, feats: torch.Tensor, feat_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # feats: (B, 4T, n_mels) -> phone log-posteriors (B, T * up, P), token lengths (B,)
-        logp, lengths = self.phones(feats=_np(feats).astype(np.float32), feat_lengths=_np(feat_lengths))
+        _, lengths, logp = self.encoder(feats=_np(feats).astype(np.float32), feat_lengths=_np(feat_lengths))
         return torch.from_numpy(logp), torch.from_numpy(lengths)
 
     def __call__(self, feats: torch.Tensor, feat_lengths: torch.Tensor, bypass: bool = False) -> SimpleNamespace:
@@ -337,14 +336,9 @@ class OnnxSpeaker:
         return self.graph(mel=self.mel(torch.from_numpy(wav))[None].numpy())[0][0]
 
 
-def exported_graphs(manifest: dict) -> list[str]:
-    """The graphs an export holds: all of GRAPHS, and the phone graph where its manifest lists it."""
-    return graph_names(PHONE_GRAPH in manifest.get("graphs", {}))
-
-
 def graph_files(root: Path, manifest: dict, int8: bool) -> dict[str, Path]:
     """graph name -> the file to run: fp32, or with ``int8`` the quantized twin of each INT8_GRAPHS graph."""
-    files = {name: root / ONNX_DIR / f"{name}.onnx" for name in exported_graphs(manifest)}
+    files = {name: root / ONNX_DIR / f"{name}.onnx" for name in GRAPHS}
     for name in INT8_GRAPHS if int8 else ():
         entry = manifest.get("int8", {}).get(name)  # the export names the file it wrote
         if entry is None or not (root / ONNX_DIR / entry["file"]).is_file():
@@ -364,7 +358,8 @@ def load_onnx_components(root: str | Path, int8: bool = False) -> dict:
     graphs = {name: OrtGraph(path, provider_list) for name, path in graph_files(root, manifest, int8).items()}
     print(f"voxlm: onnxruntime runs on {graphs['llm'].provider}", file=sys.stderr)
     tok_model = OnnxTokenizerModel(root / "tokenizer" / "config.json", graphs["tokenizer_encoder"],
-                                   graphs["tokenizer_ctc"], graphs.get(PHONE_GRAPH))
+                                   graphs["tokenizer_ctc"],
+                                   PHONE_OUTPUT in manifest["graphs"]["tokenizer_encoder"]["outputs"])
     normalize = json.loads((root / "tokenizer" / "config.json").read_text()).get("normalize", "rms")
     return {"tokenizer": SpeechTokenizer(tok_model, normalize=normalize),
             "llm": OnnxLM(root / "llm", graphs["llm"]),

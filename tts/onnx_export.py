@@ -4,8 +4,6 @@
       tokenizer_encoder.onnx  tokenizer_ctc.onnx  llm.onnx
       flow_tokens.onnx  flow_estimator.onnx  vocoder.onnx  speaker.onnx
       flow_estimator.int8.onnx   the same graph with int8 weights (backend "onnx-int8")
-      tokenizer_phones.onnx      the phone head's log-posteriors (the phone verifier), where the
-                                 tokenizer has one
       manifest.json   the sha256 of every file of the component folders each graph was traced
                       from: a stale export (weights or configs changed since) is refused at load
       report.json     file sizes, opset, export seconds, parity against torch eager
@@ -41,7 +39,8 @@ from tts import onnx_graphs as g
 from tts.model_dir import COMPONENTS, check_model_dir
 
 ONNX_DIR, MANIFEST, REPORT = "onnx", "manifest.json", "report.json"
-MANIFEST_VERSION = 4  # 2: flow_estimator without a mask input; 3: flow_tokens graph; 4: llm by the builder
+MANIFEST_VERSION = 5  # 2: flow_estimator without a mask input; 3: flow_tokens graph; 4: llm by the builder;
+# 5: the phone head's output in tokenizer_encoder (before, a tokenizer_phones graph held the encoder again)
 OPSET = 18
 GRAPHS = {  # graph -> the component folder it is traced from
     "tokenizer_encoder": "tokenizer", "tokenizer_ctc": "tokenizer", "llm": "llm",
@@ -50,14 +49,9 @@ GRAPHS = {  # graph -> the component folder it is traced from
 LLM_EXPORTER = "onnxruntime-genai model builder (fp32, cpu)"
 LLM_INPUTS = ["input_ids", "attention_mask", "past_key_values.{i}.key", "past_key_values.{i}.value"]
 LLM_OUTPUTS = ["logits", "present.{i}.key", "present.{i}.value"]
-PHONE_GRAPH = "tokenizer_phones"  # optional: exported where the tokenizer has a phone head
+PHONE_OUTPUT = "log_probs"  # tokenizer_encoder's third output, where the tokenizer has a phone head
 INT8_GRAPHS = ("flow_estimator",)  # the compute-bound graph (~60% of end-to-end time); backend "onnx-int8"
 INT8_METHOD = "onnxruntime quantize_dynamic: MatMul weights int8 per output channel, activations per call"
-
-
-def graph_names(has_phones: bool) -> list[str]:
-    """An export's graphs: every GRAPHS entry, and PHONE_GRAPH where the tokenizer has a phone head."""
-    return [*GRAPHS, *([PHONE_GRAPH] if has_phones else [])]
 
 
 @dataclass
@@ -83,14 +77,11 @@ def _specs(parts: dict) -> list[GraphSpec]:
     if flow.config.prior_speaker:  # the token encoder pools the prompt too
         spk_args = (torch.randn(2, c_mel, t), torch.arange(t).expand(2, t) < 9)
         spk_dyn, spk_names = ({0: batch, 2: frames}, {0: batch, 1: frames}), ["cond", "prompt_mask"]
-    phones = [GraphSpec(PHONE_GRAPH, g.TokenizerPhonesGraph(tok.model),
-                        (torch.randn(2, 36, n_mels), torch.tensor([36, 28])),
-                        ({0: batch, 1: 4 * tokens}, {0: batch}), ["feats", "feat_lengths"], ["log_probs", "lengths"])
-              ] if tok.has_phone_head else []
-    return phones + [
+    phones = [PHONE_OUTPUT] if tok.has_phone_head else []
+    return [
         GraphSpec("tokenizer_encoder", g.TokenizerEncoderGraph(tok.model),
                   (torch.randn(2, 36, n_mels), torch.tensor([36, 28])),
-                  ({0: batch, 1: 4 * tokens}, {0: batch}), ["feats", "feat_lengths"], ["ids", "lengths"]),
+                  ({0: batch, 1: 4 * tokens}, {0: batch}), ["feats", "feat_lengths"], ["ids", "lengths", *phones]),
         GraphSpec("tokenizer_ctc", g.TokenizerCTCGraph(tok.model),
                   (torch.randint(0, tok.codebook_size, (2, 9)), torch.tensor([9, 7])),
                   ({0: batch, 1: tokens}, {0: batch}), ["ids", "lengths"], ["logits"]),
@@ -208,12 +199,12 @@ def export_onnx(model_dir: str | Path, opset: int = OPSET, parity: bool = True, 
     graphs = {}
     jobs = {s.name: (lambda p, s=s: export_graph(s, p, opset), s.inputs, s.outputs) for s in _specs(parts)}
     jobs["llm"] = (lambda p: export_llm(root / "llm", p), LLM_INPUTS, LLM_OUTPUTS)
-    for name in graph_names(PHONE_GRAPH in jobs):  # the LLM among the traced graphs
+    for name in GRAPHS:  # the LLM among the traced graphs
         export, inputs, outputs = jobs[name]
         t0 = time.perf_counter()
         path = out / f"{name}.onnx"
         export(path)
-        graphs[name] = {"file": path.name, "component": GRAPHS.get(name, "tokenizer"), "inputs": inputs,
+        graphs[name] = {"file": path.name, "component": GRAPHS[name], "inputs": inputs,
                         "outputs": outputs,
                         "bytes": path.stat().st_size, "export_s": round(time.perf_counter() - t0, 2)}
         log(f"exported {path.name} ({path.stat().st_size / 1e6:.2f} MB, {graphs[name]['export_s']} s)")

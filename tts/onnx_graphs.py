@@ -8,9 +8,10 @@ exports it (:func:`tts.onnx_export.export_llm`).
 
     graph               inputs -> outputs
     tokenizer_encoder   feats (B, 4T, n_mels), feat_lengths (B,) -> ids (B, T), lengths (B,)
+                        [, log_probs (B, T * up, P): the auxiliary phone CTC head's log-posteriors (the
+                        phone verifier), where the tokenizer has one; one graph, so the encoder's
+                        weights are stored once]
     tokenizer_ctc       ids (B, T), lengths (B,) -> logits (B, T * up, V)
-    tokenizer_phones    feats (B, 4T, n_mels), feat_lengths (B,) -> log_probs (B, T * up, P), lengths (B,)
-                        (the auxiliary phone CTC head: the phone verifier; only where the tokenizer has one)
     flow_tokens         ids (B, T) frame-rate token ids -> feats (B, T, D), mu (B, C, T)   (embedding +
                         token encoder and its mel prior, zeros without one; once per utterance)
     flow_estimator      x (B, C, T), t (B,), keep (B,), feats (B, T, D), cond (B, C, T),
@@ -37,8 +38,13 @@ class TokenizerEncoderGraph(nn.Module):
 
     def forward(self, feats: torch.Tensor, feat_lengths: torch.Tensor):
         # feats: (B, 4T, n_mels), feat_lengths: (B,) -> ids (B, T), lengths (B,)
-        out = self.model.tokens(feats, feat_lengths)
-        return out.ids, out.lengths
+        #   [, phone log-posteriors (B, T * up, P) where the tokenizer has a phone head]
+        m = self.model
+        h, mask = m.encode_continuous(feats, feat_lengths)
+        ids = m.quantizer(h, mask)[1]
+        if not m.has_phone_head:
+            return ids, mask.sum(1)
+        return ids, mask.sum(1), m.phone_head(h, mask)
 
 
 class TokenizerCTCGraph(nn.Module):
@@ -49,16 +55,6 @@ class TokenizerCTCGraph(nn.Module):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # ids: (B, T), lengths: (B,) -> CTC logits (B, T * up, V)
         return self.model.logits_from_tokens(ids, lengths)
-
-
-class TokenizerPhonesGraph(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, feats: torch.Tensor, feat_lengths: torch.Tensor):
-        # feats: (B, 4T, n_mels), feat_lengths: (B,) -> phone log-posteriors (B, T * up, P), token lengths (B,)
-        return self.model.phone_log_probs(feats, feat_lengths)
 
 
 class FlowTokensGraph(nn.Module):

@@ -115,7 +115,7 @@ class PhoneLikelihood:
 
     @staticmethod
     def available(tokenizer) -> bool:
-        """A phone head to read with (an ONNX export from before its ``tokenizer_phones`` graph has none)."""
+        """A phone head to read with (a tokenizer trained without one has none)."""
         return tokenizer.has_phone_head
 
     def score(self, request: VerifyRequest, candidates: list[Candidate]) -> list[float]:
