@@ -14,6 +14,9 @@
 #     extracts their tokens. With flow_ft_conf they join in its phase only.
 #   flow_ft_conf (optional, default none): a second flow phase started from stage 4's model, on
 #     $data/train plus $flow_extra_data
+#   tokenizer_steps llm_steps flow_steps flow_ft_steps vocoder_steps vocoder_gan_steps (optional,
+#     default empty: the config's trainer.max_steps): a shorter or longer schedule for that phase,
+#     passed to its trainer as --max-steps (the LR schedule follows it)
 #   flow_ft_threads (optional, default 1): torch threads of that phase (the first phase trains
 #     beside the LLM and the vocoder with one; by the second, on 2 cores, it is alone)
 #   onnx_export (optional, default true: stage 6 also writes $exp/model/onnx, `voxlm export onnx`)
@@ -35,6 +38,8 @@ py() { "$VOXLM_PY" "$@"; }
 # trainers and extraction: under $launcher when one is set (word-split on purpose: "srun -N 2")
 # shellcheck disable=SC2086
 launch() { ${launcher:-} "$VOXLM_PY" "$@"; }
+# `--max-steps N` where the recipe sets <phase>_steps (e.g. flow_steps=2500), else nothing
+steps_opt() { local v="${1}_steps"; if [ -n "${!v:-}" ]; then echo --max-steps "${!v}"; fi; }
 
 _voxlm_train_opts() {  # the distributed options every trainer takes; none on CPU (the configs decide)
   train_opts=()
@@ -70,7 +75,7 @@ speaker_model() {
 # fine-tuning phase from its model (e.g. SpecAugment on)
 stage1() {
   OMP_WAIT_POLICY=PASSIVE launch -m tokenizer.train --config "$tokenizer_conf" \
-    --train "$data/train" --dev "$data/dev" --exp "$exp/tokenizer" "${train_opts[@]}"
+    --train "$data/train" --dev "$data/dev" --exp "$exp/tokenizer" $(steps_opt tokenizer) "${train_opts[@]}"
   if [ "${tokenizer_ft_conf:-none}" != none ]; then
     OMP_WAIT_POLICY=PASSIVE launch -m tokenizer.train --config "$tokenizer_ft_conf" --init "$exp/tokenizer/model" \
       --train "$data/train" --dev "$data/dev" --exp "$exp/tokenizer_ft" "${train_opts[@]}"
@@ -102,7 +107,7 @@ stage3() {
   fi
   OMP_WAIT_POLICY=PASSIVE launch -m tts.llm_train --config "$llm_conf" "${init[@]}" \
     --train "$data/train" --dev "$data/dev" --exp "$exp/llm" --tokenizer "$(tokenizer_model)" \
-    "${train_opts[@]}"
+    $(steps_opt llm) "${train_opts[@]}"
   py -m tts.llm_report --model "$exp/llm/model" --tokenizer "$(tokenizer_model)" \
     --data "$data/dev" --max-utts "$llm_report_utts" --out "$exp/llm/report.json"
 }
@@ -119,13 +124,13 @@ stage4() {
   if [ "${flow_ft_conf:-none}" != none ]; then extra=""; fi  # the extra data join the second phase
   # shellcheck disable=SC2086
   launch -m flow.train --config "$flow_conf" --train "$data/train" $extra --dev "$data/dev" \
-    --exp "$exp/flow" --tokenizer "$(tokenizer_model)" --threads 1 "${init[@]}" "${train_opts[@]}"
+    --exp "$exp/flow" --tokenizer "$(tokenizer_model)" --threads 1 "${init[@]}" $(steps_opt flow) \
+    "${train_opts[@]}"
   if [ "${flow_ft_conf:-none}" != none ]; then
     # shellcheck disable=SC2086
     launch -m flow.train --config "$flow_ft_conf" --init "$exp/flow/model" --train "$data/train" \
       ${flow_extra_data:-} --dev "$data/dev" --exp "$exp/flow_ft" --tokenizer "$(tokenizer_model)" \
-      --threads "${flow_ft_threads:-1}" \
-      "${train_opts[@]}"
+      --threads "${flow_ft_threads:-1}" $(steps_opt flow_ft) "${train_opts[@]}"
   fi
 }
 stage4_report() {
@@ -139,10 +144,11 @@ stage5() {
   local init=()
   if [ -n "${init_model:-}" ]; then init=(--init "$init_model/vocoder"); fi
   OMP_WAIT_POLICY=PASSIVE launch -m vocoder.train --config "$vocoder_conf" "${init[@]}" \
-    --train "$data/train" --dev "$data/dev" --exp "$exp/vocoder" "${train_opts[@]}"
+    --train "$data/train" --dev "$data/dev" --exp "$exp/vocoder" $(steps_opt vocoder) "${train_opts[@]}"
   if [ "${vocoder_gan_conf:-none}" != none ]; then
     OMP_WAIT_POLICY=PASSIVE launch -m vocoder.train --config "$vocoder_gan_conf" --init "$exp/vocoder/model" \
-      --train "$data/train" --dev "$data/dev" --exp "$exp/vocoder_gan" "${train_opts[@]}"
+      --train "$data/train" --dev "$data/dev" --exp "$exp/vocoder_gan" $(steps_opt vocoder_gan) \
+      "${train_opts[@]}"
   fi
   py -m vocoder.report --model "$(vocoder_model)" --data "$data/dev" \
     --max-utts "$vocoder_report_utts" --out "$(dirname "$(vocoder_model)")/report.json"

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 RECIPE = Path(__file__).resolve().parents[1] / "egs" / "synth_en"
 TOOLS = ("flite", "text2wave", "sox")
@@ -25,6 +26,7 @@ TINY = ["--train_hours", "0.01", "--dev_per_spk", "2", "--test_per_spk", "2", "-
         "--vocoder_gan_conf", "conf/vocoder_tiny.yaml",
         "--llm_report_utts", "2", "--vocoder_report_utts", "2", "--flow_report_utts", "2", "--speaker_steps", "20",
         "--n_candidates", "2", "--eval_per_speaker", "1",
+        "--flow_ft_steps", "12",  # a phase's schedule set from the recipe (conf/fast.sh does it)
         "--onnx_export", "false"]  # the export stage runs in the LibriTTS recipe's test (and test_onnx)
 
 
@@ -57,6 +59,9 @@ def test_recipe_stages_0_to_7(tmp_path):
     packaged = (exp / "model" / "flow" / "model.safetensors").read_bytes()  # the second phase's flow (on train
     assert packaged == (exp / "flow_ft" / "model" / "model.safetensors").read_bytes()  # + timbre), from phase 1
     assert (exp / "flow" / "model").is_dir()
+    steps = {d: torch.load(exp / d / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+             for d in ("flow", "flow_ft")}
+    assert steps == {"flow": 20, "flow_ft": 12}  # flow_tiny.yaml's max_steps, and --flow_ft_steps
     flow = json.loads((exp / "flow_ft" / "report" / "report.json").read_text())
     paired = flow["chunked_minus_offline_wer"]  # the streaming cost (chunks + lookahead), per utterance
     assert paired["better"] + paired["worse"] + paired["equal"] == flow["utterances"] and flow["lookahead"] == 4

@@ -1,5 +1,6 @@
 """The shell helpers every recipe uses: option parsing, run_once sentinels, data-dir validation."""
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -199,6 +200,37 @@ def test_flow_extra_data_gets_tokens_and_trains_only_the_flow(tmp_path):
     assert f"--model {exp}/flow_ft/model" in called["flow.report"] and f"--out {exp}/flow_ft/report" in called["flow.report"]
     calls = run_stages_dry(tmp_path / "three", "", flow_extra_data=more, flow_ft_conf="ft.yaml", settings="flow_ft_threads=2;")
     assert threads_of(*[c for c in calls if c.startswith("-m flow.train")]) == ["1", "2"]  # the second phase runs alone
+
+
+def test_phase_steps_reach_their_trainer_only(tmp_path):
+    """<phase>_steps passes --max-steps to that phase's trainer (its LR schedule follows); unset, the
+    config's trainer.max_steps stands."""
+    settings = "tokenizer_steps=11; llm_steps=12; flow_steps=13; flow_ft_steps=14; vocoder_steps=15; vocoder_gan_steps=16;"
+
+    def steps(calls):  # the trainer's --exp dir -> its --max-steps (None: not given)
+        out = {}
+        for c in (c.split() for c in calls):
+            if c[1].endswith("train") and c[1] != "tts.speaker_train":
+                out[Path(c[c.index("--exp") + 1]).name] = c[c.index("--max-steps") + 1] if "--max-steps" in c else None
+        return out
+
+    assert steps(run_stages_dry(tmp_path / "a", "", flow_ft_conf="ft.yaml", settings=settings)) == {
+        "tokenizer": "11", "tokenizer_ft": None, "llm": "12", "flow": "13", "flow_ft": "14",
+        "vocoder": "15", "vocoder_gan": "16"}
+    assert set(steps(run_stages_dry(tmp_path / "b", "", flow_ft_conf="ft.yaml")).values()) == {None}
+
+
+def test_fast_config_sets_only_recipe_options():
+    """conf/fast.sh is sourced, not parsed: a misspelt name there would pass silently, so check each
+    against the recipe's options, and that --help shows its values."""
+    recipe = ROOT / "egs" / "synth_en"
+    names = re.findall(r"^(\w+)=(\S+)", (recipe / "conf" / "fast.sh").read_text(), re.M)
+    assert len(names) > 10
+    r = subprocess.run(["bash", "run.sh", "--config", "conf/fast.sh", "--help"], capture_output=True, text=True,
+                       cwd=recipe)
+    assert r.returncode == 0, r.stderr
+    shown = dict(line.split(maxsplit=1) for line in r.stdout.splitlines()[2:] if len(line.split()) == 2)
+    assert {f"--{k}": v for k, v in names}.items() <= shown.items()
 
 
 @pytest.mark.parametrize("row, match", [("u2 1 x 3", "u2: values must be integers"), ("u2", "u2: no values")])

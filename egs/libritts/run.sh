@@ -29,6 +29,10 @@ llm_report_utts=200
 vocoder_report_utts=100
 flow_report_utts=50
 speaker_steps=20000
+tokenizer_steps=""  # a phase's training steps (empty: its config's trainer.max_steps);
+llm_steps=""        # likewise llm_steps, flow_steps, vocoder_steps
+flow_steps=""
+vocoder_steps=""
 n_candidates=4
 eval_per_speaker=5
 ngpu=0              # GPUs per node (0: the configs decide)
@@ -39,7 +43,8 @@ parallel=false      # true: independent stages side by side (one machine, no lau
 init_model=""       # a packaged model dir to fine-tune on this data (its tokenizer, its weights; README)
 recipe_options="stage stop_stage nj libritts_root train_sets dev_set test_set max_seconds download_dir corpus
   data exp tokenizer_conf llm_conf llm_align_conf flow_conf vocoder_conf llm_report_utts vocoder_report_utts
-  flow_report_utts speaker_steps n_candidates eval_per_speaker ngpu num_nodes launcher parallel init_model"
+  flow_report_utts speaker_steps tokenizer_steps llm_steps flow_steps vocoder_steps n_candidates eval_per_speaker
+  ngpu num_nodes launcher parallel init_model"
 . ../../recipes/parse_options.sh
 
 if stage_enabled -1; then

@@ -32,6 +32,12 @@ llm_report_utts=100      # dev utterances the stage-3 report generates
 vocoder_report_utts=210  # dev utterances the stage-5 report vocodes: all (60 are too few to tell it from Griffin-Lim: RESULTS.md, stop 32)
 flow_report_utts=210     # dev utterances the stage-4 report resynthesises: all (30 are too few for its 1.3x bar: RESULTS.md, stop 31)
 speaker_steps=1500  # speaker-verifier training steps
+tokenizer_steps=""  # a phase's training steps (empty: its config's trainer.max_steps); also llm_steps,
+llm_steps=""        # flow_steps, flow_ft_steps, vocoder_steps, vocoder_gan_steps. conf/fast.sh uses them
+flow_steps=""
+flow_ft_steps=""
+vocoder_steps=""
+vocoder_gan_steps=""
 n_candidates=8      # best-of-N width at evaluation (stage 7 scores N=1 and N=n_candidates)
 eval_per_speaker=14 # zero-shot targets per test speaker: all but the prompt (126 clones, ~10 min; 45 left
                     # one draw's N=1 vs N=8 gap at +-0.03, RESULTS.md 2026-12-05 stop 29)
@@ -43,7 +49,8 @@ onnx_export=true    # stage 6 also exports every network to $exp/model/onnx (vox
 parallel=true       # independent stages side by side, one process each (recipes/stages.sh, run_stages)
 init_model=""       # a packaged model dir to fine-tune on this data (its tokenizer, its weights; README)
 recipe_options="stage stop_stage nj train_hours dev_per_spk test_per_spk timbre_per_spk data exp tokenizer_conf tokenizer_ft_conf llm_conf llm_align_conf flow_conf flow_ft_conf flow_ft_threads vocoder_conf vocoder_gan_conf
-  llm_report_utts vocoder_report_utts flow_report_utts speaker_steps n_candidates eval_per_speaker ngpu num_nodes launcher onnx_export parallel init_model"
+  llm_report_utts vocoder_report_utts flow_report_utts speaker_steps tokenizer_steps llm_steps flow_steps flow_ft_steps
+  vocoder_steps vocoder_gan_steps n_candidates eval_per_speaker ngpu num_nodes launcher onnx_export parallel init_model"
 . ../../recipes/parse_options.sh
 # more voices for the flow (stages.sh): the timbre split, when stage 0 makes it or made it
 flow_extra_data=""
