@@ -6,6 +6,7 @@ SIGKILLs a real trainer (the tiny LLM) mid-run and resumes it from its checkpoin
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -29,6 +30,8 @@ from tts.training import (
     FinalCheckpoint,
     ResumableLoader,
     TrainerConfig,
+    add_trainer_args,
+    apply_trainer_args,
     build_trainer,
     last_checkpoint,
 )
@@ -122,6 +125,18 @@ def test_resume_after_crash_keeps_data_order_and_step_count(tmp_path, crash_at):
     assert trainer.global_step == 24
     assert after == whole[resumed_from:]  # the same batches, in the same order, at the same steps
     assert not list((tmp_path / "cut" / "checkpoints").glob("*.tmp"))
+
+
+def test_max_steps_override_takes_zero_and_refuses_negatives(capsys):
+    """--max-steps (the recipes' <phase>_steps): 0 is honoured; a negative, which Lightning would read
+    as no limit at all, is an argument error."""
+    parser = argparse.ArgumentParser()
+    add_trainer_args(parser)
+    assert apply_trainer_args(TrainerConfig(max_steps=50), parser.parse_args(["--max-steps", "0"])).max_steps == 0
+    assert apply_trainer_args(TrainerConfig(max_steps=50), parser.parse_args([])).max_steps == 50
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--max-steps", "-1"])
+    assert "-1: training steps must be 0 or more" in capsys.readouterr().err
 
 
 def test_last_checkpoint_passes_over_a_torn_file(tmp_path):

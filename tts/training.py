@@ -153,6 +153,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
+def _steps(value: str) -> int:
+    """--max-steps: 0 or more (Lightning reads a negative max_steps as "no limit": a typo would train forever)."""
+    steps = int(value)
+    if steps < 0:
+        raise argparse.ArgumentTypeError(f"{value}: training steps must be 0 or more")
+    return steps
+
+
 def add_trainer_args(parser: argparse.ArgumentParser) -> None:
     """The options every trainer shares; they override the config's ``trainer`` section."""
     g = parser.add_argument_group("distributed / trainer overrides (default: the config's trainer section)")
@@ -161,7 +169,7 @@ def add_trainer_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--num-nodes", type=int, help="nodes (each runs --devices processes)")
     g.add_argument("--strategy", help="auto, ddp, fsdp (sharded, for the LLM), ...")
     g.add_argument("--precision", help="auto, 32-true, bf16-mixed, 16-mixed")
-    g.add_argument("--max-steps", type=int, help="override trainer.max_steps")
+    g.add_argument("--max-steps", type=_steps, help="override trainer.max_steps")
 
 
 def apply_trainer_args(cfg: TrainerConfig, args: argparse.Namespace) -> TrainerConfig:
