@@ -438,3 +438,100 @@ def test_batched_inputs_decode_as_they_would_alone(kw):
             assert (many.tokens, many.hit_max, many.steps) == (alone.tokens, alone.hit_max, alone.steps)
             assert (many.min_len, many.max_len) == (alone.min_len, alone.max_len)
     assert generate_many(lm, [], cfg) == []
+
+
+@pytest.mark.parametrize("kw", [{}, {"layout": "interleaved", "frontend": FrontendConfig(units="phones"),
+                                     "unit_lookahead": 2, "uncond_prob": 0.1}], ids=["continuation", "interleaved"])
+def test_growing_cache_decodes_as_transformers_dynamic_cache(monkeypatch, kw):
+    """tts.kv_cache appends in place; the tokens are those of transformers' own DynamicCache,
+    through batched inputs, N candidates, finished rows dropped and the buffer regrown."""
+    import tts.sampling
+    from transformers import DynamicCache
+
+    from tts.kv_cache import MIN_CAPACITY
+    from tts.sampling import Item, generate_many
+
+    lm = tiny_lm(**kw)
+    lm.ratio.max_ratio = 6.0  # rows long enough to outgrow the first buffer
+    items = [Item(lm.frontend.encode(t)[0], lm.frontend.encode("a voice")[0], ps, seed=s)
+             for t, ps, s in [("A much longer sentence, with a comma, and more.", [4] * 9, 3), ("Hi.", [], 5)]]
+    cfg = SamplingConfig(num_candidates=3, text_guidance=0.5 if "uncond_prob" in kw else 0.0)
+    growing = generate_many(lm, items, cfg)
+    assert max(len(lm.layout.start(it.text_ids, it.prompt_text_ids, it.prompt_speech)) + g.steps
+               for it, g in zip(items, growing, strict=True)) > MIN_CAPACITY
+    assert len({len(r) for g in growing for r in g.tokens}) > 1  # rows end at different steps
+    monkeypatch.setattr(tts.sampling, "growing_cache", DynamicCache)
+    dynamic = generate_many(lm, items, cfg)
+    assert [(g.tokens, g.steps) for g in growing] == [(g.tokens, g.steps) for g in dynamic]
+
+
+def test_growing_layer_keeps_dynamic_layer_contents():
+    from transformers.cache_utils import DynamicLayer
+
+    from tts.kv_cache import GrowingLayer
+
+    torch.manual_seed(0)
+    grow, dyn = GrowingLayer(), DynamicLayer()
+    for t in [5, 1, 70, 1, 200]:  # the prefill, single steps, and chunks that outgrow the buffer
+        k, v = torch.randn(2, 3, t, 4), torch.randn(2, 3, t, 4)
+        out_g, out_d = grow.update(k, v), dyn.update(k, v)
+        assert all(torch.equal(a, b) for a, b in zip(out_g, out_d, strict=True))
+        assert grow.get_seq_length() == dyn.get_seq_length()
+    for layer in (grow, dyn):
+        layer.batch_repeat_interleave(2)
+        layer.batch_select_indices(torch.tensor([3, 0]))
+    k, v = torch.randn(2, 3, 1, 4), torch.randn(2, 3, 1, 4)
+    assert all(torch.equal(a, b) for a, b in zip(grow.update(k, v), dyn.update(k, v), strict=True))
+    grow.crop(-10)
+    dyn.crop(-10)
+    assert all(torch.equal(a, b) for a, b in zip(grow.update(k, v), dyn.update(k, v), strict=True))
+
+
+@pytest.mark.parametrize("kw", [{}, {"arch": "qwen2"}, {"num_kv_heads": 1},
+                                {"layout": "interleaved", "frontend": FrontendConfig(units="phones"),
+                                 "unit_lookahead": 2, "uncond_prob": 0.1}],
+                         ids=["llama", "qwen2", "gqa", "interleaved-guidance"])
+def test_fast_step_decodes_as_transformers_forward(monkeypatch, kw):
+    """tts.fast_decode's step gives transformers' logits (left-padded rows too) and, in the
+    decoding loop, the same tokens as transformers' forward."""
+    import tts.sampling
+    from tts.fast_decode import fast_step
+    from tts.kv_cache import growing_cache
+    from tts.sampling import Item, generate_many
+
+    lm = tiny_lm(**kw)
+    step = fast_step(lm.model)
+    assert step is not None
+    torch.manual_seed(1)
+    ids = torch.randint(0, lm.model.config.vocab_size, (3, 12))
+    mask = torch.ones(3, 13, dtype=torch.long)
+    mask[1, :4] = 0  # a left-padded row
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    new = torch.randint(0, lm.model.config.vocab_size, (3, 1))
+    with torch.inference_mode():
+        ref = lm.model(input_ids=torch.cat([ids, new], 1), attention_mask=mask, position_ids=positions).logits[:, -1]
+        cache = growing_cache()
+        lm.model(input_ids=ids, attention_mask=mask[:, :-1], position_ids=positions[:, :-1], cache=cache,
+                 use_cache=True)
+        got = step(new, cache, mask, positions[:, -1:])
+    assert torch.allclose(got, ref, atol=1e-5), (got - ref).abs().max()
+    lm.ratio.max_ratio = 3.0
+    items = [Item(lm.frontend.encode(t)[0], lm.frontend.encode("a voice")[0], ps, seed=s)
+             for t, ps, s in [("A longer sentence, with a comma.", [4] * 9, 3), ("Hi.", [], 5)]]
+    cfg = SamplingConfig(num_candidates=3, text_guidance=0.5 if "uncond_prob" in kw else 0.0)
+    fast = generate_many(lm, items, cfg)
+    monkeypatch.setattr(tts.sampling, "fast_step", lambda model: None)
+    assert [(g.tokens, g.steps) for g in fast] == [(g.tokens, g.steps) for g in generate_many(lm, items, cfg)]
+
+
+def test_fast_step_declines_what_it_does_not_reproduce():
+    from tts.fast_decode import fast_step
+
+    lm = tiny_lm()
+    assert fast_step(lm.model) is not None
+    assert fast_step(object()) is None
+    lm.model.config.rope_parameters = {**lm.model.config.rope_parameters, "rope_type": "linear"}
+    assert fast_step(lm.model) is None
+    lm = tiny_lm()
+    lm.model.config.hidden_act = "gelu"
+    assert fast_step(lm.model) is None

@@ -39,6 +39,8 @@ import torch
 from transformers import PreTrainedModel
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
+from tts.fast_decode import fast_step
+from tts.kv_cache import growing_cache
 from tts.llm import SpeechLM, hidden_unit_id
 
 
@@ -56,6 +58,8 @@ def _cache_call(model, ids: torch.Tensor, cache=None, mask: torch.Tensor | None 
     requests in one batch); None when every row is whole (the model's defaults then).
     """
     kw = _cache_kwarg(type(model))
+    if cache is None and isinstance(model, PreTrainedModel):
+        cache = growing_cache()  # appends in place (tts.kv_cache); the onnxruntime adapter makes its own
     extra = {} if mask is None else {"attention_mask": mask, "position_ids": positions}
     out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **({kw: cache} if cache is not None else {}),
                 **extra)
@@ -253,6 +257,7 @@ def decode_many(lm: SpeechLM, items: list[Item],
     ids, mask = _left_pad(prefill, layout.pad_id)
     positions = None if mask is None else (mask.cumsum(1) - 1).clamp(min=0)
     last, cache = _cache_call(model, ids, mask=mask, positions=positions)
+    fast = fast_step(model)  # the steps after the prefill without transformers' per-call overhead
     if n > 1:
         cache.batch_repeat_interleave(n)  # with guidance: conditional rows, then unconditional ones
     if mask is not None:
@@ -316,7 +321,10 @@ def decode_many(lm: SpeechLM, items: list[Item],
         if mask is not None:
             mask = torch.cat([mask, torch.ones(len(mask), 1, dtype=mask.dtype)], dim=1)
             positions = positions + 1
-        last, cache = _cache_call(model, fed[:, None], cache, mask, None if mask is None else positions[:, None])
+        if fast is not None:
+            last = fast(fed[:, None], cache, mask, None if mask is None else positions[:, None])
+        else:
+            last, cache = _cache_call(model, fed[:, None], cache, mask, None if mask is None else positions[:, None])
         logits = guided(last[:, allowed], g)
     return [Generation(rows[i * n:(i + 1) * n], hit_max[i * n:(i + 1) * n], p[1], p[2],
                        max(ended[i * n:(i + 1) * n])) for i, p in enumerate(plans)]
