@@ -445,9 +445,9 @@ def test_batched_inputs_decode_as_they_would_alone(kw):
 def test_growing_cache_decodes_as_transformers_dynamic_cache(monkeypatch, kw):
     """tts.kv_cache appends in place; the tokens are those of transformers' own DynamicCache,
     through batched inputs, N candidates, finished rows dropped and the buffer regrown."""
-    import tts.sampling
     from transformers import DynamicCache
 
+    import tts.sampling
     from tts.kv_cache import MIN_CAPACITY
     from tts.sampling import Item, generate_many
 
