@@ -3,7 +3,7 @@
 For VoxLM's small LLM (3.5M parameters) a step of transformers' forward costs ~3 ms at one
 thread, of which its 29 matmuls take ~0.7: the rest is module dispatch, mask building, rope
 and cache bookkeeping around them (stop 46). :class:`FastStep` runs the same arithmetic
-(RMSNorm, rotary embedding, SDPA, SwiGLU, in transformers' order of operations) straight on
+(RMSNorm, rotary embedding, SDPA, SwiGLU; fewer, fused operations) straight on
 the model's weights, for one new position per row, reading and extending the same KV cache
 (:mod:`tts.kv_cache`). The prefill still runs transformers' forward. The logits match
 transformers' to float rounding and the sampled tokens are the same (tests/test_llm.py).
@@ -21,58 +21,62 @@ from transformers.cache_utils import Cache
 SUPPORTED = ("llama", "qwen2")
 
 
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """transformers' LlamaRMSNorm / Qwen2RMSNorm, op for op."""
-    h = x.to(torch.float32)
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * h.to(x.dtype)
-
-
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def _cat(*tensors: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensors[0] is None else torch.cat(tensors)
+
+
 class FastStep:
-    """``step(ids, cache, mask, positions)``: (B, 1) ids -> (B, V) logits of the new position."""
+    """``step(ids, cache, mask, positions)``: (B, 1) ids -> (B, V) logits of the new position.
+
+    Holds the query/key/value and gate/up projections fused (one matmul each, a copy of those
+    weights made when it is built: build it for a decoding call, not once for a model in training).
+    """
 
     def __init__(self, model: PreTrainedModel):
         cfg, inner = model.config, model.model
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads or cfg.num_attention_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
-        self.scale = self.head_dim ** -0.5
-        self.embed, self.norm, self.eps = inner.embed_tokens.weight, inner.norm.weight, inner.norm.variance_epsilon
+        self.scale, self.eps = self.head_dim ** -0.5, cfg.rms_norm_eps
+        self.embed, self.norm = inner.embed_tokens.weight, inner.norm.weight
         self.inv_freq, self.rope_scale = inner.rotary_emb.inv_freq, inner.rotary_emb.attention_scaling
         self.head = (model.lm_head.weight, model.lm_head.bias)
-        self.layers = [(layer.input_layernorm.weight, layer.self_attn, layer.post_attention_layernorm.weight, layer.mlp)
-                       for layer in inner.layers]
+        self.layers = []
+        for layer in inner.layers:
+            a, m = layer.self_attn, layer.mlp
+            self.layers.append((
+                layer.input_layernorm.weight,
+                _cat(a.q_proj.weight, a.k_proj.weight, a.v_proj.weight), _cat(a.q_proj.bias, a.k_proj.bias, a.v_proj.bias),
+                a.o_proj.weight, a.o_proj.bias, layer.post_attention_layernorm.weight,
+                torch.cat([m.gate_proj.weight, m.up_proj.weight]), m.down_proj.weight))
 
     @torch.inference_mode()
     def __call__(self, ids: torch.Tensor, cache: Cache, mask: torch.Tensor | None = None,
                  positions: torch.Tensor | None = None) -> torch.Tensor:
         # ids (B, 1); mask (B, past + 1) 1 = attend (left-padded rows) or None; positions (B, 1) or None
-        b = ids.shape[0]
+        b, h, kvh, hd = ids.shape[0], self.heads, self.kv_heads, self.head_dim
         if positions is None:
             positions = torch.full((b, 1), cache.get_seq_length(), dtype=torch.long)
-        freqs = positions[..., None].float() * self.inv_freq  # (B, 1, hd / 2)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = (emb.cos() * self.rope_scale)[:, None], (emb.sin() * self.rope_scale)[:, None]  # (B, 1, 1, hd)
+        freqs = positions.float() * self.inv_freq  # (B, hd / 2)
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, hd)
+        cos, sin = emb.cos() * self.rope_scale, emb.sin() * self.rope_scale
         attn_mask = None if mask is None else mask.bool()[:, None, None, :]  # (B, 1, 1, past + 1)
         x = F.embedding(ids, self.embed)  # (B, 1, D)
-        for i, (ln1, attn, ln2, mlp) in enumerate(self.layers):
-            h = _rms_norm(x, ln1, self.eps)
-            q = F.linear(h, attn.q_proj.weight, attn.q_proj.bias).view(b, 1, self.heads, self.head_dim).transpose(1, 2)
-            k = F.linear(h, attn.k_proj.weight, attn.k_proj.bias).view(b, 1, self.kv_heads, self.head_dim).transpose(1, 2)
-            v = F.linear(h, attn.v_proj.weight, attn.v_proj.bias).view(b, 1, self.kv_heads, self.head_dim).transpose(1, 2)
-            q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-            k, v = cache.layers[i].update(k, v)  # (B, KVH, past + 1, hd)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale,
-                                               enable_gqa=self.kv_heads != self.heads)
-            x = x + F.linear(y.transpose(1, 2).reshape(b, 1, -1), attn.o_proj.weight, attn.o_proj.bias)
-            h = _rms_norm(x, ln2, self.eps)
-            gate = F.silu(F.linear(h, mlp.gate_proj.weight)) * F.linear(h, mlp.up_proj.weight)
-            x = x + F.linear(gate, mlp.down_proj.weight)
-        return F.linear(_rms_norm(x[:, -1], self.norm, self.eps), *self.head)  # (B, V)
+        for i, (ln1, w_qkv, b_qkv, w_o, b_o, ln2, w_gate_up, w_down) in enumerate(self.layers):
+            qkv = F.linear(F.rms_norm(x, ln1.shape, ln1, self.eps), w_qkv, b_qkv).view(b, h + 2 * kvh, hd)
+            qk = qkv[:, :h + kvh]
+            qk = qk * cos + _rotate_half(qk) * sin  # rotary embedding of the queries and keys at once
+            k, v = cache.layers[i].update(qk[:, h:, None], qkv[:, h + kvh:, None])  # (B, KVH, past + 1, hd)
+            y = F.scaled_dot_product_attention(qk[:, :h, None], k, v, attn_mask=attn_mask, scale=self.scale,
+                                               enable_gqa=kvh != h)  # (B, H, 1, hd)
+            x = x + F.linear(y.view(b, 1, h * hd), w_o, b_o)
+            gate, up = F.linear(F.rms_norm(x, ln2.shape, ln2, self.eps), w_gate_up).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, w_down)
+        return F.linear(F.rms_norm(x[:, -1], self.norm.shape, self.norm, self.eps), *self.head)  # (B, V)
 
 
 def fast_step(model) -> FastStep | None:
