@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--vocoder", help="vocoder model dir; Griffin-Lim when absent")
     p.add_argument("--max-utts", type=int, default=30)
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, help="Euler/midpoint steps (default: the model's config)")
     p.add_argument("--solver", default=None)
     p.add_argument("--schedule", default=None)
     p.add_argument("--guidance", type=float, default=None)
@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "wav").mkdir(parents=True, exist_ok=True)
     (out / "png").mkdir(exist_ok=True)
     model = FlowModel.from_pretrained(args.model)
+    args.steps = args.steps or model.config.cfm.steps
     mel_cfg, d = model.config.mel_config, Path(args.data)
     tokens, wavs = read_tokens(d / "tokens"), read_table(d / "wav.scp")
     texts, utt2spk = read_table(d / "text"), read_table(d / "utt2spk")

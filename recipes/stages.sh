@@ -135,7 +135,7 @@ stage4() {
 }
 stage4_report() {
   py -m flow.report --model "$(flow_model)" --data "$data/dev" --out "$(flow_report)" \
-    --vocoder "$(vocoder_model)" --steps 10 --chunk 50 --lookahead 4 --threads 1 --judge-jobs "$nj" \
+    --vocoder "$(vocoder_model)" --chunk 50 --lookahead 4 --threads 1 --judge-jobs "$nj" \
     --max-utts "$flow_report_utts"
 }
 # stage 5: the vocoder: reconstruction losses ($vocoder_conf), then, with $vocoder_gan_conf,

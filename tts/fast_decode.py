@@ -30,11 +30,23 @@ def _cat(*tensors: torch.Tensor | None) -> torch.Tensor | None:
     return None if tensors[0] is None else torch.cat(tensors)
 
 
+def _t(*weights: torch.Tensor) -> torch.Tensor:
+    """Linear weights (out, in), fused along out -> one (in, out) matrix: a row times it is
+    ~20% faster on CPU than ``F.linear`` on the (out, in) layout (stop 46)."""
+    return torch.cat(weights).t().contiguous()
+
+
+def _linear(x: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    y = x @ w_t
+    return y if bias is None else y + bias
+
+
 class FastStep:
     """``step(ids, cache, mask, positions)``: (B, 1) ids -> (B, V) logits of the new position.
 
-    Holds the query/key/value and gate/up projections fused (one matmul each, a copy of those
-    weights made when it is built: build it for a decoding call, not once for a model in training).
+    Holds its own copy of the projection weights, transposed to (in, out) and with query/key/value
+    and gate/up fused (one matmul each); it is made for a decoding call (~14 MB, a few ms), not
+    kept beside a model in training.
     """
 
     def __init__(self, model: PreTrainedModel):
@@ -44,15 +56,15 @@ class FastStep:
         self.scale, self.eps = self.head_dim ** -0.5, cfg.rms_norm_eps
         self.embed, self.norm = inner.embed_tokens.weight, inner.norm.weight
         self.inv_freq, self.rope_scale = inner.rotary_emb.inv_freq, inner.rotary_emb.attention_scaling
-        self.head = (model.lm_head.weight, model.lm_head.bias)
+        self.head = (_t(model.lm_head.weight), model.lm_head.bias)
         self.layers = []
         for layer in inner.layers:
             a, m = layer.self_attn, layer.mlp
             self.layers.append((
                 layer.input_layernorm.weight,
-                _cat(a.q_proj.weight, a.k_proj.weight, a.v_proj.weight), _cat(a.q_proj.bias, a.k_proj.bias, a.v_proj.bias),
-                a.o_proj.weight, a.o_proj.bias, layer.post_attention_layernorm.weight,
-                torch.cat([m.gate_proj.weight, m.up_proj.weight]), m.down_proj.weight))
+                _t(a.q_proj.weight, a.k_proj.weight, a.v_proj.weight), _cat(a.q_proj.bias, a.k_proj.bias, a.v_proj.bias),
+                _t(a.o_proj.weight), a.o_proj.bias, layer.post_attention_layernorm.weight,
+                _t(m.gate_proj.weight, m.up_proj.weight), _t(m.down_proj.weight)))
 
     @torch.inference_mode()
     def __call__(self, ids: torch.Tensor, cache: Cache, mask: torch.Tensor | None = None,
@@ -67,16 +79,16 @@ class FastStep:
         attn_mask = None if mask is None else mask.bool()[:, None, None, :]  # (B, 1, 1, past + 1)
         x = F.embedding(ids, self.embed)  # (B, 1, D)
         for i, (ln1, w_qkv, b_qkv, w_o, b_o, ln2, w_gate_up, w_down) in enumerate(self.layers):
-            qkv = F.linear(F.rms_norm(x, ln1.shape, ln1, self.eps), w_qkv, b_qkv).view(b, h + 2 * kvh, hd)
+            qkv = _linear(F.rms_norm(x, ln1.shape, ln1, self.eps), w_qkv, b_qkv).view(b, h + 2 * kvh, hd)
             qk = qkv[:, :h + kvh]
             qk = qk * cos + _rotate_half(qk) * sin  # rotary embedding of the queries and keys at once
             k, v = cache.layers[i].update(qk[:, h:, None], qkv[:, h + kvh:, None])  # (B, KVH, past + 1, hd)
             y = F.scaled_dot_product_attention(qk[:, :h, None], k, v, attn_mask=attn_mask, scale=self.scale,
                                                enable_gqa=kvh != h)  # (B, H, 1, hd)
-            x = x + F.linear(y.view(b, 1, h * hd), w_o, b_o)
-            gate, up = F.linear(F.rms_norm(x, ln2.shape, ln2, self.eps), w_gate_up).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, w_down)
-        return F.linear(F.rms_norm(x[:, -1], self.norm.shape, self.norm, self.eps), *self.head)  # (B, V)
+            x = x + _linear(y.view(b, 1, h * hd), w_o, b_o)
+            gate, up = _linear(F.rms_norm(x, ln2.shape, ln2, self.eps), w_gate_up).chunk(2, dim=-1)
+            x = x + _linear(F.silu(gate) * up, w_down)
+        return _linear(F.rms_norm(x[:, -1], self.norm.shape, self.norm, self.eps), *self.head)  # (B, V)
 
 
 def fast_step(model) -> FastStep | None:
