@@ -92,7 +92,7 @@ class FastStep:
 
 
 def fast_step(model) -> FastStep | None:
-    """A :class:`FastStep` for ``model`` when it reproduces its forward exactly, else None."""
+    """A :class:`FastStep` for ``model`` when it reproduces its forward (to float rounding), else None."""
     cfg = getattr(model, "config", None)
     if not isinstance(model, PreTrainedModel) or getattr(cfg, "model_type", None) not in SUPPORTED:
         return None
