@@ -17,13 +17,9 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache
+from transformers.models.llama.modeling_llama import rotate_half
 
 SUPPORTED = ("llama", "qwen2")
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 def _cat(*tensors: torch.Tensor | None) -> torch.Tensor | None:
@@ -81,7 +77,7 @@ class FastStep:
         for i, (ln1, w_qkv, b_qkv, w_o, b_o, ln2, w_gate_up, w_down) in enumerate(self.layers):
             qkv = _linear(F.rms_norm(x, ln1.shape, ln1, self.eps), w_qkv, b_qkv).view(b, h + 2 * kvh, hd)
             qk = qkv[:, :h + kvh]
-            qk = qk * cos + _rotate_half(qk) * sin  # rotary embedding of the queries and keys at once
+            qk = qk * cos + rotate_half(qk) * sin  # rotary embedding of the queries and keys at once
             k, v = cache.layers[i].update(qk[:, h:, None], qkv[:, h + kvh:, None])  # (B, KVH, past + 1, hd)
             y = F.scaled_dot_product_attention(qk[:, :h, None], k, v, attn_mask=attn_mask, scale=self.scale,
                                                enable_gqa=kvh != h)  # (B, H, 1, hd)
@@ -102,6 +98,6 @@ def fast_step(model) -> FastStep | None:
             or getattr(cfg, "mlp_bias", False) or mlp.gate_proj.bias is not None
             or (cfg.model_type == "llama" and getattr(cfg, "attention_bias", False))
             or getattr(cfg, "pretraining_tp", 1) != 1 or getattr(cfg, "use_sliding_window", False)
-            or model.config._attn_implementation != "sdpa"):
+            or cfg._attn_implementation != "sdpa"):
         return None
     return FastStep(model)
