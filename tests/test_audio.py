@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tts.audio import AudioError, load_audio, peak_normalize, prepare_audio, rms_normalize
+from tts.audio import (
+    AudioError,
+    load_audio,
+    peak_normalize,
+    prepare_audio,
+    rms_normalize,
+    soft_limit,
+)
 
 
 @pytest.mark.parametrize("sr", [8000, 16000, 44100, 48000])
@@ -80,3 +87,14 @@ def test_normalisation(tone):
     assert np.abs(loud).max() <= 0.99 + 1e-6
     with pytest.raises(ValueError, match="normalize"):
         prepare_audio(x, 16000, 16000, normalize="loud")
+
+
+def test_soft_limit():
+    x = np.linspace(-3.0, 3.0, 60001, dtype=np.float32)
+    y = soft_limit(x)
+    assert np.abs(y).max() <= 1.0 and np.all(np.diff(y) >= 0)  # bounded, still monotonic
+    assert np.abs(y[np.abs(x) <= 1.2]).max() < 0.995  # real overshoots (1.1-1.2) stay clear of full scale
+    inside = np.abs(x) <= 0.8
+    assert np.array_equal(y[inside], x[inside])  # transparent below the knee
+    assert np.abs(np.diff(y)).max() <= np.diff(x).max() + 1e-6  # slope never above 1: no kink at the knee
+    assert np.allclose(soft_limit(x[:30000]), y[:30000])  # sample-wise: chunks give the same samples

@@ -97,6 +97,24 @@ def rms_normalize(audio: np.ndarray, target_dbfs: float = -20.0, peak: float = 0
     return out.astype(np.float32)
 
 
+def soft_limit(audio: np.ndarray, knee: float = 0.8) -> np.ndarray:
+    """Sample-wise soft limiter: unchanged up to ``knee``, above it bent by tanh towards 1.0.
+
+    Synthesised speech at the prompt's loudness (-20 dBFS RMS) can peak over full scale; a
+    hard clip on writing would distort it. Being sample-wise, this gives the same samples
+    whether the audio arrives whole or in streamed chunks. Slope and value are continuous
+    at the knee; the output never exceeds 1.0.
+    """
+    x = audio.astype(np.float32)
+    over = np.abs(x) > knee
+    if not over.any():
+        return x
+    out = x.copy()
+    head = 1.0 - knee
+    out[over] = np.sign(x[over]) * (knee + head * np.tanh((np.abs(x[over]) - knee) / head))
+    return out
+
+
 def prepare_audio(
     audio: np.ndarray,
     sample_rate: int,

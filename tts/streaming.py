@@ -45,6 +45,7 @@ import torch
 
 from flow.model import FlowModel
 from flow.streaming import FlowContext, FlowStream, prompt_context
+from tts.audio import soft_limit
 from tts.sampling import Generation, SamplingConfig, decode
 from vocoder.model import Vocoder
 from vocoder.streaming import VocoderStream
@@ -274,7 +275,7 @@ def _run(synth, out: SpeechStream, producer: TokenProducer, ctx: FlowContext, se
                 audio = np.concatenate([audio, edges.end(more=i + 1 < n)])
             if len(audio):
                 emitted += len(audio)
-                yield audio
+                yield soft_limit(audio)
     finally:
         first_done.set()
         producer.close()

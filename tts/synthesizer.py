@@ -21,7 +21,7 @@ import torch
 
 from flow.model import FlowModel
 from tokenizer.api import SpeechTokenizer
-from tts.audio import AudioError, load_audio
+from tts.audio import AudioError, load_audio, soft_limit
 from tts.frontend import TextError
 from tts.llm import SpeechLM
 from tts.mel import MelConfig, mel_spectrogram
@@ -399,7 +399,8 @@ class _Clock:
 
 
 def join_with_pauses(pieces: list[np.ndarray], sample_rate: int) -> np.ndarray:
-    """Concatenate sentence audio with short pauses; fade every edge so joins never click."""
+    """Concatenate sentence audio with short pauses; fade every edge so joins never click;
+    soft-limit the peaks (see :func:`tts.audio.soft_limit`)."""
     fade = int(FADE_SECONDS * sample_rate)
     ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
     pause = np.zeros(int(PAUSE_SECONDS * sample_rate), np.float32)
@@ -410,4 +411,4 @@ def join_with_pauses(pieces: list[np.ndarray], sample_rate: int) -> np.ndarray:
             p[:fade] *= ramp
             p[-fade:] *= ramp[::-1]
         out += [pause, p] if i else [p]
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+    return soft_limit(np.concatenate(out)) if out else np.zeros(0, np.float32)
