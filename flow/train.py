@@ -36,6 +36,7 @@ from tts.training import (
     apply_trainer_args,
     build_trainer,
     last_checkpoint,
+    threads_when_done,
     warm_start,
     warmup_cosine,
 )
@@ -219,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokenizer", help="tokenizer model dir: vocab_size is read from its config")
     p.add_argument("--init", help="flow model dir to warm-start from (matching weights only)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave default)")
+    p.add_argument("--threads-when-done", nargs="+", metavar="ARG",
+                   help="N PATH [PATH ...]: then N threads once every PATH exists (e.g. the done-files "
+                        "of the jobs beside it)")
     add_trainer_args(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -230,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.model.vocab_size = tokenizer_vocab_size(args.tokenizer)
         cfg.phonetic.tokenizer = cfg.phonetic.tokenizer or args.tokenizer
     try:
-        model = train(cfg, args.train, args.dev, args.exp, init=args.init)
+        model = train(cfg, args.train, args.dev, args.exp, init=args.init,
+                      callbacks=threads_when_done(args.threads_when_done))
     except FlowCheckpointError as err:  # a missing, corrupt or unfitting --init: one line
         raise SystemExit(f"flow.train: error: {err}") from None
     print(json.dumps({"exp": str(args.exp), "model": str(Path(args.exp) / "model"),

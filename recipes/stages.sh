@@ -18,7 +18,8 @@
 #     default empty: the config's trainer.max_steps): a shorter or longer schedule for that phase,
 #     passed to its trainer as --max-steps (the LR schedule follows it)
 #   flow_ft_threads (optional, default 1): torch threads of that phase (the first phase trains
-#     beside the LLM and the vocoder with one; by the second, on 2 cores, it is alone)
+#     beside the LLM and the vocoder with one; by the second, on 2 cores, it is alone), and of
+#     the first phase once the LLM, vocoder and speaker verifier beside it are done (parallel=true)
 #   onnx_export (optional, default true: stage 6 also writes $exp/model/onnx, `voxlm export onnx`)
 #   parallel (optional, default false): independent stages side by side, see run_stages
 #   init_model (optional, default empty): a packaged VoxLM model dir to fine-tune on $data: its
@@ -119,13 +120,19 @@ vocoder_model() {
 # The report resynthesises dev tokens with a same-speaker prompt (mel L1, WER, SIM; the
 # trained vocoder when it exists, else Griffin-Lim).
 stage4() {
-  local init=() extra=${flow_extra_data:-}
+  local init=() extra=${flow_extra_data:-} later=()
   if [ -n "${init_model:-}" ]; then init=(--init "$init_model/flow"); fi
   if [ "${flow_ft_conf:-none}" != none ]; then extra=""; fi  # the extra data join the second phase
+  if [ "${parallel:-false}" = true ] && stage_enabled 3; then
+    # one thread beside the LLM (and the vocoder / speaker verifier), flow_ft_threads once they are done
+    later=(--threads-when-done "${flow_ft_threads:-1}" "$exp/llm/.stage3.done")
+    if stage_enabled 5; then later+=("$exp/vocoder/.stage5.done"); fi
+    if stage_enabled 6 && [ -z "${init_model:-}" ]; then later+=("$exp/speaker/.done"); fi
+  fi
   # shellcheck disable=SC2086
   launch -m flow.train --config "$flow_conf" --train "$data/train" $extra --dev "$data/dev" \
-    --exp "$exp/flow" --tokenizer "$(tokenizer_model)" --threads 1 "${init[@]}" $(steps_opt flow) \
-    "${train_opts[@]}"
+    --exp "$exp/flow" --tokenizer "$(tokenizer_model)" --threads 1 "${later[@]}" "${init[@]}" \
+    $(steps_opt flow) "${train_opts[@]}"
   if [ "${flow_ft_conf:-none}" != none ]; then
     # shellcheck disable=SC2086
     launch -m flow.train --config "$flow_ft_conf" --init "$exp/flow/model" --train "$data/train" \

@@ -220,3 +220,27 @@ def test_kill_llm_training_and_resume(tmp_path):
     assert json.loads((exp / "model" / "config.json").read_text())
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and torch.load(last_checkpoint(exp), weights_only=False)["global_step"] == STEPS
+
+
+def test_threads_when_done_waits_for_every_file(tmp_path):
+    from types import SimpleNamespace
+
+    from tts.training import ThreadsWhenDone, threads_when_done
+    before = torch.get_num_threads()
+    target = 1 if before > 1 else 2
+    a, b = tmp_path / "llm.done", tmp_path / "vocoder.done"
+    cb = threads_when_done([str(target), str(a), str(b)])[0]
+    assert isinstance(cb, ThreadsWhenDone) and threads_when_done(None) == []
+    try:
+        a.touch()
+        cb.on_train_batch_start(SimpleNamespace(global_step=10), None, None, 0)
+        assert torch.get_num_threads() == before  # one file still missing
+        b.touch()
+        cb.on_train_batch_start(SimpleNamespace(global_step=11), None, None, 0)
+        assert torch.get_num_threads() == before  # checked every 10 steps only
+        cb.on_train_batch_start(SimpleNamespace(global_step=20), None, None, 0)
+        assert torch.get_num_threads() == target
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit, match="expected N PATH"):
+        threads_when_done([str(a)])

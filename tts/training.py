@@ -221,6 +221,38 @@ class FinalCheckpoint(L.Callback):
         return int(torch.load(self.path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
 
 
+class ThreadsWhenDone(L.Callback):
+    """Raise torch's CPU threads to ``threads`` once every file in ``paths`` exists.
+
+    A trainer that shares the machine with other jobs starts on fewer threads and takes
+    the freed cores when their done-files appear (the recipe's flow, at one thread beside
+    the LLM, then at two alone). Checked every ``every`` steps; a file check is cheap.
+    """
+
+    def __init__(self, threads: int, paths: list[str | Path], every: int = 10):
+        if threads < 1:
+            raise ValueError(f"threads must be 1 or more, got {threads}")
+        self.threads, self.paths, self.every, self.done = threads, [Path(p) for p in paths], every, False
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
+        if self.done or trainer.global_step % self.every or not all(p.exists() for p in self.paths):
+            return
+        self.done = True
+        if self.threads != torch.get_num_threads():
+            print(f"step {trainer.global_step}: {', '.join(map(str, self.paths))} done: "
+                  f"{torch.get_num_threads()} -> {self.threads} torch threads", flush=True)
+            torch.set_num_threads(self.threads)
+
+
+def threads_when_done(value: list[str] | None) -> list[L.Callback]:
+    """``--threads-when-done N PATH...`` -> the callback list (empty when the option is absent)."""
+    if not value:
+        return []
+    if len(value) < 2 or not value[0].isdigit():
+        raise SystemExit(f"--threads-when-done: expected N PATH [PATH ...], got {' '.join(value)}")
+    return [ThreadsWhenDone(int(value[0]), value[1:])]
+
+
 class EMA(WeightAveraging):
     """Weights averaged as ``avg = decay * avg + (1 - decay) * w`` after every optimizer step.
 
