@@ -242,5 +242,6 @@ def test_threads_when_done_waits_for_every_file(tmp_path):
         assert torch.get_num_threads() == target
     finally:
         torch.set_num_threads(before)
-    with pytest.raises(SystemExit, match="expected N PATH"):
-        threads_when_done([str(a)])
+    for bad in ([str(a)], ["0", str(a)]):
+        with pytest.raises(SystemExit, match="expected N PATH"):
+            threads_when_done(bad)

@@ -105,13 +105,10 @@ def soft_limit(audio: np.ndarray, knee: float = 0.8) -> np.ndarray:
     whether the audio arrives whole or in streamed chunks. Slope and value are continuous
     at the knee; the output never exceeds 1.0.
     """
-    x = audio.astype(np.float32)
-    over = np.abs(x) > knee
-    if not over.any():
-        return x
-    out = x.copy()
+    out = audio.astype(np.float32)  # a copy: the caller's array is never changed
+    over = np.abs(out) > knee
     head = 1.0 - knee
-    out[over] = np.sign(x[over]) * (knee + head * np.tanh((np.abs(x[over]) - knee) / head))
+    out[over] = np.sign(out[over]) * (knee + head * np.tanh((np.abs(out[over]) - knee) / head))
     return out
 
 

@@ -248,7 +248,7 @@ def threads_when_done(value: list[str] | None) -> list[L.Callback]:
     """``--threads-when-done N PATH...`` -> the callback list (empty when the option is absent)."""
     if not value:
         return []
-    if len(value) < 2 or not value[0].isdigit():
+    if len(value) < 2 or not value[0].isdigit() or int(value[0]) < 1:
         raise SystemExit(f"--threads-when-done: expected N PATH [PATH ...], got {' '.join(value)}")
     return [ThreadsWhenDone(int(value[0]), value[1:])]
 
