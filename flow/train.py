@@ -31,6 +31,7 @@ from tts.training import (
     EMA,
     BucketBatchSampler,
     ResumableLoader,
+    StopWhenDone,
     TrainerConfig,
     add_trainer_args,
     apply_trainer_args,
@@ -51,6 +52,7 @@ class DataConfig:
     crop_frames: int = 800  # longer utterances are cut to a random 16 s window
     num_workers: int = 0
     val_utts: int = 64  # dev utterances scored for val_loss
+    split_batches: bool = False  # several processes: each a share of every batch (BucketBatchSampler split)
 
 
 @dataclass
@@ -97,7 +99,7 @@ class FlowLightning(L.LightningModule):
     def validation_step(self, batch: dict, idx: int) -> None:
         gen = torch.Generator(device=batch["mel"].device).manual_seed(1000 + idx)  # same noise every time
         loss = self.model(batch["tokens"], batch["mel"], batch["mel_lens"], generator=gen)
-        self.log("val_loss", loss, prog_bar=True, batch_size=len(batch["utts"]))
+        self.log("val_loss", loss, prog_bar=True, batch_size=len(batch["utts"]), sync_dist=True)  # ranks: their mean
 
     def configure_optimizers(self):
         o, steps = self.cfg.optim, self.cfg.trainer.max_steps
@@ -131,7 +133,8 @@ def phonetic_loss(cfg: FlowTrainConfig) -> PhoneticLoss | None:
 
 
 def make_loader(ds: FlowDataset, cfg: DataConfig, shuffle: bool, seed: int) -> DataLoader:
-    sampler = BucketBatchSampler(ds.lengths, cfg.max_frames_per_batch, cfg.max_batch, shuffle=shuffle, seed=seed)
+    sampler = BucketBatchSampler(ds.lengths, cfg.max_frames_per_batch, cfg.max_batch, shuffle=shuffle, seed=seed,
+                                 split=cfg.split_batches)
     return ResumableLoader(ds, sampler, collate_fn=collate, num_workers=cfg.num_workers)
 
 
@@ -223,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads-when-done", nargs="+", metavar="ARG",
                    help="N PATH [PATH ...]: then N threads once every PATH exists (e.g. the done-files "
                         "of the jobs beside it)")
+    p.add_argument("--stop-when-done", nargs="+", metavar="PATH",
+                   help="stop (last.ckpt) once every PATH exists, to be resumed in more processes")
+    p.add_argument("--split-batches", action="store_true",
+                   help="with --devices N: each process trains on 1/N of every batch (one process's "
+                        "batches and schedule, N times as fast on N CPU cores) instead of batches of its own")
     add_trainer_args(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -230,12 +238,15 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     cfg = FlowTrainConfig.from_yaml(args.config)
     apply_trainer_args(cfg.trainer, args)
+    cfg.data.split_batches = cfg.data.split_batches or args.split_batches
     if args.tokenizer:
         cfg.model.vocab_size = tokenizer_vocab_size(args.tokenizer)
         cfg.phonetic.tokenizer = cfg.phonetic.tokenizer or args.tokenizer
+    callbacks = threads_when_done(args.threads_when_done)
+    if args.stop_when_done:
+        callbacks.append(StopWhenDone(args.stop_when_done))
     try:
-        model = train(cfg, args.train, args.dev, args.exp, init=args.init,
-                      callbacks=threads_when_done(args.threads_when_done))
+        model = train(cfg, args.train, args.dev, args.exp, init=args.init, callbacks=callbacks)
     except FlowCheckpointError as err:  # a missing, corrupt or unfitting --init: one line
         raise SystemExit(f"flow.train: error: {err}") from None
     print(json.dumps({"exp": str(args.exp), "model": str(Path(args.exp) / "model"),

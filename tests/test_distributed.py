@@ -96,6 +96,53 @@ def test_bucket_sampler_shards_over_ranks(monkeypatch):
     assert set(seen) == set(range(45))  # every item, a few twice where the count was padded
 
 
+def test_split_batches_share_one_process_batches(monkeypatch):
+    """split=True: at each step the ranks' shares make up the one-process batch of that step (a
+    one-item batch goes to both), so the world trains on one process's batches, count and order."""
+    import tts.training as training
+
+    lengths = [3 + i % 7 for i in range(45)] + [40]  # the last is alone in its batch
+    one = BucketBatchSampler(lengths, max_frames=40, max_batch=4, seed=5, split=True)
+    one.set_epoch(1)
+    shares = []
+    for rank in range(2):
+        monkeypatch.setattr(training, "dist_rank_world", lambda rank=rank: (rank, 2))
+        s = BucketBatchSampler(lengths, max_frames=40, max_batch=4, seed=5, split=True)
+        s.set_epoch(1)
+        shares.append(list(s))
+        assert len(s) == len(one) == len(shares[-1])
+    monkeypatch.setattr(training, "dist_rank_world", lambda: (0, 1))
+    for batch, a, b in zip(list(one), *shares, strict=True):
+        assert a and b and sorted(set(a + b)) == sorted(batch)
+        assert len(batch) == 1 or not set(a) & set(b)
+
+
+def test_flow_stops_when_done_then_resumes_in_two_processes(tmp_path):
+    """The CPU recipe's hand-over (recipes/stages.sh, flow_procs): flow.train stops once a done-file
+    exists, with last.ckpt, and the same command with --devices 2 --strategy ddp --split-batches
+    resumes it to the end of its schedule and exports the model."""
+    make_data(tmp_path / "data")
+    done = tmp_path / "llm.done"
+    done.write_text("")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "flow.train", "--config", str(ROOT / "egs/synth_en/conf/flow_tiny.yaml"),
+           "--train", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"), "--threads", "1", "--max-steps", "24"]
+
+    def step() -> int:
+        ckpt = torch.load(tmp_path / "exp/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+        return ckpt["global_step"]
+
+    r = subprocess.run(cmd + ["--stop-when-done", str(done)], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "done: stopping here" in r.stdout and 0 < step() < 24
+    r = subprocess.run(cmd + ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--split-batches"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Starting with 2 processes" in r.stdout + r.stderr and step() == 24
+    assert (tmp_path / "exp/model/model.safetensors").is_file()
+
+
 def test_sharded_extraction_then_merge(tmp_path, monkeypatch):
     """Two shards (as two launcher ranks would run them) extract disjoint parts without merging;
     a plain run then merges with nothing left to do, equal to an unsharded extraction."""

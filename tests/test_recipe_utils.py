@@ -202,6 +202,25 @@ def test_flow_extra_data_gets_tokens_and_trains_only_the_flow(tmp_path):
     assert threads_of(*[c for c in calls if c.startswith("-m flow.train")]) == ["1", "2"]  # the second phase runs alone
 
 
+def test_flow_procs_hands_the_flow_over_to_processes_once_alone(tmp_path):
+    """parallel=true, flow_procs=2: the first phase trains at one thread until the jobs beside it are
+    done, then resumes in two one-thread DDP processes that split its batches; the second phase runs
+    so from the start. flow_procs=1: one process, flow_ft_threads threads once alone."""
+    exp = f"{tmp_path}/a/exp"
+    calls = run_stages_dry(tmp_path / "a", "", flow_extra_data=f"{tmp_path}/more", flow_ft_conf="ft.yaml",
+                           settings="parallel=true; flow_procs=2; flow_ft_threads=2;")
+    first, resumed, second = [c.split() for c in calls if c.startswith("-m flow.train")]
+    beside = [f"{exp}/llm/.stage3.done", f"{exp}/vocoder/.stage5.done", f"{exp}/speaker/.done"]
+    ddp = ["--threads", "1", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--split-batches"]
+    assert first[-6:] == ["--threads", "1", "--stop-when-done", *beside]
+    assert resumed == first[:-6] + ddp  # the same run (its --exp, config and steps), resumed
+    assert second[second.index("--exp") + 1] == f"{exp}/flow_ft" and " ".join(ddp) in " ".join(second)
+    calls = run_stages_dry(tmp_path / "b", "", settings="parallel=true; flow_procs=1; flow_ft_threads=2;")
+    (only,) = [c for c in calls if c.startswith("-m flow.train")]
+    assert only.endswith("--threads 1 --threads-when-done 2 " + " ".join(b.replace("/a/", "/b/") for b in beside))
+    assert "--devices" not in only
+
+
 def test_phase_steps_reach_their_trainer_only(tmp_path):
     """<phase>_steps passes --max-steps to that phase's trainer (its LR schedule follows); unset, the
     config's trainer.max_steps stands."""
@@ -220,13 +239,14 @@ def test_phase_steps_reach_their_trainer_only(tmp_path):
     assert set(steps(run_stages_dry(tmp_path / "b", "", flow_ft_conf="ft.yaml")).values()) == {None}
 
 
-def test_fast_config_sets_only_recipe_options():
-    """conf/fast.sh is sourced, not parsed: a misspelt name there would pass silently, so check each
-    against the recipe's options, and that --help shows its values."""
+@pytest.mark.parametrize("conf", ["fast.sh", "medium.sh"])
+def test_shorter_configs_set_only_recipe_options(conf):
+    """conf/fast.sh and conf/medium.sh are sourced, not parsed: a misspelt name there would pass
+    silently, so check each against the recipe's options, and that --help shows its values."""
     recipe = ROOT / "egs" / "synth_en"
-    names = re.findall(r"^(\w+)=(\S+)", (recipe / "conf" / "fast.sh").read_text(), re.M)
+    names = re.findall(r"^(\w+)=(\S+)", (recipe / "conf" / conf).read_text(), re.M)
     assert len(names) > 10
-    r = subprocess.run(["bash", "run.sh", "--config", "conf/fast.sh", "--help"], capture_output=True, text=True,
+    r = subprocess.run(["bash", "run.sh", "--config", f"conf/{conf}", "--help"], capture_output=True, text=True,
                        cwd=recipe)
     assert r.returncode == 0, r.stderr
     shown = dict(line.split(maxsplit=1) for line in r.stdout.splitlines()[2:] if len(line.split()) == 2)

@@ -231,11 +231,59 @@ def synth_batch(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def synthesize_into(synth, cases: list, kwargs: dict, wav_dir, desc: str) -> tuple[float, float, dict]:
+    """Meta-list cases -> ``wav_dir/<utt>.wav`` (a user error raises); -> (audio seconds, synthesis
+    seconds, {utt: each candidate's scores and whether it was chosen})."""
+    from pathlib import Path
+
+    from tts.audio import save_audio
+
+    audio_s, compute_s, choices = 0.0, 0.0, {}
+    for c, r in synthesize_cases(synth, cases, kwargs, desc):
+        if isinstance(r, Exception):
+            raise r
+        save_audio(Path(wav_dir) / f"{c.utt}.wav", r.audio, r.sample_rate)
+        audio_s, compute_s = audio_s + r.duration, compute_s + r.timings["total_s"]
+        choices[c.utt] = [{"scores": x.scores, "total": x.total, "chosen": any(x is y for y in r.chosen)}
+                          for x in r.candidates]
+    return audio_s, compute_s, choices
+
+
+def _synthesize_job(model: str, backend: str, specs: list[str], cases: list, kwargs: dict, wav_dir,
+                    desc: str) -> tuple[float, float, dict]:
+    """One ``eval --jobs`` process: its own Synthesizer and plug-in verifiers, one torch thread."""
+    import torch
+
+    from tts.synthesizer import Synthesizer
+    from tts.verifiers import load_verifier
+
+    torch.set_num_threads(1)
+    synth = Synthesizer.from_pretrained(model, backend=backend)
+    return synthesize_into(synth, cases, {**kwargs, "verifiers": [load_verifier(s) for s in specs]}, wav_dir, desc)
+
+
+def synthesize_in_jobs(args: argparse.Namespace, cases: list, kwargs: dict, wav_dir, desc: str):
+    """:func:`synthesize_into` over ``args.jobs`` processes of one thread. Whole
+    ``BATCH_REQUESTS`` groups are dealt out in turn, so each line is decoded in the batch, with
+    the seed, that one process gives it: the same audio as ``--jobs 1 --threads 1``."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    parts: list[list] = [[] for _ in range(args.jobs)]
+    for k in range(0, len(cases), BATCH_REQUESTS):
+        parts[(k // BATCH_REQUESTS) % args.jobs] += cases[k:k + BATCH_REQUESTS]
+    kwargs = {k: v for k, v in kwargs.items() if k != "verifiers"}  # objects: each process loads its own
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_synthesize_job, args.model, args.backend, args.verifier, part, kwargs, wav_dir,
+                               f"{desc} [{i + 1}/{args.jobs}]") for i, part in enumerate(parts) if part]
+        done = [f.result() for f in futures]
+    return sum(d[0] for d in done), sum(d[1] for d in done), {k: v for d in done for k, v in d[2].items()}
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Zero-shot clones of a test list (or of a data dir's speakers) at each best-of-N width, judged."""
     from pathlib import Path
 
-    from tts.audio import save_audio
     from tts.evaluate import (
         make_meta,
         plot_spectrograms,
@@ -260,16 +308,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     systems, timing, choices = {}, {}, {}
     for n in widths:
         name, wav_dir = f"voxlm_n{n}", out / f"wavs_n{n}"
-        systems[name], audio_s, compute_s = wav_dir, 0.0, 0.0
+        systems[name] = wav_dir
         todo = [c for c in cases if not (wav_dir / f"{c.utt}.wav").is_file()]  # resumable: finished ones kept
-        for c, r in synthesize_cases(synth, todo, {**_synthesis_kwargs(args), "n_candidates": n},
-                                     f"synthesize N={n}"):
-            if isinstance(r, Exception):
-                raise r
-            save_audio(wav_dir / f"{c.utt}.wav", r.audio, r.sample_rate)
-            audio_s, compute_s = audio_s + r.duration, compute_s + r.timings["total_s"]
-            choices[(name, c.utt)] = [{"scores": x.scores, "total": x.total, "chosen": any(x is y for y in r.chosen)}
-                                      for x in r.candidates]
+        kwargs, desc = {**_synthesis_kwargs(args), "n_candidates": n}, f"synthesize N={n}"
+        if args.jobs > 1:
+            audio_s, compute_s, chosen = synthesize_in_jobs(args, todo, kwargs, wav_dir, desc)
+        else:
+            audio_s, compute_s, chosen = synthesize_into(synth, todo, kwargs, wav_dir, desc)
+        choices |= {(name, utt): c for utt, c in chosen.items()}
         if audio_s:
             timing[name] = compute_s / audio_s
     rows = score_rows(cases, systems, judge_jobs=args.judge_jobs)
@@ -411,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-speaker", type=int, default=5, help="targets per speaker (with --data)")
     p.add_argument("--judge-jobs", type=_positive, default=1,
                    help="processes for the ASR judge (pocketsphinx uses one core; the same transcripts)")
+    p.add_argument("--jobs", type=_positive, default=1,
+                   help="processes that synthesize, one thread each (the audio of --jobs 1 --threads 1)")
     p.add_argument("--out", required=True,
                    help="output dir: wavs_n<N>/, summary.json, summary.md, utts.jsonl, png/")
     add_stream_options(p)

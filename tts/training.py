@@ -244,6 +244,28 @@ class ThreadsWhenDone(L.Callback):
             torch.set_num_threads(self.threads)
 
 
+class StopWhenDone(L.Callback):
+    """End training (``last.ckpt`` saved, :class:`FinalCheckpoint`) once every file in ``paths`` exists.
+
+    The hand-over of the CPU recipe's flow: it trains in one process of one thread
+    beside the LLM, stops when the jobs beside it are done, and the recipe resumes it
+    in several processes (``--devices N --strategy ddp``, batches split over them).
+    Checked every ``every`` steps.
+    """
+
+    def __init__(self, paths: list[str | Path], every: int = 10):
+        if not paths:
+            raise ValueError("StopWhenDone needs at least one path")
+        self.paths, self.every = [Path(p) for p in paths], every
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
+        if trainer.global_step % self.every or not all(p.exists() for p in self.paths):
+            return
+        print(f"step {trainer.global_step}: {', '.join(map(str, self.paths))} done: stopping here "
+              "(last.ckpt) to be resumed", flush=True)
+        trainer.should_stop = True
+
+
 def threads_when_done(value: list[str] | None) -> list[L.Callback]:
     """``--threads-when-done N PATH...`` -> the callback list (empty when the option is absent)."""
     if not value:
@@ -341,14 +363,20 @@ class BucketBatchSampler(Sampler[list[int]]):
     uninterrupted runs agree on epoch boundaries. Under ``torch.distributed``
     every rank builds the same global list and takes every ``world``-th batch
     (padded by wrap-around to equal counts), so no distributed sampler is
-    needed. :meth:`resume` skips the batches an interrupted epoch already
-    consumed (:class:`ResumableLoader` calls it from the checkpoint).
+    needed. With ``split=True`` every rank takes its share of each batch
+    instead (items ``rank::world``; a batch of fewer items than ranks is
+    repeated): the world trains on one process's batches, in its order and
+    with its schedule, ``world`` times as fast where compute is the limit
+    (the CPU recipe's flow in two processes of one thread each), and a run
+    may resume at another world size on the same batches. :meth:`resume`
+    skips the batches an interrupted epoch already consumed
+    (:class:`ResumableLoader` calls it from the checkpoint).
     """
 
     def __init__(self, lengths: list[int], max_frames: int, max_batch: int = 64,
-                 shuffle: bool = True, seed: int = 0, pool: int = 50):
+                 shuffle: bool = True, seed: int = 0, pool: int = 50, split: bool = False):
         self.lengths, self.max_frames, self.max_batch = lengths, max_frames, max_batch
-        self.shuffle, self.seed, self.pool, self.epoch = shuffle, seed, pool, 0
+        self.shuffle, self.seed, self.pool, self.epoch, self.split = shuffle, seed, pool, 0, split
         self._per_epoch = len(self._make_batches(0))
         self._skip: tuple[int, int] | None = None  # (epoch, batches already consumed)
         self.started_at = 0  # batches of the current epoch skipped by the running iteration
@@ -386,9 +414,12 @@ class BucketBatchSampler(Sampler[list[int]]):
         """This rank's batches of ``epoch``, in order."""
         rank, world = dist_rank_world()
         batches = self._make_batches(epoch)
-        total = -(-self._per_epoch // world) * world  # a fixed count, a multiple of the world size
         if not batches:
             return []
+        if self.split:  # every batch, this rank's share of it (the count stays one process's)
+            batches = [batches[i % len(batches)] for i in range(self._per_epoch)]
+            return [(b * -(-world // len(b)))[rank::world] for b in batches]
+        total = -(-self._per_epoch // world) * world  # a fixed count, a multiple of the world size
         batches = [batches[i % len(batches)] for i in range(total)]
         return batches[rank::world]
 
@@ -405,7 +436,7 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         _, world = dist_rank_world()
-        return -(-self._per_epoch // world)
+        return self._per_epoch if self.split else -(-self._per_epoch // world)
 
 
 class ResumableLoader(DataLoader):

@@ -26,6 +26,7 @@ llm_align_conf=none  # or conf/llm_align.yaml: an LLM warm-up on text-only synth
 flow_conf=conf/flow_small.yaml
 flow_ft_conf=conf/flow_ft.yaml  # a second flow phase from flow_conf's model, on train + $data/timbre (none: skip it)
 flow_ft_threads=2   # it runs alone by then: 2 threads ~1.35x one here (120 steps: 88 s against 112 s)
+flow_procs=2        # ...or, when > 1, in that many one-thread processes (DDP, batches split): ~1.17x two threads
 vocoder_conf=conf/vocoder.yaml
 vocoder_gan_conf=conf/vocoder_gan.yaml  # the GAN phase, started from vocoder_conf's generator (none: skip it)
 llm_report_utts=100      # dev utterances the stage-3 report generates
@@ -48,7 +49,7 @@ mel_preset=16k-w40  # the shared mel definition (tts/mel.py) the flow and vocode
 onnx_export=true    # stage 6 also exports every network to $exp/model/onnx (voxlm export onnx)
 parallel=true       # independent stages side by side, one process each (recipes/stages.sh, run_stages)
 init_model=""       # a packaged model dir to fine-tune on this data (its tokenizer, its weights; README)
-recipe_options="stage stop_stage nj train_hours dev_per_spk test_per_spk timbre_per_spk data exp tokenizer_conf tokenizer_ft_conf llm_conf llm_align_conf flow_conf flow_ft_conf flow_ft_threads vocoder_conf vocoder_gan_conf
+recipe_options="stage stop_stage nj train_hours dev_per_spk test_per_spk timbre_per_spk data exp tokenizer_conf tokenizer_ft_conf llm_conf llm_align_conf flow_conf flow_ft_conf flow_ft_threads flow_procs vocoder_conf vocoder_gan_conf
   llm_report_utts vocoder_report_utts flow_report_utts speaker_steps tokenizer_steps llm_steps flow_steps flow_ft_steps
   vocoder_steps vocoder_gan_steps n_candidates eval_per_speaker ngpu num_nodes launcher onnx_export parallel init_model"
 . ../../recipes/parse_options.sh
