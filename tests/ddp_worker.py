@@ -30,6 +30,9 @@ class Dump(L.Callback):
     def __init__(self, out: Path, name: str):
         self.out, self.name, self.utts = out, name, []
 
+    def on_train_start(self, trainer, module):  # after RankSeed: each rank's own random stream
+        self.draw = torch.rand(4).tolist()
+
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         if isinstance(batch, dict) and "utts" in batch:
             self.utts.append(list(batch["utts"]))
@@ -38,7 +41,8 @@ class Dump(L.Callback):
         rank = trainer.global_rank
         params = {n: p.detach().cpu().clone() for n, p in module.named_parameters()}
         torch.save(params, self.out / f"{self.name}.rank{rank}.pt")
-        info = {"world_size": trainer.world_size, "global_step": trainer.global_step, "utts": self.utts}
+        info = {"world_size": trainer.world_size, "global_step": trainer.global_step, "utts": self.utts,
+                "draw": self.draw}
         (self.out / f"{self.name}.rank{rank}.json").write_text(json.dumps(info))
 
 

@@ -75,6 +75,7 @@ def test_ranks_agree_on_weights(ddp_run, component):
     assert ranks[0].keys() == ranks[1].keys() and ranks[0]
     for name, p in ranks[0].items():
         assert torch.equal(p, ranks[1][name]), f"{component}: {name} differs between ranks"
+    assert infos[0]["draw"] != infos[1]["draw"]  # RankSeed: each rank its own noise, masks, dropout
     if infos[0]["utts"]:  # batch samplers shard: the ranks trained on different utterances
         assert infos[0]["utts"] != infos[1]["utts"]
     assert (ddp_run / component / "checkpoints" / "last.ckpt").is_file()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -221,6 +222,26 @@ class FinalCheckpoint(L.Callback):
         return int(torch.load(self.path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
 
 
+class RankSeed(L.Callback):
+    """Reseed torch, numpy and random per (seed, rank, step) when training starts, under DDP or on resume.
+
+    Every process of a run calls ``seed_everything`` with the same seed (so the ranks
+    build the same model), and Lightning does not restore random states on resume. So
+    without this every rank would draw the same flow noise and times, masks and dropout
+    for its own items (with ``--split-batches``, every share of a batch the same draws:
+    fewer distinct draws per step), and a resumed run would replay the draws of its
+    first steps. A fresh one-process run is left as it was seeded.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.world_size > 1 or trainer.global_step > 0:
+            state = np.random.SeedSequence([self.seed, trainer.global_rank, trainer.global_step]).generate_state(1)
+            L.seed_everything(int(state[0]), verbose=False)
+
+
 class ThreadsWhenDone(L.Callback):
     """Raise torch's CPU threads to ``threads`` once every file in ``paths`` exists.
 
@@ -316,7 +337,7 @@ def build_trainer(cfg: TrainerConfig, exp_dir: str | Path, fsdp_wrap: set[type] 
         save_last=True, save_top_k=max(1, cfg.keep_checkpoints, cfg.average_last), monitor="step", mode="max",
         filename="step{step:07d}", auto_insert_metric_name=False,
     )
-    callbacks = [ckpt, FinalCheckpoint(exp_dir / "checkpoints" / "last.ckpt")]
+    callbacks = [ckpt, FinalCheckpoint(exp_dir / "checkpoints" / "last.ckpt"), RankSeed(cfg.seed)]
     if cfg.ema_decay:  # before the caller's callbacks: their on_save_checkpoint sees the average
         callbacks.append(EMA(cfg.ema_decay))
     callbacks += kwargs.pop("callbacks", [])
@@ -366,8 +387,8 @@ class BucketBatchSampler(Sampler[list[int]]):
     needed. With ``split=True`` every rank takes its share of each batch
     instead (items ``rank::world``; a batch of fewer items than ranks is
     repeated): the world trains on one process's batches, in its order and
-    with its schedule, ``world`` times as fast where compute is the limit
-    (the CPU recipe's flow in two processes of one thread each), and a run
+    with its schedule, faster where compute is the limit (the CPU recipe's
+    flow in two processes of one thread each: 1.17x two threads), and a run
     may resume at another world size on the same batches. :meth:`resume`
     skips the batches an interrupted epoch already consumed
     (:class:`ResumableLoader` calls it from the checkpoint).
