@@ -136,8 +136,8 @@ stage4() {
     beside=("$exp/llm/.stage3.done")
     if stage_enabled 5; then beside+=("$exp/vocoder/.stage5.done"); fi
     if stage_enabled 6 && [ -z "${init_model:-}" ]; then beside+=("$exp/speaker/.done"); fi
-    later=(--threads-when-done "${flow_ft_threads:-1}" "${beside[@]}")
-    if [ "$ddp" = true ]; then later=(--stop-when-done "${beside[@]}"); fi
+    if [ "$ddp" = true ]; then later=(--stop-when-done "${beside[@]}")
+    else later=(--threads-when-done "${flow_ft_threads:-1}" "${beside[@]}"); fi
   fi
   # shellcheck disable=SC2206  # $extra: data dirs, split on purpose
   local phase1=(-m flow.train --config "$flow_conf" --train "$data/train" $extra --dev "$data/dev"

@@ -242,49 +242,59 @@ class RankSeed(L.Callback):
             L.seed_everything(int(state[0]), verbose=False)
 
 
-class ThreadsWhenDone(L.Callback):
+class _WhenDone(L.Callback):
+    """A callback that acts once every file in ``paths`` exists, checked every ``every`` steps
+    (a file check is cheap): the done-files of the jobs that share the machine."""
+
+    def __init__(self, paths: list[str | Path], every: int = 10):
+        if not paths:
+            raise ValueError(f"{type(self).__name__} needs at least one path")
+        self.paths, self.every = [Path(p) for p in paths], every
+
+    def due(self, trainer: L.Trainer) -> bool:
+        return trainer.global_step % self.every == 0 and all(p.exists() for p in self.paths)
+
+    def done_files(self) -> str:
+        return ", ".join(map(str, self.paths))
+
+
+class ThreadsWhenDone(_WhenDone):
     """Raise torch's CPU threads to ``threads`` once every file in ``paths`` exists.
 
     A trainer that shares the machine with other jobs starts on fewer threads and takes
     the freed cores when their done-files appear (the recipe's flow, at one thread beside
-    the LLM, then at two alone). Checked every ``every`` steps; a file check is cheap.
+    the LLM, then at two alone, with ``flow_procs=1``).
     """
 
     def __init__(self, threads: int, paths: list[str | Path], every: int = 10):
         if threads < 1:
             raise ValueError(f"threads must be 1 or more, got {threads}")
-        self.threads, self.paths, self.every, self.done = threads, [Path(p) for p in paths], every, False
+        super().__init__(paths, every)
+        self.threads, self.done = threads, False
 
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
-        if self.done or trainer.global_step % self.every or not all(p.exists() for p in self.paths):
+        if self.done or not self.due(trainer):
             return
         self.done = True
         if self.threads != torch.get_num_threads():
-            print(f"step {trainer.global_step}: {', '.join(map(str, self.paths))} done: "
+            print(f"step {trainer.global_step}: {self.done_files()} done: "
                   f"{torch.get_num_threads()} -> {self.threads} torch threads", flush=True)
             torch.set_num_threads(self.threads)
 
 
-class StopWhenDone(L.Callback):
+class StopWhenDone(_WhenDone):
     """End training (``last.ckpt`` saved, :class:`FinalCheckpoint`) once every file in ``paths`` exists.
 
     The hand-over of the CPU recipe's flow: it trains in one process of one thread
     beside the LLM, stops when the jobs beside it are done, and the recipe resumes it
     in several processes (``--devices N --strategy ddp``, batches split over them).
-    Checked every ``every`` steps.
     """
 
-    def __init__(self, paths: list[str | Path], every: int = 10):
-        if not paths:
-            raise ValueError("StopWhenDone needs at least one path")
-        self.paths, self.every = [Path(p) for p in paths], every
-
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
-        if trainer.global_step % self.every or not all(p.exists() for p in self.paths):
-            return
-        print(f"step {trainer.global_step}: {', '.join(map(str, self.paths))} done: stopping here "
-              "(last.ckpt) to be resumed", flush=True)
-        trainer.should_stop = True
+        if self.due(trainer):
+            print(f"step {trainer.global_step}: {self.done_files()} done: stopping here (last.ckpt) to be resumed",
+                  flush=True)
+            trainer.should_stop = True
 
 
 def threads_when_done(value: list[str] | None) -> list[L.Callback]:
